@@ -1,0 +1,48 @@
+# The README's two set-up commands: `make run` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+JS_STAMP := node_modules/.installed
+
+.PHONY: run test lint typecheck unit e2e deps clean
+
+$(PY_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+		|| { echo "make: install Python 3.11 or newer (python3)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(JS_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "make: install Node.js 20 and npm"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: $(PY_STAMP) $(JS_STAMP)
+
+## run: start the relay on the embedded local provider (http://127.0.0.1:8000)
+run: $(PY_STAMP)
+	$(BIN)/relay serve
+
+## test: lint, type-check, then every test (unit and end to end)
+test: deps lint typecheck
+	$(BIN)/pytest
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(PY_STAMP)
+	$(BIN)/mypy
+
+unit: $(PY_STAMP)
+	$(BIN)/pytest tests/unit
+
+e2e: deps
+	$(BIN)/pytest tests/e2e
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,24 @@
+"""Turning a policy decision into an answer: allowed, or the right refusal (401 or 403)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.errors import Forbidden, Unauthenticated
+from app.policy import Allow, AllowPresence, Deny
+
+if TYPE_CHECKING:
+    from app.policy import Action, Policy
+    from app.principal import Principal
+
+
+def require(
+    policy: Policy, principal: Principal, action: Action, channel: str
+) -> Allow | AllowPresence:
+    """The allowing decision, or raise Unauthenticated (a login would help) or Forbidden."""
+    decision = policy.decide(principal, action, channel)
+    if isinstance(decision, Deny):
+        if decision.unauthenticated:
+            raise Unauthenticated(decision.reason)
+        raise Forbidden(decision.reason, channel=channel)
+    return decision

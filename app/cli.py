@@ -1,0 +1,173 @@
+"""The `relay` command: serve, publish, token, policy explain, check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from app import logs
+from app.errors import ConfigurationError, RelayError
+from app.settings import Settings, load_settings
+
+WS_MAX_FRAME_BYTES = 64 * 1024
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    app = create_app(settings)
+    print(f"relay: serving provider {settings.provider!r} on http://{host}:{port}", flush=True)
+    if settings.provider == "local":
+        print(
+            f"relay: pusher-js: new Pusher({settings.app_key!r}, {{ wsHost: {host!r}, "
+            f"wsPort: {port}, forceTLS: false, enabledTransports: ['ws'], cluster: '' }})",
+            flush=True,
+        )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,  # the relay's own access log leaves query strings (tokens) out
+        ws_max_size=WS_MAX_FRAME_BYTES,
+        ws_ping_interval=None,  # pusher-js pings at the protocol level
+        lifespan="on",
+    )
+    return 0
+
+
+def _data_argument(text: str) -> Any:
+    """DATA as JSON when it parses, else as a plain string."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _publish(settings: Settings, args: argparse.Namespace) -> int:
+    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/v1/events"
+    body: dict[str, Any] = {
+        "name": args.event,
+        "channel": args.channel,
+        "data": _data_argument(args.data),
+    }
+    key = settings.api_keys[0].get_secret_value()
+    try:
+        response = httpx.post(url, json=body, headers={"X-API-Key": key}, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"relay: cannot reach {url}: {exc.__class__.__name__}", file=sys.stderr)
+        return 1
+    if response.is_success:
+        print(response.text)
+        return 0
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    print(f"relay: publish refused ({response.status_code}): {detail}", file=sys.stderr)
+    return 1
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from app.tokens import mint_dev_token
+
+    print(mint_dev_token(settings, user_id=args.user, name=args.name, ttl=args.ttl))
+    return 0
+
+
+def _explain(settings: Settings, args: argparse.Namespace) -> int:
+    from app import principal as principals
+    from app.policy import Action, Deny, Policy
+
+    policy = Policy.from_file(settings.policy_file) if settings.policy_file else Policy.default()
+    claims = dict(pair.split("=", 1) for pair in args.claim)
+    if args.backend:
+        who = principals.Principal(principals.PrincipalKind.BACKEND, id="cli")
+    elif args.user is None:
+        who = principals.ANONYMOUS
+    else:
+        who = principals.user(args.user, **claims)
+    explanation = policy.explain(who, Action(args.action), args.channel)
+    print(explanation.render())
+    return 1 if isinstance(explanation.decision, Deny) else 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from app.relay import Relay
+
+    relay = Relay.build(settings)
+    print(f"relay: configuration ok; provider {relay.provider.name!r}; policy {relay.policy.source}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the relay (HTTP, WebSocket, SSE)")
+    serve.add_argument("--host", help="default RELAY_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default RELAY_PORT or 8000")
+    serve.set_defaults(run=_serve)
+
+    publish = commands.add_parser("publish", help="publish through the running relay's REST API")
+    publish.add_argument("channel")
+    publish.add_argument("event")
+    publish.add_argument("data", help="JSON, or any other text as a string")
+    publish.add_argument("--url", help="the relay's base URL (default from RELAY_HOST/PORT)")
+    publish.set_defaults(run=_publish)
+
+    token = commands.add_parser("token", help="mint a development JWT the relay accepts")
+    token.add_argument("--user", required=True)
+    token.add_argument("--name")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(run=_token)
+
+    policy = commands.add_parser("policy", help="inspect the channel policy")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    explain = policy_commands.add_parser("explain", help="which rule decides, and why")
+    explain.add_argument("channel")
+    explain.add_argument("--user", help="the user id (omit for an anonymous caller)")
+    explain.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE")
+    explain.add_argument("--backend", action="store_true", help="ask as an API-key backend")
+    explain.add_argument(
+        "--action",
+        default="subscribe",
+        choices=["subscribe", "publish", "client_event", "history"],
+    )
+    explain.set_defaults(run=_explain)
+
+    check = commands.add_parser("check", help="validate configuration and the provider")
+    check.set_defaults(run=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `relay` console script."""
+    args = _parser().parse_args(argv)
+    logs.configure("INFO")
+    try:
+        settings = load_settings()
+        logs.configure(settings.log_level)
+        code: int = args.run(settings, args)
+    except ConfigurationError as exc:
+        print(f"relay: configuration error: {exc.detail}", file=sys.stderr)
+        return 2
+    except RelayError as exc:
+        print(f"relay: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

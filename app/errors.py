@@ -1,0 +1,205 @@
+"""Every error the relay raises on purpose, and how each becomes RFC 9457 problem+json.
+
+    RelayError                      500 internal
+    ├── ConfigurationError          start-up only: one line naming the variable
+    ├── BadRequest                  400 invalid-request
+    │   ├── InvalidChannel          400 invalid-channel
+    │   ├── InvalidEventName        400 invalid-event-name
+    │   ├── InvalidSocketId         400 invalid-socket-id
+    │   ├── InvalidPayload          400 invalid-payload
+    │   ├── TooManyItems            400 too-many-items
+    │   └── PayloadTooLarge         413 payload-too-large
+    ├── Unauthenticated             401 unauthenticated
+    │   ├── InvalidToken            401 invalid-token
+    │   └── InvalidSignature        401 invalid-signature
+    ├── Forbidden                   403 forbidden  (a policy decision said no)
+    ├── NotFound                    404 not-found
+    ├── NotSupported                501 not-supported  (the provider cannot do this)
+    └── ProviderError               502 provider-error (retryable or not)
+        └── ProviderUnavailable     503 provider-unavailable
+
+The `type` of each problem is `urn:realtime-relay:problem:<slug>`, stable across releases. A
+`detail` never carries a secret, a signature or a payload.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_TYPE_PREFIX = "urn:realtime-relay:problem:"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class RelayError(Exception):
+    """Base of the relay's own errors."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def type(self) -> str:
+        """The stable problem type URI."""
+        return PROBLEM_TYPE_PREFIX + self.slug
+
+    def problem(self, *, instance: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 body."""
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance is not None:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (for example Retry-After or WWW-Authenticate)."""
+        return {}
+
+
+class ConfigurationError(RelayError):
+    """A setting is missing or malformed; start-up stops."""
+
+    slug = "configuration"
+    title = "Configuration error"
+
+
+class BadRequest(RelayError):
+    """The request is malformed."""
+
+    status = 400
+    slug = "invalid-request"
+    title = "Invalid request"
+
+
+class InvalidChannel(BadRequest):
+    """A channel name breaks the naming rules or a limit."""
+
+    slug = "invalid-channel"
+    title = "Invalid channel name"
+
+
+class InvalidEventName(BadRequest):
+    """An event name is empty, too long, or reserved."""
+
+    slug = "invalid-event-name"
+    title = "Invalid event name"
+
+
+class InvalidSocketId(BadRequest):
+    """A socket id is not of the form digits.digits."""
+
+    slug = "invalid-socket-id"
+    title = "Invalid socket id"
+
+
+class InvalidPayload(BadRequest):
+    """The event data cannot be relayed as it is."""
+
+    slug = "invalid-payload"
+    title = "Invalid payload"
+
+
+class TooManyItems(BadRequest):
+    """A list (channels, batch) is longer than its limit."""
+
+    slug = "too-many-items"
+    title = "Too many items"
+
+
+class PayloadTooLarge(BadRequest):
+    """The encoded payload or body is larger than its limit."""
+
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class Unauthenticated(RelayError):
+    """No usable credential was presented."""
+
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="realtime-relay"'}
+
+
+class InvalidToken(Unauthenticated):
+    """A bearer token was presented and refused."""
+
+    slug = "invalid-token"
+    title = "Invalid token"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="realtime-relay", error="invalid_token"'}
+
+
+class InvalidSignature(Unauthenticated):
+    """A request signature (Pusher HTTP API, webhook) does not verify."""
+
+    slug = "invalid-signature"
+    title = "Invalid signature"
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class Forbidden(RelayError):
+    """The channel policy denied the action."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden by channel policy"
+
+
+class NotFound(RelayError):
+    """The addressed thing does not exist."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class NotSupported(RelayError):
+    """The configured provider cannot do this."""
+
+    status = 501
+    slug = "not-supported"
+    title = "Not supported by this provider"
+
+
+class ProviderError(RelayError):
+    """The provider refused or failed a call; `retryable` says whether trying again may help."""
+
+    status = 502
+    slug = "provider-error"
+    title = "Provider error"
+
+    def __init__(self, detail: str, *, retryable: bool = False, **extra: Any) -> None:
+        super().__init__(detail, retryable=retryable, **extra)
+        self.retryable = retryable
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider cannot be reached or is failing; try later."""
+
+    status = 503
+    slug = "provider-unavailable"
+    title = "Provider unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, retryable=True, **extra)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -1,0 +1,50 @@
+"""The FastAPI application: the public interface of ARCHITECTURE.md over one Relay."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from app import __version__, problems
+from app.middleware import AccessLog, BodyLimit
+from app.relay import Relay
+from app.routes import auth, channels, events, health
+from app.settings import load_settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, relay: Relay | None = None) -> FastAPI:
+    """Build the app; the provider's own routes (local sockets) are mounted when it has any."""
+    if relay is None:
+        relay = Relay.build(settings or load_settings())
+    settings = relay.settings
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await relay.provider.start()
+        try:
+            yield
+        finally:
+            await relay.aclose()
+
+    app = FastAPI(
+        title="realtime-relay",
+        version=__version__,
+        summary="Authorize realtime channel subscriptions and relay publishes to a provider.",
+        lifespan=lifespan,
+    )
+    app.state.relay = relay
+    problems.install(app)
+    for router in (health.router, auth.router, events.router, channels.router):
+        app.include_router(router)
+    provider_routes = relay.provider.routes()
+    if provider_routes is not None:
+        app.include_router(provider_routes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
+    return app

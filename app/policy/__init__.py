@@ -1,0 +1,28 @@
+"""The policy gate: may this principal do this action on this channel? Deny by default.
+
+    policy = Policy.default()  # or Policy.from_file(settings.policy_file)
+    match policy.decide(principal, Action.SUBSCRIBE, channel):
+        case AllowPresence(user_id=user_id, user_info=info): ...
+        case Allow(): ...
+        case Deny(reason=reason, unauthenticated=True): raise Unauthenticated(reason)
+        case Deny(reason=reason): raise Forbidden(reason)
+
+The policy file format is described in app.policy.loader and in app/policy/default.toml.
+"""
+
+from app.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
+from app.policy.engine import Policy
+from app.policy.rules import Hook, Rule, Term
+
+__all__ = [
+    "Action",
+    "Allow",
+    "AllowPresence",
+    "Decision",
+    "Deny",
+    "Explanation",
+    "Hook",
+    "Policy",
+    "Rule",
+    "Term",
+]

@@ -1,0 +1,87 @@
+"""Every error becomes RFC 9457 problem+json here, in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+import orjson
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, RelayError
+
+log = logging.getLogger(__name__)
+
+
+def problem_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    """A problem+json response."""
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def _http_slug(status: int) -> str:
+    return {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+        status, "http-error"
+    )
+
+
+async def _relay_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RelayError)
+    if exc.status >= 500:
+        log.warning("%s %s: %s: %s", request.method, request.url.path, exc.slug, exc.detail)
+    return problem_response(exc.status, exc.problem(instance=request.url.path), exc.headers())
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # Report where and what, never the input itself: it may hold a secret.
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
+    ][:20]
+    body = {
+        "type": PROBLEM_TYPE_PREFIX + "invalid-request",
+        "title": "Invalid request",
+        "status": 422,
+        "detail": "the request does not match the schema",
+        "instance": request.url.path,
+        "errors": errors,
+    }
+    return problem_response(422, body)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    body = {
+        "type": PROBLEM_TYPE_PREFIX + _http_slug(exc.status_code),
+        "title": str(exc.detail),
+        "status": exc.status_code,
+        "detail": str(exc.detail),
+        "instance": request.url.path,
+    }
+    return problem_response(exc.status_code, body, dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = {
+        "type": PROBLEM_TYPE_PREFIX + "internal",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "the relay failed; the error is logged",
+        "instance": request.url.path,
+    }
+    return problem_response(500, body)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on an app."""
+    app.add_exception_handler(RelayError, _relay_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

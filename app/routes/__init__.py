@@ -1,0 +1,1 @@
+"""HTTP routes of the public interface, one module per concern."""

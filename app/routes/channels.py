@@ -1,0 +1,82 @@
+"""Channel queries: presence members and message history."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from app.access import require
+from app.errors import InvalidChannel
+from app.policy import Action
+from app.relay import Relay, get_relay
+from app.validation import ChannelKind, channel_kind, validate_channel
+
+router = APIRouter(prefix="/v1/channels", tags=["channels"])
+
+
+class MemberOut(BaseModel):
+    """One user present on the channel."""
+
+    user_id: str
+    user_info: dict[str, Any]
+
+
+class Members(BaseModel):
+    """The users present on a presence channel."""
+
+    channel: str
+    count: int
+    members: list[MemberOut]
+
+
+class MessageOut(BaseModel):
+    """One remembered message."""
+
+    id: str | None
+    name: str
+    data: str
+
+
+class History(BaseModel):
+    """The most recent messages of a channel, oldest first."""
+
+    channel: str
+    messages: list[MessageOut]
+
+
+@router.get("/{channel}/members", summary="Presence members of a channel")
+async def members(
+    channel: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
+) -> Members:
+    """Backends, and users the policy lets subscribe, may list a presence channel's members."""
+    channel = validate_channel(channel, relay.provider.limits)
+    if channel_kind(channel) is not ChannelKind.PRESENCE:
+        raise InvalidChannel("only presence- channels have members", channel=channel)
+    principal = await relay.identify(request)
+    if not principal.is_backend:
+        require(relay.policy, principal, Action.SUBSCRIBE, channel)
+    found = await relay.provider.members(channel)
+    return Members(
+        channel=channel,
+        count=len(found),
+        members=[MemberOut(user_id=m.user_id, user_info=dict(m.user_info)) for m in found],
+    )
+
+
+@router.get("/{channel}/messages", summary="Recent messages of a channel")
+async def messages(
+    channel: str,
+    request: Request,
+    relay: Annotated[Relay, Depends(get_relay)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> History:
+    """History, where the channel's policy grants it (backends always may read it)."""
+    channel = validate_channel(channel, relay.provider.limits)
+    principal = await relay.identify(request)
+    if not principal.is_backend:
+        require(relay.policy, principal, Action.HISTORY, channel)
+    found = await relay.provider.history(channel, limit=limit)
+    return History(
+        channel=channel,
+        messages=[MessageOut(id=m.id, name=m.name, data=m.data) for m in found],
+    )

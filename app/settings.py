@@ -1,0 +1,129 @@
+"""The relay's own settings, read once from `RELAY_*` environment variables.
+
+Each provider reads its own credentials (`PUSHER_*`, `ABLY_*`, ...) in its own module, so that
+choosing one provider never asks for another's secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+# Development defaults: printed with a warning when used, refused when RELAY_ENV=production.
+DEV_APP_ID = "100000"  # Pusher app ids are digits; the official SDKs insist
+DEV_APP_KEY = "relay-dev-key"
+DEV_APP_SECRET = "relay-dev-secret-change-me"  # noqa: S105 - a published development default
+DEV_JWT_SECRET = "relay-dev-jwt-secret-change-me-0123456789"  # noqa: S105
+DEV_API_KEY = "relay-dev-api-key"
+
+ENV_PREFIX = "RELAY_"
+
+
+class Settings(BaseSettings):
+    """Everything the relay itself is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    env: Literal["development", "production", "test"] = "development"
+    provider: Literal["local", "pusher", "ably", "supabase", "apigateway"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # The local provider's Pusher-style application credentials.
+    app_id: str = Field(default=DEV_APP_ID, pattern=r"^[0-9]{1,20}$")
+    app_key: str = Field(default=DEV_APP_KEY, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    app_secret: SecretStr = SecretStr(DEV_APP_SECRET)
+
+    # Identity.
+    jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)
+    jwt_max_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_API_KEY),)
+
+    # Policy.
+    policy_file: Path | None = None
+
+    # Limits that are the relay's own (provider limits live on the provider).
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_batch_events: int = Field(default=100, ge=1, le=10_000)
+    max_channels_per_event: int = Field(default=100, ge=1, le=10_000)
+
+    # Local provider.
+    activity_timeout_seconds: int = Field(default=120, ge=5, le=3600)
+    sse_heartbeat_seconds: float = Field(default=30.0, gt=0, le=300)
+    sse_replay_messages: int = Field(default=100, ge=0, le=10_000)
+    send_buffer_frames: int = Field(default=1000, ge=10)
+    redis_url: str | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            keys = tuple(k.strip() for k in value.split(",") if k.strip())
+            if not keys:
+                raise ValueError("at least one key is required")
+            if any(len(k) < 16 for k in keys):
+                raise ValueError("every key must be at least 16 characters")
+            return keys
+        return value
+
+    @field_validator("jwt_secret", mode="before")
+    @classmethod
+    def _secret_length(cls, value: object) -> object:
+        if isinstance(value, str) and value == "":
+            return None
+        if isinstance(value, str) and len(value.encode()) < 32:
+            raise ValueError("must be at least 32 bytes (HS256 needs a 256-bit key)")
+        return value
+
+    @cached_property
+    def dev_defaults_in_use(self) -> list[str]:
+        """Names of the variables still at their published development default."""
+        used = []
+        if self.app_id == DEV_APP_ID:
+            used.append("RELAY_APP_ID")
+        if self.app_key == DEV_APP_KEY:
+            used.append("RELAY_APP_KEY")
+        if self.app_secret.get_secret_value() == DEV_APP_SECRET:
+            used.append("RELAY_APP_SECRET")
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            used.append("RELAY_JWT_SECRET")
+        if any(k.get_secret_value() == DEV_API_KEY for k in self.api_keys):
+            used.append("RELAY_API_KEYS")
+        return used
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning the first problem into one line that names its variable."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else "RELAY_*"
+        raise ConfigurationError(f"{name}: {first['msg']}") from exc
+    if settings.jwt_secret is None and settings.jwks_url is None:
+        raise ConfigurationError("RELAY_JWT_SECRET: set it, or RELAY_JWKS_URL, to verify users")
+    if settings.dev_defaults_in_use:
+        if settings.env == "production":
+            raise ConfigurationError(
+                f"{settings.dev_defaults_in_use[0]}: the development default is refused "
+                "when RELAY_ENV=production"
+            )
+        log.warning(
+            "using development defaults for %s: set them before exposing the relay",
+            ", ".join(settings.dev_defaults_in_use),
+        )
+    return settings

@@ -1,0 +1,148 @@
+"""The well-formed gate: channel names, event names, socket ids and payload sizes.
+
+Rules follow Pusher Channels, whose naming most clients know; the numeric limits come from the
+provider in use (`providers.base.Limits`), so each provider enforces its own.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.errors import (
+    InvalidChannel,
+    InvalidEventName,
+    InvalidPayload,
+    InvalidSocketId,
+    PayloadTooLarge,
+    TooManyItems,
+)
+
+if TYPE_CHECKING:
+    from providers.base import Limits
+
+_CHANNEL_CHARS = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
+_SOCKET_ID = re.compile(r"\d{1,20}\.\d{1,20}")
+RESERVED_EVENT_PREFIXES = ("pusher:", "pusher_internal:")
+CLIENT_EVENT_PREFIX = "client-"
+# Pusher caps a presence member's user_info; larger member data is refused at auth time.
+MAX_USER_INFO_BYTES = 1024
+
+
+class ChannelKind(str, Enum):
+    """The four kinds of channel, told apart by the name's prefix."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+    PRESENCE = "presence"
+    PRIVATE_ENCRYPTED = "private-encrypted"
+
+    @property
+    def needs_auth(self) -> bool:
+        """Whether a subscription needs a signature from the relay."""
+        return self is not ChannelKind.PUBLIC
+
+
+def channel_kind(channel: str) -> ChannelKind:
+    """The kind of an (already validated) channel name."""
+    if channel.startswith("private-encrypted-"):
+        return ChannelKind.PRIVATE_ENCRYPTED
+    if channel.startswith("private-"):
+        return ChannelKind.PRIVATE
+    if channel.startswith("presence-"):
+        return ChannelKind.PRESENCE
+    return ChannelKind.PUBLIC
+
+
+def validate_channel(channel: object, limits: Limits) -> str:
+    """Return the channel name if it is well formed, else raise InvalidChannel."""
+    if not isinstance(channel, str) or not channel:
+        raise InvalidChannel("a channel name must be a non-empty string")
+    if len(channel) > limits.max_channel_name:
+        raise InvalidChannel(
+            f"channel name is {len(channel)} characters; the limit is {limits.max_channel_name}",
+            limit=limits.max_channel_name,
+        )
+    if not _CHANNEL_CHARS.fullmatch(channel):
+        raise InvalidChannel("channel names may contain only a-z A-Z 0-9 and - _ = @ , . ;")
+    if channel.startswith("private-encrypted-") and not limits.supports_encrypted_channels:
+        raise InvalidChannel("this provider does not support private-encrypted- channels")
+    kind = channel_kind(channel)
+    prefix_only = {"private-", "presence-", "private-encrypted-"}
+    if kind is not ChannelKind.PUBLIC and channel in prefix_only:
+        raise InvalidChannel("a channel name needs more than its prefix")
+    return channel
+
+
+def validate_channels(channels: object, limits: Limits, *, max_count: int) -> list[str]:
+    """Validate a list of channel names for one event, deduplicated in order."""
+    if not isinstance(channels, list) or not channels:
+        raise InvalidChannel("give at least one channel")
+    if len(channels) > max_count:
+        raise TooManyItems(
+            f"{len(channels)} channels given; the limit is {max_count}", limit=max_count
+        )
+    return list(dict.fromkeys(validate_channel(c, limits) for c in channels))
+
+
+def validate_event_name(name: object, limits: Limits, *, client: bool = False) -> str:
+    """Validate an event name; client events must, and server events must not, start `client-`."""
+    if not isinstance(name, str) or not name:
+        raise InvalidEventName("an event name must be a non-empty string")
+    if len(name) > limits.max_event_name:
+        raise InvalidEventName(
+            f"event name is {len(name)} characters; the limit is {limits.max_event_name}",
+            limit=limits.max_event_name,
+        )
+    if name.startswith(RESERVED_EVENT_PREFIXES):
+        raise InvalidEventName("event names starting with pusher: or pusher_internal: are reserved")
+    if client and not name.startswith(CLIENT_EVENT_PREFIX):
+        raise InvalidEventName("client event names must start with client-")
+    if not client and name.startswith(CLIENT_EVENT_PREFIX):
+        raise InvalidEventName("client- event names are for client events only")
+    return name
+
+
+def validate_socket_id(socket_id: object) -> str:
+    """Validate a Pusher socket id (digits.digits)."""
+    if not isinstance(socket_id, str) or not _SOCKET_ID.fullmatch(socket_id):
+        raise InvalidSocketId("socket_id must look like 1234.5678")
+    return socket_id
+
+
+def encode_data(data: Any) -> str:
+    """The event data as the string that travels: strings as they are, anything else as JSON."""
+    if isinstance(data, str):
+        return data
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError as exc:
+        raise InvalidPayload("data must be a string or JSON-encodable") from exc
+
+
+def check_payload_size(data: str, limits: Limits) -> int:
+    """Raise PayloadTooLarge unless the UTF-8 encoded data fits; return its size in bytes."""
+    try:
+        size = len(data.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON "\ud800" escape
+        raise InvalidPayload("data is not valid Unicode") from exc
+    if size > limits.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"data is {size} bytes encoded; the limit is {limits.max_payload_bytes}",
+            limit=limits.max_payload_bytes,
+            size=size,
+        )
+    return size
+
+
+def encode_user_info(user_info: Any) -> str:
+    """Encode presence user_info, refusing anything over MAX_USER_INFO_BYTES."""
+    encoded = encode_data(user_info)
+    if len(encoded.encode("utf-8")) > MAX_USER_INFO_BYTES:
+        raise PayloadTooLarge(
+            f"presence user_info is over {MAX_USER_INFO_BYTES} bytes", limit=MAX_USER_INFO_BYTES
+        )
+    return encoded

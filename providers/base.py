@@ -1,0 +1,142 @@
+"""The provider interface: what every realtime backend does for the relay, on one screen.
+
+A provider receives only requests that already passed identity, policy and validation; it signs
+client-facing answers, delivers publishes, answers queries, and verifies its own webhooks. What it
+cannot do it refuses with NotSupported, which routes turn into a 501 problem.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from app.errors import NotSupported
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from app.principal import Principal
+    from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A provider's limits and capabilities, as data, so routes can refuse early."""
+
+    max_payload_bytes: int = 10_240
+    max_channel_name: int = 164
+    max_event_name: int = 200
+    max_channels_per_call: int = 100
+    max_events_per_batch_call: int = 10
+    supports_encrypted_channels: bool = False
+    supports_presence_query: bool = False
+    supports_history: bool = False
+    supports_user_auth: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One event on one channel, ready for delivery."""
+
+    channel: str
+    name: str
+    data: str
+    socket_id: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the provider accepted for one message."""
+
+    channel: str
+    name: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One user present on a presence channel."""
+
+    user_id: str
+    user_info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceData:
+    """The signed identity a presence subscription carries."""
+
+    user_id: str
+    user_info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """A provider webhook event in the relay's own schema."""
+
+    kind: str  # channel_occupied, channel_vacated, member_added, member_removed, client_event
+    channel: str
+    time_ms: int
+    user_id: str | None = None
+    event: str | None = None
+    data: str | None = None
+    socket_id: str | None = None
+
+
+class Provider(ABC):
+    """A realtime backend. Subclasses override what they support; the rest says NotSupported."""
+
+    name: ClassVar[str]
+    limits: Limits = Limits()
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Build the provider, reading its own credentials; raise ConfigurationError if unusable."""
+
+    @abstractmethod
+    async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
+        """Deliver validated messages; raise ProviderError if the provider did not take them."""
+
+    def authorize_channel(
+        self, *, socket_id: str, channel: str, presence: PresenceData | None
+    ) -> dict[str, str]:
+        """The signed answer a client presents to subscribe (Pusher-style providers)."""
+        raise NotSupported(f"{self.name} does not sign channel subscriptions")
+
+    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
+        """The signed answer for a client's sign-in (pusher:signin)."""
+        raise NotSupported(f"{self.name} does not sign user authentication")
+
+    def issue_token(self, principal: Principal) -> dict[str, Any]:
+        """A client token (Ably TokenRequest, Supabase JWT) for token-based providers."""
+        raise NotSupported(f"{self.name} does not issue client tokens")
+
+    async def members(self, channel: str) -> list[Member]:
+        """The users present on a presence channel."""
+        raise NotSupported(f"{self.name} cannot list presence members")
+
+    async def history(self, channel: str, *, limit: int) -> list[Message]:
+        """The most recent messages on a channel, oldest first."""
+        raise NotSupported(f"{self.name} keeps no message history")
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ChannelEvent]:
+        """Verify a webhook, then normalize its events."""
+        raise NotSupported(f"{self.name} sends no webhooks")
+
+    def routes(self) -> APIRouter | None:
+        """Extra routes the provider serves itself (the local provider's sockets)."""
+        return None
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Start background work; called once when the app starts (not on Lambda)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and stop background work."""
+
+
+def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """Split a sequence into slices of at most `size` (the providers' per-call limits)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,190 @@
+"""In-process channel state: who is subscribed where, presence rosters, and a short replay log.
+
+A broadcast is encoded once per wire format (Pusher frame, SSE frame) however many subscribers
+receive it; subscribers take frames without blocking and write them from their own tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from providers.base import Member, PresenceData
+from providers.pusherproto import frames
+
+log = logging.getLogger(__name__)
+
+MEMBER_ADDED = "pusher_internal:member_added"
+MEMBER_REMOVED = "pusher_internal:member_removed"
+
+
+class Delivery:
+    """One event for one channel, with its encodings computed at most once."""
+
+    __slots__ = ("_pusher", "_sse", "channel", "data", "event", "exclude", "seq", "user_id")
+
+    def __init__(
+        self,
+        event: str,
+        channel: str,
+        data: str,
+        *,
+        exclude: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        self.event = event
+        self.channel = channel
+        self.data = data
+        self.exclude = exclude
+        self.user_id = user_id
+        self.seq = 0
+        self._pusher: str | None = None
+        self._sse: bytes | None = None
+
+    @property
+    def internal(self) -> bool:
+        """Protocol bookkeeping (presence changes) rather than an application event."""
+        return self.event.startswith("pusher_internal:")
+
+    def pusher_frame(self) -> str:
+        """The protocol 7 frame."""
+        if self._pusher is None:
+            self._pusher = frames.event(self.event, self.channel, self.data, user_id=self.user_id)
+        return self._pusher
+
+    def sse_frame(self, epoch: str) -> bytes:
+        """The server-sent-events frame: id, then one JSON data line."""
+        if self._sse is None:
+            body = {"type": "event", "channel": self.channel, "event": self.event}
+            body["data"] = self.data
+            self._sse = b"id: %s-%d\ndata: %s\n\n" % (epoch.encode(), self.seq, orjson.dumps(body))
+        return self._sse
+
+
+class Subscriber(Protocol):
+    """A connection the hub can hand deliveries to."""
+
+    socket_id: str
+    channels: set[str]
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Queue the delivery without blocking."""
+
+
+@dataclass(slots=True)
+class _Presence:
+    user_info: Mapping[str, Any]
+    sockets: set[str] = field(default_factory=set)
+
+
+class Hub:
+    """Subscriptions, presence and replay for one process."""
+
+    def __init__(self, *, replay_messages: int = 100, replay_channels: int = 10_000) -> None:
+        self._subscribers: dict[str, dict[str, Subscriber]] = {}
+        self._presence: dict[str, dict[str, _Presence]] = {}
+        self._member_of: dict[tuple[str, str], str] = {}  # (channel, socket_id) -> user_id
+        self._replay: OrderedDict[str, deque[Delivery]] = OrderedDict()
+        self._replay_messages = replay_messages
+        self._replay_channels = replay_channels
+        self._seq = 0
+        # Event ids are `epoch-seq`: a restarted process never resumes from another's ids.
+        self.epoch = secrets.token_hex(4)
+
+    def event_id(self, delivery: Delivery) -> str:
+        """The id under which SSE and history show a delivery."""
+        return f"{self.epoch}-{delivery.seq}"
+
+    def subscribe(
+        self, sub: Subscriber, channel: str, presence: PresenceData | None = None
+    ) -> dict[str, Any] | None:
+        """Add a subscription; for presence, return the roster and announce a new user."""
+        self._subscribers.setdefault(channel, {})[sub.socket_id] = sub
+        sub.channels.add(channel)
+        if presence is None:
+            return None
+        roster = self._presence.setdefault(channel, {})
+        entry = roster.get(presence.user_id)
+        if entry is None:
+            entry = roster[presence.user_id] = _Presence(presence.user_info)
+            data = orjson.dumps({"user_id": presence.user_id, "user_info": presence.user_info})
+            self.deliver(Delivery(MEMBER_ADDED, channel, data.decode(), exclude=sub.socket_id))
+        entry.sockets.add(sub.socket_id)
+        self._member_of[(channel, sub.socket_id)] = presence.user_id
+        return {
+            "ids": list(roster),
+            "hash": {uid: e.user_info for uid, e in roster.items()},
+            "count": len(roster),
+        }
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
+        """Drop one subscription; announce a presence user whose last socket left."""
+        sub.channels.discard(channel)
+        subs = self._subscribers.get(channel)
+        if subs is not None:
+            subs.pop(sub.socket_id, None)
+            if not subs:
+                del self._subscribers[channel]
+        user_id = self._member_of.pop((channel, sub.socket_id), None)
+        if user_id is None:
+            return
+        roster = self._presence[channel]
+        entry = roster[user_id]
+        entry.sockets.discard(sub.socket_id)
+        if entry.sockets:
+            return
+        del roster[user_id]
+        if not roster:
+            del self._presence[channel]
+        data = orjson.dumps({"user_id": user_id}).decode()
+        self.deliver(Delivery(MEMBER_REMOVED, channel, data))
+
+    def remove(self, sub: Subscriber) -> None:
+        """Drop every subscription of a closing connection."""
+        for channel in list(sub.channels):
+            self.unsubscribe(sub, channel)
+
+    def is_subscribed(self, sub: Subscriber, channel: str) -> bool:
+        """Whether this connection is subscribed to the channel."""
+        return sub.socket_id in self._subscribers.get(channel, {})
+
+    def deliver(self, delivery: Delivery) -> int:
+        """Hand the delivery to every local subscriber but the excluded one; return how many."""
+        self._seq += 1
+        delivery.seq = self._seq
+        if not delivery.internal and self._replay_messages:
+            self._remember(delivery)
+        count = 0
+        for socket_id, sub in list(self._subscribers.get(delivery.channel, {}).items()):
+            if socket_id != delivery.exclude:
+                sub.deliver(delivery)
+                count += 1
+        return count
+
+    def _remember(self, delivery: Delivery) -> None:
+        log_ = self._replay.get(delivery.channel)
+        if log_ is None:
+            log_ = self._replay[delivery.channel] = deque(maxlen=self._replay_messages)
+            if len(self._replay) > self._replay_channels:
+                self._replay.popitem(last=False)
+        else:
+            self._replay.move_to_end(delivery.channel)
+        log_.append(delivery)
+
+    def replay(self, channel: str, after_seq: int) -> list[Delivery]:
+        """Remembered deliveries on a channel newer than `after_seq`, oldest first."""
+        return [d for d in self._replay.get(channel, ()) if d.seq > after_seq]
+
+    def members(self, channel: str) -> list[Member]:
+        """The users present on a channel in this process."""
+        return [Member(uid, e.user_info) for uid, e in self._presence.get(channel, {}).items()]
+
+    def subscriber_count(self, channel: str) -> int:
+        """How many connections are subscribed to a channel in this process."""
+        return len(self._subscribers.get(channel, {}))

@@ -1,0 +1,111 @@
+"""The embedded local provider: holds the sockets itself, so the relay runs with no account."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Self
+
+import orjson
+
+from providers.base import Limits, Member, Message, PresenceData, Provider, Receipt
+from providers.local.hub import Delivery, Hub
+from providers.pusherproto import signing
+from providers.pusherproto.frames import ErrorCode
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from app.settings import Settings
+    from providers.local.websocket import PusherConnection
+
+log = logging.getLogger(__name__)
+
+
+class LocalProvider(Provider):
+    """Pusher protocol 7 over WebSocket, SSE, and the Pusher HTTP API, served in-process."""
+
+    name = "local"
+    limits = Limits(
+        max_payload_bytes=10_240,
+        max_channel_name=164,
+        max_event_name=200,
+        max_channels_per_call=100,
+        max_events_per_batch_call=10,
+        supports_encrypted_channels=False,
+        supports_presence_query=True,
+        supports_history=True,
+        supports_user_auth=True,
+    )
+
+    def __init__(self, settings: Settings, *, hub: Hub | None = None) -> None:
+        self.settings = settings
+        self.hub = hub or Hub(replay_messages=settings.sse_replay_messages)
+        self.connections: set[PusherConnection] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The local provider needs nothing beyond the relay's own settings."""
+        return cls(settings)
+
+    @property
+    def app_secret(self) -> str:
+        """The secret that signs subscriptions for this app."""
+        return self.settings.app_secret.get_secret_value()
+
+    def authorize_channel(
+        self, *, socket_id: str, channel: str, presence: PresenceData | None
+    ) -> dict[str, str]:
+        """Pusher's channel auth: `key:HMAC`, plus channel_data for presence."""
+        key = self.settings.app_key
+        if presence is None:
+            return {
+                "auth": signing.channel_auth(
+                    key, self.app_secret, socket_id=socket_id, channel=channel
+                )
+            }
+        channel_data = orjson.dumps(
+            {"user_id": presence.user_id, "user_info": dict(presence.user_info)}
+        ).decode()
+        auth = signing.channel_auth(
+            key, self.app_secret, socket_id=socket_id, channel=channel, channel_data=channel_data
+        )
+        return {"auth": auth, "channel_data": channel_data}
+
+    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
+        """Pusher's user auth for pusher:signin."""
+        user_data = orjson.dumps({"id": user.user_id, "user_info": dict(user.user_info)}).decode()
+        auth = signing.user_auth(
+            self.settings.app_key, self.app_secret, socket_id=socket_id, user_data=user_data
+        )
+        return {"auth": auth, "user_data": user_data}
+
+    async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
+        """Deliver to this process's subscribers (encoded once per message)."""
+        for m in messages:
+            self.broadcast(Delivery(m.name, m.channel, m.data, exclude=m.socket_id))
+        return [Receipt(m.channel, m.name, m.id) for m in messages]
+
+    def broadcast(self, delivery: Delivery) -> None:
+        """Fan a delivery out to the channel's subscribers."""
+        self.hub.deliver(delivery)
+
+    async def members(self, channel: str) -> list[Member]:
+        """The roster of a presence channel."""
+        return self.hub.members(channel)
+
+    async def history(self, channel: str, *, limit: int) -> list[Message]:
+        """The replay log of a channel (the last `RELAY_SSE_REPLAY_MESSAGES` messages)."""
+        recent = self.hub.replay(channel, 0)[-limit:]
+        return [Message(d.channel, d.event, d.data, id=self.hub.event_id(d)) for d in recent]
+
+    def routes(self) -> APIRouter:
+        """The WebSocket, SSE and Pusher HTTP API endpoints."""
+        from providers.local.routes import build_router
+
+        return build_router(self)
+
+    async def aclose(self) -> None:
+        """Tell every client to reconnect (to the next process) and close."""
+        for connection in list(self.connections):
+            connection.close(ErrorCode.GENERIC_RECONNECT)

@@ -1,0 +1,88 @@
+"""The local provider's endpoints: `/app/{key}` (WebSocket), `/v1/stream` (SSE), `/apps/{id}/...`."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, WebSocket
+from fastapi.responses import StreamingResponse
+
+from app.access import require
+from app.policy import Action
+from app.relay import Relay, get_relay
+from app.validation import validate_channel
+from providers.local.pusher_http import build_pusher_http_router
+from providers.local.sse import SseStream
+from providers.local.websocket import PusherConnection
+from providers.pusherproto import frames
+from providers.pusherproto.frames import ErrorCode
+
+if TYPE_CHECKING:
+    from providers.local.provider import LocalProvider
+
+MAX_STREAM_CHANNELS = 100
+
+
+def build_router(provider: LocalProvider) -> APIRouter:
+    """Routes bound to one local provider."""
+    router = APIRouter()
+    settings = provider.settings
+
+    @router.websocket("/app/{key}")
+    async def pusher_socket(
+        websocket: WebSocket, key: str, relay: Annotated[Relay, Depends(get_relay)]
+    ) -> None:
+        """Pusher Channels protocol 7, for pusher-js pointed at this relay."""
+        await websocket.accept()
+        refusal = _refusal(key, settings.app_key, websocket.query_params.get("protocol"))
+        if refusal is not None:
+            code, message = refusal
+            await websocket.send_text(frames.error(message, code))
+            await websocket.close(code)
+            return
+        connection = PusherConnection(websocket, provider, relay.policy)
+        provider.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            provider.connections.discard(connection)
+
+    @router.get(
+        "/v1/stream",
+        tags=["stream"],
+        summary="Server-sent events for one or more channels",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        request: Request,
+        relay: Annotated[Relay, Depends(get_relay)],
+        channel: Annotated[list[str], Query(min_length=1, max_length=MAX_STREAM_CHANNELS)],
+    ) -> StreamingResponse:
+        """Each event as `data: {"type": "event", ...}`; `: heartbeat` comments keep it open."""
+        channels = [validate_channel(c, provider.limits) for c in dict.fromkeys(channel)]
+        principal = await relay.identify(request)
+        for name in channels:
+            require(relay.policy, principal, Action.SUBSCRIBE, name)
+        sse = SseStream(provider, channels, request.headers.get("last-event-id"))
+        return StreamingResponse(
+            sse.frames(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    router.include_router(build_pusher_http_router(provider))
+    return router
+
+
+def _refusal(key: str, app_key: str, protocol: str | None) -> tuple[int, str] | None:
+    if not hmac.compare_digest(key.encode(), app_key.encode()):
+        return ErrorCode.APP_NOT_FOUND, f"App key {key[:64]} not in this cluster"
+    if protocol is None:
+        return ErrorCode.NO_PROTOCOL, "No protocol version supplied"
+    if not protocol.isdigit():
+        return ErrorCode.INVALID_VERSION, "Invalid version string"
+    if not frames.MIN_PROTOCOL_VERSION <= int(protocol) <= frames.PROTOCOL_VERSION:
+        return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol[:8]}"
+    return None

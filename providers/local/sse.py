@@ -1,0 +1,87 @@
+"""Server-sent events: a `connected` message, then events, heartbeats, and resume by Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import orjson
+
+from providers.local.websocket import new_socket_id
+
+if TYPE_CHECKING:
+    from providers.local.hub import Delivery
+    from providers.local.provider import LocalProvider
+
+RETRY_MS = 3000
+
+
+class SseStream:
+    """One EventSource client: a hub subscriber whose frames feed a streaming response."""
+
+    def __init__(
+        self, provider: LocalProvider, channels: list[str], last_event_id: str | None
+    ) -> None:
+        self.provider = provider
+        self.socket_id = new_socket_id()
+        self.channels: set[str] = set()
+        self._wanted = channels
+        self._last_seq = _seq_after(last_event_id, provider.hub.epoch)
+        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue(
+            maxsize=provider.settings.send_buffer_frames
+        )
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Queue an application event; presence bookkeeping is not sent over SSE."""
+        if delivery.internal:
+            return
+        try:
+            self._queue.put_nowait(delivery)
+        except asyncio.QueueFull:
+            # A consumer this slow is cut off; EventSource reconnects and resumes by id.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The response body; unsubscribes when the client goes away."""
+        hub = self.provider.hub
+        heartbeat = self.provider.settings.sse_heartbeat_seconds
+        for channel in self._wanted:
+            hub.subscribe(self, channel)
+        try:
+            hello = {"type": "connected", "socket_id": self.socket_id, "channels": self._wanted}
+            yield b"retry: %d\ndata: %s\n\n" % (RETRY_MS, orjson.dumps(hello))
+            sent = self._last_seq
+            if sent is not None:
+                missed = sorted(
+                    (d for c in self._wanted for d in hub.replay(c, sent)), key=lambda d: d.seq
+                )
+                for delivery in missed:
+                    yield delivery.sse_frame(hub.epoch)
+                    sent = delivery.seq
+            while True:
+                try:
+                    delivery = await asyncio.wait_for(self._queue.get(), heartbeat)
+                except TimeoutError:
+                    yield b": heartbeat\n\n"
+                    continue
+                if delivery is None:
+                    return
+                if sent is not None and delivery.seq <= sent:
+                    continue  # already sent from the replay log
+                yield delivery.sse_frame(hub.epoch)
+        finally:
+            hub.remove(self)
+
+
+def _seq_after(last_event_id: str | None, epoch: str) -> int | None:
+    """The sequence number to resume after, if the id comes from this process's epoch."""
+    if not last_event_id:
+        return None
+    got_epoch, _, seq = last_event_id.partition("-")
+    if got_epoch != epoch or not seq.isdigit():
+        return None
+    return int(seq)

@@ -1,0 +1,279 @@
+"""One pusher-js connection to the local provider, speaking Pusher Channels protocol 7."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from app import principal as principals
+from app.errors import RelayError
+from app.policy import Action, Deny
+from app.validation import (
+    ChannelKind,
+    channel_kind,
+    check_payload_size,
+    encode_data,
+    validate_channel,
+    validate_event_name,
+)
+from providers.base import PresenceData
+from providers.local.hub import Delivery
+from providers.pusherproto import frames, signing
+from providers.pusherproto.frames import ErrorCode
+
+if TYPE_CHECKING:
+    from app.policy import Policy
+    from app.principal import Principal
+    from providers.local.provider import LocalProvider
+
+log = logging.getLogger(__name__)
+
+PONG_TIMEOUT_SECONDS = 30
+CLIENT_EVENTS_PER_SECOND = 10  # Pusher's per-connection limit for client events
+
+
+def new_socket_id() -> str:
+    """A Pusher-style socket id: two random integers joined by a dot."""
+    return f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}"
+
+
+class PusherConnection:
+    """A WebSocket subscriber: a bounded send queue drained by its own writer task."""
+
+    def __init__(self, websocket: WebSocket, provider: LocalProvider, policy: Policy) -> None:
+        self.websocket = websocket
+        self.provider = provider
+        self.policy = policy
+        self.socket_id = new_socket_id()
+        self.channels: set[str] = set()
+        self.user_id: str | None = None  # set by pusher:signin or a presence subscription
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(
+            maxsize=provider.settings.send_buffer_frames
+        )
+        self._close_code: int | None = None
+        self._event_times: list[float] = []
+
+    # -- outbound -------------------------------------------------------------------------
+    def deliver(self, delivery: Delivery) -> None:
+        """Queue an event frame; a consumer too slow to keep up is disconnected."""
+        self.send(delivery.pusher_frame())
+
+    def send(self, frame: str) -> None:
+        """Queue a frame without blocking."""
+        if self._close_code is not None:
+            return
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.warning("socket %s: send buffer full, disconnecting", self.socket_id)
+            self.close(ErrorCode.OVER_CAPACITY)
+
+    def close(self, code: int) -> None:
+        """Ask the writer to close the socket with a Pusher code once the queue is flushed."""
+        if self._close_code is None:
+            self._close_code = code
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+            if self._queue.full():  # the close marker did not fit: drop what is pending
+                while not self._queue.empty():
+                    self._queue.get_nowait()
+                self._queue.put_nowait(None)
+
+    async def _writer(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                break
+            await self.websocket.send_text(frame)
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            await self.websocket.close(self._close_code or 1000)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the connection until either side closes it."""
+        hub = self.provider.hub
+        timeout = self.provider.settings.activity_timeout_seconds
+        self.send(frames.connection_established(self.socket_id, timeout))
+        writer = asyncio.create_task(self._writer())
+        try:
+            await self._read_loop(timeout)
+        finally:
+            hub.remove(self)
+            self.close(1000)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 5)
+            writer.cancel()
+
+    async def _read_loop(self, activity_timeout: int) -> None:
+        waiting_for_pong = False
+        while self._close_code is None:
+            wait = PONG_TIMEOUT_SECONDS if waiting_for_pong else activity_timeout
+            try:
+                text = await asyncio.wait_for(self.websocket.receive_text(), wait)
+            except TimeoutError:
+                if waiting_for_pong:
+                    self.close(ErrorCode.PONG_NOT_RECEIVED)
+                    return
+                waiting_for_pong = True
+                self.send(frames.ping())
+                continue
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                return  # client went away (KeyError: a binary frame has no "text")
+            waiting_for_pong = False
+            self._handle(text)
+
+    # -- inbound --------------------------------------------------------------------------
+    def _handle(self, text: str) -> None:
+        try:
+            frame = frames.parse(text)
+        except ValueError:
+            self.send(frames.error("Invalid JSON: a frame must be an object with an event"))
+            return
+        name: str = frame["event"]
+        data = frame.get("data")
+        if name == "pusher:ping":
+            self.send(frames.pong())
+        elif name == "pusher:pong":
+            pass
+        elif name == "pusher:subscribe":
+            self._subscribe(data if isinstance(data, dict) else {})
+        elif name == "pusher:unsubscribe":
+            channel = data.get("channel") if isinstance(data, dict) else None
+            if isinstance(channel, str):
+                self.provider.hub.unsubscribe(self, channel)
+        elif name == "pusher:signin":
+            self._signin(data if isinstance(data, dict) else {})
+        elif name.startswith("client-"):
+            self._client_event(name, frame.get("channel"), data)
+        # Other events are ignored, as Pusher ignores them.
+
+    def _principal(self) -> Principal:
+        return principals.ANONYMOUS if self.user_id is None else principals.user(self.user_id)
+
+    def _subscribe(self, data: dict[str, Any]) -> None:
+        provider = self.provider
+        raw_channel = data.get("channel")
+        label = raw_channel if isinstance(raw_channel, str) else ""
+        try:
+            channel = validate_channel(raw_channel, provider.limits)
+        except RelayError as exc:
+            self.send(
+                frames.subscription_error(
+                    label, kind="InvalidChannel", message=exc.detail, status=400
+                )
+            )
+            return
+        if provider.hub.is_subscribed(self, channel):
+            return  # pusher-js never resubscribes; a duplicate changes nothing
+        kind = channel_kind(channel)
+        presence: PresenceData | None = None
+        if kind is ChannelKind.PUBLIC:
+            decision = self.policy.decide(self._principal(), Action.SUBSCRIBE, channel)
+            if isinstance(decision, Deny):
+                self._refuse(channel, decision.reason, 403)
+                return
+        else:
+            channel_data = data.get("channel_data") if kind is ChannelKind.PRESENCE else None
+            if kind is ChannelKind.PRESENCE and not isinstance(channel_data, str):
+                self._refuse(channel, "presence subscriptions need channel_data", 401)
+                return
+            if not signing.verify_channel_auth(
+                provider.settings.app_key,
+                provider.app_secret,
+                data.get("auth"),
+                socket_id=self.socket_id,
+                channel=channel,
+                channel_data=channel_data,
+            ):
+                self._refuse(channel, "Invalid signature", 401)
+                return
+            if channel_data is not None:
+                presence = _presence_data(channel_data)
+                if presence is None:
+                    self._refuse(channel, "channel_data must hold a string user_id", 400)
+                    return
+                self.user_id = self.user_id or presence.user_id
+        roster = provider.hub.subscribe(self, channel, presence)
+        self.send(frames.subscription_succeeded(channel, roster))
+
+    def _refuse(self, channel: str, message: str, status: int) -> None:
+        self.send(
+            frames.subscription_error(channel, kind="AuthError", message=message, status=status)
+        )
+
+    def _signin(self, data: dict[str, Any]) -> None:
+        provider = self.provider
+        user_data = data.get("user_data")
+        if not isinstance(user_data, str) or not signing.verify_user_auth(
+            provider.settings.app_key,
+            provider.app_secret,
+            data.get("auth"),
+            socket_id=self.socket_id,
+            user_data=user_data,
+        ):
+            self.send(frames.error("Invalid signin signature", ErrorCode.UNAUTHORIZED))
+            return
+        try:
+            user_id = orjson.loads(user_data)["id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            user_id = None
+        if not isinstance(user_id, str) or not user_id:
+            self.send(frames.error("user_data must hold a string id", ErrorCode.UNAUTHORIZED))
+            return
+        self.user_id = user_id
+        self.send(frames.signin_success(user_data))
+
+    def _client_event(self, name: str, channel: object, data: object) -> None:
+        provider = self.provider
+        if not isinstance(channel, str) or not provider.hub.is_subscribed(self, channel):
+            self.send(frames.error("Client event rejected: not subscribed to that channel"))
+            return
+        if channel_kind(channel) not in (ChannelKind.PRIVATE, ChannelKind.PRESENCE):
+            self.send(frames.error("Client events are only for private and presence channels"))
+            return
+        now = time.monotonic()
+        self._event_times = [t for t in self._event_times if now - t < 1.0]
+        if len(self._event_times) >= CLIENT_EVENTS_PER_SECOND:
+            self.send(
+                frames.error("Client event rejected: rate limit", ErrorCode.CLIENT_EVENT_RATE_LIMIT)
+            )
+            return
+        try:
+            validate_event_name(name, provider.limits, client=True)
+            encoded = encode_data(data)
+            check_payload_size(encoded, provider.limits)
+        except RelayError as exc:
+            self.send(frames.error(f"Client event rejected: {exc.detail}"))
+            return
+        decision = self.policy.decide(self._principal(), Action.CLIENT_EVENT, channel)
+        if isinstance(decision, Deny):
+            self.send(frames.error(f"Client event rejected: {decision.reason}"))
+            return
+        self._event_times.append(now)
+        user_id = self.user_id if channel_kind(channel) is ChannelKind.PRESENCE else None
+        provider.broadcast(
+            Delivery(name, channel, encoded, exclude=self.socket_id, user_id=user_id)
+        )
+
+
+def _presence_data(channel_data: str) -> PresenceData | None:
+    try:
+        parsed = orjson.loads(channel_data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    user_id = parsed.get("user_id")
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    info = parsed.get("user_info", {})
+    if not isinstance(user_id, str) or not user_id or not isinstance(info, dict):
+        return None
+    return PresenceData(user_id, info)

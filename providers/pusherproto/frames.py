@@ -1,0 +1,126 @@
+"""Pusher Channels protocol 7 frames, as pusher-js sends and expects them.
+
+Server frames carry `data` as a JSON-encoded string (pusher-js decodes it again), except
+`pusher:error` and `pusher:subscription_error`, whose data is an object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import Any
+
+import orjson
+
+PROTOCOL_VERSION = 7
+MIN_PROTOCOL_VERSION = 5
+
+
+class ErrorCode(IntEnum):
+    """Pusher's close and error codes; 4000-4099 tell clients not to reconnect."""
+
+    SSL_ONLY = 4000
+    APP_NOT_FOUND = 4001
+    APP_DISABLED = 4003
+    APP_OVER_CONNECTION_QUOTA = 4004
+    PATH_NOT_FOUND = 4005
+    INVALID_VERSION = 4006
+    UNSUPPORTED_PROTOCOL = 4007
+    NO_PROTOCOL = 4008
+    UNAUTHORIZED = 4009
+    OVER_CAPACITY = 4100  # reconnect after backoff (also: a slow consumer was cut off)
+    GENERIC_RECONNECT = 4200  # reconnect at once (server shutting down)
+    PONG_NOT_RECEIVED = 4201
+    CLOSED_AFTER_INACTIVITY = 4202
+    CLIENT_EVENT_RATE_LIMIT = 4301
+
+
+def _dumps(frame: Mapping[str, Any]) -> str:
+    return orjson.dumps(frame).decode()
+
+
+def _json_string(data: Any) -> str:
+    return orjson.dumps(data).decode()
+
+
+def event(event_name: str, channel: str, data: str, *, user_id: str | None = None) -> str:
+    """An event delivered to a channel's subscribers (data is already the string that travels)."""
+    frame: dict[str, Any] = {"event": event_name, "channel": channel, "data": data}
+    if user_id is not None:
+        frame["user_id"] = user_id
+    return _dumps(frame)
+
+
+def connection_established(socket_id: str, activity_timeout: int) -> str:
+    """The first frame of every connection."""
+    payload = {"socket_id": socket_id, "activity_timeout": activity_timeout}
+    return _dumps({"event": "pusher:connection_established", "data": _json_string(payload)})
+
+
+def error(message: str, code: int | None = None) -> str:
+    """A connection-level error (code None for a recoverable complaint)."""
+    return _dumps({"event": "pusher:error", "data": {"message": message, "code": code}})
+
+
+def subscription_succeeded(channel: str, presence: Mapping[str, Any] | None = None) -> str:
+    """Subscription confirmed; presence channels carry the roster."""
+    data = _json_string({"presence": presence} if presence is not None else {})
+    return _dumps(
+        {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data}
+    )
+
+
+def subscription_error(channel: str, *, kind: str, message: str, status: int) -> str:
+    """Subscription refused; pusher-js emits it as pusher:subscription_error on the channel."""
+    return _dumps(
+        {
+            "event": "pusher:subscription_error",
+            "channel": channel,
+            "data": {"type": kind, "error": message, "status": status},
+        }
+    )
+
+
+def member_added(channel: str, user_id: str, user_info: Mapping[str, Any]) -> str:
+    """A user's first socket joined a presence channel."""
+    data = _json_string({"user_id": user_id, "user_info": user_info})
+    return _dumps({"event": "pusher_internal:member_added", "channel": channel, "data": data})
+
+
+def member_removed(channel: str, user_id: str) -> str:
+    """A user's last socket left a presence channel."""
+    data = _json_string({"user_id": user_id})
+    return _dumps({"event": "pusher_internal:member_removed", "channel": channel, "data": data})
+
+
+def signin_success(user_data: str) -> str:
+    """A socket signed in as a user."""
+    return _dumps(
+        {"event": "pusher:signin_success", "data": _json_string({"user_data": user_data})}
+    )
+
+
+def ping() -> str:
+    """Server-initiated liveness check."""
+    return _dumps({"event": "pusher:ping", "data": "{}"})
+
+
+def pong() -> str:
+    """Answer to a client's pusher:ping."""
+    return _dumps({"event": "pusher:pong", "data": "{}"})
+
+
+def parse(text: str) -> dict[str, Any]:
+    """Decode a client frame; raise ValueError unless it is an object with a string `event`."""
+    frame = orjson.loads(text)
+    if not isinstance(frame, dict) or not isinstance(frame.get("event"), str):
+        raise ValueError("a frame must be a JSON object with a string event")
+    data = frame.get("data")
+    if isinstance(data, str) and frame["event"].startswith("pusher:"):
+        # Some clients send protocol data JSON-encoded twice; accept both forms.
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            decoded = data
+        frame["data"] = decoded
+    return frame

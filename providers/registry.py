@@ -1,0 +1,41 @@
+"""Provider names mapped to their classes, imported only when chosen (cold start stays light)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from app.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from providers.base import Provider
+
+PROVIDERS: dict[str, str] = {
+    "local": "providers.local.provider:LocalProvider",
+}
+
+
+def provider_class(name: str) -> type[Provider]:
+    """Import and return the class registered under `name`."""
+    try:
+        target = PROVIDERS[name]
+    except KeyError:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ConfigurationError(
+            f"RELAY_PROVIDER: {name!r} is not available (have: {known})"
+        ) from None
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"RELAY_PROVIDER: {name!r} needs its extra: pip install 'realtime-relay[{name}]' ({exc.name})"
+        ) from exc
+    cls: type[Provider] = getattr(module, class_name)
+    return cls
+
+
+def create_provider(settings: Settings) -> Provider:
+    """Build the configured provider from the settings (each reads its own credentials)."""
+    return provider_class(settings.provider).from_settings(settings)
