@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -13,6 +12,9 @@ import orjson
 from app import logs
 from app.errors import ConfigurationError, RelayError
 from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 WS_MAX_FRAME_BYTES = 64 * 1024
 
@@ -105,7 +107,9 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from app.relay import Relay
 
     relay = Relay.build(settings)
-    print(f"relay: configuration ok; provider {relay.provider.name!r}; policy {relay.policy.source}")
+    print(
+        f"relay: configuration ok; provider {relay.provider.name!r}; policy {relay.policy.source}"
+    )
     return 0
 
 

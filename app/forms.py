@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.requests import Request
 
 from app.errors import BadRequest
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 MAX_FIELDS = 32
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,8 @@ from app.routes import auth, channels, events, health
 from app.settings import load_settings
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from app.settings import Settings
 
 

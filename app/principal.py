@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
-class PrincipalKind(str, Enum):
+class PrincipalKind(StrEnum):
     """The three kinds of caller."""
 
     ANONYMOUS = "anonymous"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,8 @@ from app.validation import (
 from providers.base import Message, Receipt
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from app.policy import Policy
     from app.principal import Principal
     from app.settings import Settings

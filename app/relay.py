@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection  # noqa: TC002 - FastAPI resolves it at runtime
 
 from app.identity import Authenticator
 from app.policy import Policy

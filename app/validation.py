@@ -7,7 +7,7 @@ provider in use (`providers.base.Limits`), so each provider enforces its own.
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,7 +32,7 @@ CLIENT_EVENT_PREFIX = "client-"
 MAX_USER_INFO_BYTES = 1024
 
 
-class ChannelKind(str, Enum):
+class ChannelKind(StrEnum):
     """The four kinds of channel, told apart by the name's prefix."""
 
     PUBLIC = "public"

@@ -1,1 +1,1 @@
-"""Provider adapters: one module (or package) per realtime backend behind `providers.base.Provider`."""
+"""Provider adapters: one module (or package) per realtime backend, behind one interface."""

@@ -8,13 +8,14 @@ cannot do it refuses with NotSupported, which routes turn into a 501 problem.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from app.errors import NotSupported
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from fastapi import APIRouter
 
     from app.principal import Principal

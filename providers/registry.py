@@ -30,7 +30,8 @@ def provider_class(name: str) -> type[Provider]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(
-            f"RELAY_PROVIDER: {name!r} needs its extra: pip install 'realtime-relay[{name}]' ({exc.name})"
+            f"RELAY_PROVIDER: {name!r} needs its extra: "
+            f"pip install 'realtime-relay[{name}]' (missing {exc.name})"
         ) from exc
     cls: type[Provider] = getattr(module, class_name)
     return cls

@@ -1,1 +1,1 @@
-"""The embedded local provider: Pusher protocol 7 over WebSocket, SSE, and the Pusher HTTP API subset."""
+"""The embedded local provider: Pusher protocol 7, SSE, and the Pusher HTTP API subset."""

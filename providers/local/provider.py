@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Self
 
 import orjson
@@ -14,6 +13,8 @@ from providers.pusherproto import signing
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from fastapi import APIRouter
 
     from app.settings import Settings

@@ -1,4 +1,4 @@
-"""The Pusher HTTP API subset (trigger, batch, channel queries), so Pusher's server SDKs publish here."""
+"""The Pusher HTTP API subset (trigger, batch, channel queries) for Pusher's server SDKs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local provider's endpoints: `/app/{key}` (WebSocket), `/v1/stream` (SSE), `/apps/{id}/...`."""
+"""The local provider's endpoints: `/app/{key}` (WebSocket), `/v1/stream` (SSE), `/apps/...`."""
 
 from __future__ import annotations
 

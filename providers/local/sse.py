@@ -1,10 +1,9 @@
-"""Server-sent events: a `connected` message, then events, heartbeats, and resume by Last-Event-ID."""
+"""Server-sent events: `connected`, then events and heartbeats; resume by Last-Event-ID."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import orjson
@@ -12,6 +11,8 @@ import orjson
 from providers.local.websocket import new_socket_id
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from providers.local.hub import Delivery
     from providers.local.provider import LocalProvider
 
@@ -59,9 +60,9 @@ class SseStream:
                 missed = sorted(
                     (d for c in self._wanted for d in hub.replay(c, sent)), key=lambda d: d.seq
                 )
-                for delivery in missed:
-                    yield delivery.sse_frame(hub.epoch)
-                    sent = delivery.seq
+                for old in missed:
+                    yield old.sse_frame(hub.epoch)
+                    sent = old.seq
             while True:
                 try:
                     delivery = await asyncio.wait_for(self._queue.get(), heartbeat)

@@ -1,1 +1,1 @@
-"""The Pusher Channels protocol pieces shared by the providers that speak it (local, pusher, apigateway)."""
+"""Pusher Channels protocol pieces shared by local, pusher and apigateway providers."""

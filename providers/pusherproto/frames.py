@@ -6,11 +6,13 @@ Server frames carry `data` as a JSON-encoded string (pusher-js decodes it again)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PROTOCOL_VERSION = 7
 MIN_PROTOCOL_VERSION = 5

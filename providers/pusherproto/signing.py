@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from app.errors import InvalidSignature
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 AUTH_VERSION = "1.0"
 # Pusher refuses HTTP API requests whose auth_timestamp is more than 600 s off.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.e2e.harness import PusherAgent, RelayProcess, agent
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 APP_ID = "4242"
 APP_KEY = "e2e-key"

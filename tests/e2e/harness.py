@@ -1,4 +1,4 @@
-"""Real processes for end-to-end tests: a relay started with `relay serve`, and pusher-js in Node."""
+"""Real processes for end-to-end tests: `relay serve`, and pusher-js in Node."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "tests" / "e2e" / "js" / "agent.mjs"
@@ -44,7 +46,11 @@ class RelayProcess:
         self.process = subprocess.Popen(
             [str(relay), "serve"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -144,9 +150,7 @@ class PusherAgent:
             base=self.relay.base,
             token=token,
         )
-        obs = self.expect(
-            lambda o: o.get("client") == client and o.get("state") == "connected"
-        )
+        obs = self.expect(lambda o: o.get("client") == client and o.get("state") == "connected")
         socket_id: str = obs["socket_id"]
         return socket_id
 
@@ -154,9 +158,11 @@ class PusherAgent:
         """Subscribe and wait for success (returns the observation, members included)."""
         self.send(op="subscribe", client=client, channel=channel)
         return self.expect(
-            lambda o: o.get("client") == client
-            and o.get("channel") == channel
-            and o["type"] in ("subscribed", "subscription_error")
+            lambda o: (
+                o.get("client") == client
+                and o.get("channel") == channel
+                and o["type"] in ("subscribed", "subscription_error")
+            )
         )
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pusher
@@ -17,14 +17,16 @@ import pytest
 from app.settings import Settings
 from app.tokens import mint_dev_token
 from tests.e2e.conftest import API_KEY, APP_ID, APP_KEY, APP_SECRET, JWT_SECRET
-from tests.e2e.harness import Observation, PusherAgent, RelayProcess
+
+if TYPE_CHECKING:
+    from tests.e2e.harness import Observation, PusherAgent, RelayProcess
 
 pytestmark = pytest.mark.e2e
 
 
 def token(user_id: str, name: str | None = None) -> str:
     """A JWT the test relays accept."""
-    settings = Settings(jwt_secret=JWT_SECRET, api_keys=API_KEY)  # type: ignore[arg-type]
+    settings = Settings(jwt_secret=JWT_SECRET, api_keys=API_KEY)
     return mint_dev_token(settings, user_id=user_id, name=name)
 
 
@@ -63,7 +65,8 @@ def test_private_channel_needs_the_right_user(relay: RelayProcess, clients: Push
     anonymous = clients.subscribe("anon", "private-team")
     assert anonymous["type"] == "subscription_error"
     assert anonymous["status"] == 401
-    publish(relay, {"name": "dm", "channels": ["private-user-alice", "private-user-bob"], "data": "hi"})
+    both = ["private-user-alice", "private-user-bob"]
+    assert publish(relay, {"name": "dm", "channels": both, "data": "hi"}).status_code == 200
     assert clients.expect(event_on("alice", "private-user-alice", "dm"))["data"] == "hi"
     clients.never(event_on("alice", "private-user-bob", "dm"))
 
@@ -129,7 +132,12 @@ def test_official_pusher_sdk_publishes_to_the_local_relay(
     assert clients.expect(event_on("sdk-watcher", "sdk", "single"))["data"] == {"via": "trigger"}
     assert clients.expect(event_on("sdk-watcher", "sdk", "batched"))["data"] == {"via": "batch"}
     wrong = pusher.Pusher(
-        app_id=APP_ID, key=APP_KEY, secret="not-the-secret", host="127.0.0.1", port=relay.port, ssl=False
+        app_id=APP_ID,
+        key=APP_KEY,
+        secret="not-the-secret",
+        host="127.0.0.1",
+        port=relay.port,
+        ssl=False,
     )
     with pytest.raises(pusher.errors.PusherBadAuth):
         wrong.trigger(["sdk"], "forged", {})
@@ -163,7 +171,12 @@ def test_sse_client_receives_the_same_events(relay: RelayProcess) -> None:
     assert got_event.is_set()
     events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
     assert events[0]["type"] == "connected"
-    assert events[1] == {"type": "event", "channel": "sse-news", "event": "flash", "data": '{"x":1}'}
+    assert events[1] == {
+        "type": "event",
+        "channel": "sse-news",
+        "event": "flash",
+        "data": '{"x":1}',
+    }
     assert any(line.startswith("id: ") for line in lines)
     assert ": heartbeat" in lines
 
@@ -200,7 +213,11 @@ def test_client_events_only_where_the_policy_allows(
         assert chat_clients.subscribe(client, "private-quiet-7")["type"] == "subscribed"
     chat_clients.send(op="bind", client="u2", channel="presence-chat-7", event="client-typing")
     chat_clients.send(
-        op="trigger", client="u1", channel="presence-chat-7", event="client-typing", data={"on": True}
+        op="trigger",
+        client="u1",
+        channel="presence-chat-7",
+        event="client-typing",
+        data={"on": True},
     )
     typed: Observation = chat_clients.expect(
         lambda o: o["type"] == "bound" and o["client"] == "u2" and o["event"] == "client-typing"

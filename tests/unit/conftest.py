@@ -1,0 +1,149 @@
+"""Fixtures for the in-process route, protocol and provider tests.
+
+Names are prefixed (`relay_*`) or specific (`http`, `live_server`) so they cannot clash with the
+fixtures of other unit test files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import httpx
+import pytest
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+from app.tokens import mint_dev_token
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from fastapi import FastAPI
+
+    from providers.local.provider import LocalProvider
+
+UNIT_SETTINGS = {
+    "env": "test",
+    "app_id": "4242",
+    "app_key": "unit-key",
+    "app_secret": "unit-app-secret-0123456789",
+    "jwt_secret": "unit-jwt-secret-0123456789abcdef0123456789",
+    "api_keys": "unit-api-key-0123456789",
+    "sse_heartbeat_seconds": 0.2,
+    "activity_timeout_seconds": 5,
+}
+
+
+@pytest.fixture
+def relay_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Unit-test settings, with no RELAY_* variable of the environment leaking in."""
+    for name in list(os.environ):
+        if name.startswith("RELAY_"):
+            monkeypatch.delenv(name)
+    return Settings(**UNIT_SETTINGS)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def relay_app(relay_settings: Settings) -> FastAPI:
+    """The app on the local provider with the default policy."""
+    return create_app(relay_settings)
+
+
+@pytest.fixture
+def relay_provider(relay_app: FastAPI) -> LocalProvider:
+    """The local provider behind `relay_app` (its hub is where deliveries go)."""
+    return cast("LocalProvider", relay_app.state.relay.provider)
+
+
+@pytest.fixture
+def relay_token(relay_settings: Settings) -> Callable[..., str]:
+    """Mint a user token the relay accepts: `relay_token("alice", name="Alice")`."""
+
+    def mint(user_id: str, name: str | None = None) -> str:
+        return mint_dev_token(relay_settings, user_id=user_id, name=name)
+
+    return mint
+
+
+@pytest.fixture
+def relay_api_key(relay_settings: Settings) -> str:
+    """The backend API key the relay accepts."""
+    return relay_settings.api_keys[0].get_secret_value()
+
+
+@pytest.fixture
+async def http(relay_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client calling `relay_app` in-process (the lifespan is not run)."""
+    transport = httpx.ASGITransport(app=relay_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
+        yield client
+
+
+@dataclass(frozen=True, slots=True)
+class LiveServer:
+    """A uvicorn server on 127.0.0.1 serving an app in this event loop."""
+
+    app: FastAPI
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        """Base URL for HTTP requests."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """Base URL for WebSocket connections."""
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
+    """Run `app` under uvicorn on a free port for the duration of the block."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        ws_ping_interval=None,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(5):
+            while not server.started:
+                if task.done():
+                    task.result()  # surfaces the start-up error
+                    raise RuntimeError("uvicorn stopped before it started")
+                await asyncio.sleep(0.01)
+        yield LiveServer(app, port)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+@pytest.fixture
+async def live_server(relay_app: FastAPI) -> AsyncIterator[LiveServer]:
+    """`relay_app` served by uvicorn, for WebSocket and SSE streaming tests."""
+    async with serve(relay_app) as server:
+        yield server
+
+
+@pytest.fixture
+def relay_serve() -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[LiveServer]]:
+    """Serve another app (a custom policy or settings) for the length of an `async with`."""
+    return serve
