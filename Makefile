@@ -25,6 +25,8 @@ deps: $(PY_STAMP) $(JS_STAMP)
 
 ## run: start the relay on the embedded local provider (http://127.0.0.1:8000)
 run: $(PY_STAMP)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(JS_STAMP); \
+		else echo "make: npm not found; examples/listen.mjs needs Node.js 20 and npm"; fi
 	$(BIN)/relay serve
 
 ## test: lint, type-check, then every test (unit and end to end)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import httpx
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
+    from providers.local.hub import Delivery
     from providers.local.provider import LocalProvider
 
 UNIT_SETTINGS = {
@@ -147,3 +148,35 @@ async def live_server(relay_app: FastAPI) -> AsyncIterator[LiveServer]:
 def relay_serve() -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[LiveServer]]:
     """Serve another app (a custom policy or settings) for the length of an `async with`."""
     return serve
+
+
+@dataclass(eq=False)
+class Recorder:
+    """A hub subscriber that remembers every delivery handed to it."""
+
+    socket_id: str
+    channels: set[str] = field(default_factory=set)
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Remember the delivery."""
+        self.deliveries.append(delivery)
+
+    @property
+    def events(self) -> list[tuple[str, str, str]]:
+        """(channel, event, data) of every delivery, in order."""
+        return [(d.channel, d.event, d.data) for d in self.deliveries]
+
+
+@pytest.fixture
+def relay_listen(relay_provider: LocalProvider) -> Callable[..., Recorder]:
+    """Subscribe a Recorder to channels of the app's hub: `relay_listen("news", "other")`."""
+    counter = iter(range(1, 1_000_000))
+
+    def listen(*channels: str, socket_id: str | None = None) -> Recorder:
+        recorder = Recorder(socket_id or f"9999.{next(counter)}")
+        for channel in channels:
+            relay_provider.hub.subscribe(recorder, channel)
+        return recorder
+
+    return listen

@@ -85,7 +85,11 @@ def test_documented_private_channel_example() -> None:
 def test_documented_presence_channel_example() -> None:
     channel_data = '{"user_id":10,"user_info":{"name":"Mr. Channels"}}'
     auth = channel_auth(
-        DOC_KEY, DOC_SECRET, socket_id=DOC_SOCKET, channel="presence-foobar", channel_data=channel_data
+        DOC_KEY,
+        DOC_SECRET,
+        socket_id=DOC_SOCKET,
+        channel="presence-foobar",
+        channel_data=channel_data,
     )
     assert auth == (
         "278d425bdf160c739803:31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80"
@@ -141,7 +145,9 @@ def test_presence_channel_auth_matches_the_sdk_default_serialization(
     answer = _sdk().authenticate(channel=channel, socket_id=socket_id, custom_data=member)
     channel_data = answer["channel_data"]
     assert json.loads(channel_data) == member
-    ours = channel_auth(KEY, SECRET, socket_id=socket_id, channel=channel, channel_data=channel_data)
+    ours = channel_auth(
+        KEY, SECRET, socket_id=socket_id, channel=channel, channel_data=channel_data
+    )
     assert ours == answer["auth"]
     assert verify_channel_auth(
         KEY, SECRET, answer["auth"], socket_id=socket_id, channel=channel, channel_data=channel_data
@@ -159,7 +165,9 @@ def test_presence_channel_auth_over_raw_utf8_matches_the_sdk(
     )
     channel_data = orjson.dumps(member).decode()
     assert answer["channel_data"] == channel_data
-    ours = channel_auth(KEY, SECRET, socket_id=socket_id, channel=channel, channel_data=channel_data)
+    ours = channel_auth(
+        KEY, SECRET, socket_id=socket_id, channel=channel, channel_data=channel_data
+    )
     assert ours == answer["auth"]
 
 
@@ -185,9 +193,7 @@ def test_user_auth_matches_the_sdk(
 
 
 def test_user_auth_signs_the_documented_string() -> None:
-    expected = hmac.new(
-        SECRET.encode(), b'1.2::user::{"id":"1"}', hashlib.sha256
-    ).hexdigest()
+    expected = hmac.new(SECRET.encode(), b'1.2::user::{"id":"1"}', hashlib.sha256).hexdigest()
     assert user_auth(KEY, SECRET, socket_id="1.2", user_data='{"id":"1"}') == f"{KEY}:{expected}"
 
 
@@ -201,7 +207,12 @@ PRESENCE_GOOD = channel_auth(
 def test_verify_channel_auth_accepts_the_right_value() -> None:
     assert verify_channel_auth(KEY, SECRET, PRIVATE_GOOD, socket_id="1.2", channel="private-a")
     assert verify_channel_auth(
-        KEY, SECRET, PRESENCE_GOOD, socket_id="1.2", channel="presence-a", channel_data=PRESENCE_DATA
+        KEY,
+        SECRET,
+        PRESENCE_GOOD,
+        socket_id="1.2",
+        channel="presence-a",
+        channel_data=PRESENCE_DATA,
     )
 
 
@@ -367,7 +378,9 @@ def test_verify_request_accepts_skew_within_limit(
     verify_request(KEY, SECRET, "POST", EVENTS_PATH, params, body, now=NOW + offset)
 
 
-def _resign(params: dict[str, str], method: str = "POST", path: str = EVENTS_PATH) -> dict[str, str]:
+def _resign(
+    params: dict[str, str], method: str = "POST", path: str = EVENTS_PATH
+) -> dict[str, str]:
     """Give altered params a valid signature, so only the property under test is wrong."""
     unsigned = {k: v for k, v in params.items() if k != "auth_signature"}
     return {**unsigned, "auth_signature": request_signature(SECRET, method, path, unsigned)}
@@ -503,7 +516,9 @@ def test_refuses_an_added_query_parameter(sdk_get: dict[str, str]) -> None:
     assert "auth_signature" in error.detail
 
 
-def test_refuses_a_signature_made_with_another_secret(sdk_post: tuple[dict[str, str], bytes]) -> None:
+def test_refuses_a_signature_made_with_another_secret(
+    sdk_post: tuple[dict[str, str], bytes],
+) -> None:
     params, body = sdk_post
     unsigned = {k: v for k, v in params.items() if k != "auth_signature"}
     params["auth_signature"] = request_signature("not-the-secret", "POST", EVENTS_PATH, unsigned)
