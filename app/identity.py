@@ -123,6 +123,9 @@ class Authenticator:
             raise InvalidToken("credential too long")
         if _JWT_SHAPE.fullmatch(credential):
             return await self.verify_jwt(credential)
+        if token is not None:
+            # URLs end up in proxy and browser logs: a long-lived API key must not travel there.
+            raise InvalidToken("only a user token (JWT) is accepted in the query string")
         return self.verify_api_key(credential)
 
     def verify_api_key(self, key: str) -> Principal:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -26,6 +26,7 @@ DEV_JWT_SECRET = "relay-dev-jwt-secret-change-me-0123456789"  # noqa: S105
 DEV_API_KEY = "relay-dev-api-key"
 
 ENV_PREFIX = "RELAY_"
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -106,14 +107,21 @@ class Settings(BaseSettings):
         return used
 
 
-def load_settings() -> Settings:
-    """Read the settings, turning the first problem into one line that names its variable."""
+def read_env(cls: type[SettingsT]) -> SettingsT:
+    """Build a settings class from the environment; the first problem becomes one line naming
+    its variable (and never its value, which may be a secret)."""
     try:
-        settings = Settings()
+        return cls()
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else "RELAY_*"
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        name = prefix + str(first["loc"][0]).upper() if first["loc"] else f"{prefix}*"
         raise ConfigurationError(f"{name}: {first['msg']}") from exc
+
+
+def load_settings() -> Settings:
+    """Read the relay's settings and check the combinations a single field cannot."""
+    settings = read_env(Settings)
     if settings.jwt_secret is None and settings.jwks_url is None:
         raise ConfigurationError("RELAY_JWT_SECRET: set it, or RELAY_JWKS_URL, to verify users")
     if settings.dev_defaults_in_use:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Self
 
-import orjson
-
 from providers.base import Limits, Member, Message, PresenceData, Provider, Receipt
 from providers.local.hub import Delivery, Hub
-from providers.pusherproto import signing
+from providers.pusherproto import answers
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
@@ -58,28 +56,19 @@ class LocalProvider(Provider):
         self, *, socket_id: str, channel: str, presence: PresenceData | None
     ) -> dict[str, str]:
         """Pusher's channel auth: `key:HMAC`, plus channel_data for presence."""
-        key = self.settings.app_key
-        if presence is None:
-            return {
-                "auth": signing.channel_auth(
-                    key, self.app_secret, socket_id=socket_id, channel=channel
-                )
-            }
-        channel_data = orjson.dumps(
-            {"user_id": presence.user_id, "user_info": dict(presence.user_info)}
-        ).decode()
-        auth = signing.channel_auth(
-            key, self.app_secret, socket_id=socket_id, channel=channel, channel_data=channel_data
+        return answers.channel_answer(
+            self.settings.app_key,
+            self.app_secret,
+            socket_id=socket_id,
+            channel=channel,
+            presence=presence,
         )
-        return {"auth": auth, "channel_data": channel_data}
 
     def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
         """Pusher's user auth for pusher:signin."""
-        user_data = orjson.dumps({"id": user.user_id, "user_info": dict(user.user_info)}).decode()
-        auth = signing.user_auth(
-            self.settings.app_key, self.app_secret, socket_id=socket_id, user_data=user_data
+        return answers.user_answer(
+            self.settings.app_key, self.app_secret, socket_id=socket_id, user=user
         )
-        return {"auth": auth, "user_data": user_data}
 
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
         """Deliver to this process's subscribers (encoded once per message)."""

@@ -432,3 +432,12 @@ async def test_aclose_closes_only_its_own_client(http: httpx.AsyncClient) -> Non
     await owned.aclose()
     assert owned._http is not None
     assert owned._http.is_closed
+
+
+async def test_api_key_is_refused_in_the_query_string(make_auth: AuthFactory) -> None:
+    # A query string lands in proxy logs; only short-lived user tokens may travel there.
+    with pytest.raises(InvalidToken, match="query string") as caught:
+        await make_auth().authenticate(authorization=None, token=API_KEY)
+    assert API_KEY not in str(caught.value)
+    principal = await make_auth().authenticate(authorization=f"Bearer {API_KEY}")
+    assert principal.is_backend
