@@ -6,6 +6,7 @@
     │   ├── InvalidChannel          400 invalid-channel
     │   ├── InvalidEventName        400 invalid-event-name
     │   ├── InvalidSocketId         400 invalid-socket-id
+    │   ├── InvalidUserId           400 invalid-user-id
     │   ├── InvalidPayload          400 invalid-payload
     │   ├── TooManyItems            400 too-many-items
     │   └── PayloadTooLarge         413 payload-too-large
@@ -99,6 +100,13 @@ class InvalidSocketId(BadRequest):
 
     slug = "invalid-socket-id"
     title = "Invalid socket id"
+
+
+class InvalidUserId(BadRequest):
+    """A user id a provider could not address."""
+
+    slug = "invalid-user-id"
+    title = "Invalid user id"
 
 
 class InvalidPayload(BadRequest):

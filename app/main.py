@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app import __version__, problems
 from app.middleware import AccessLog, BodyLimit
 from app.relay import Relay
-from app.routes import auth, channels, events, health
+from app.routes import auth, channels, events, health, users, webhooks
 from app.settings import load_settings
 
 if TYPE_CHECKING:
@@ -41,8 +41,9 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     )
     app.state.relay = relay
     problems.install(app)
-    for router in (health.router, auth.router, events.router, channels.router):
-        app.include_router(router)
+    routers = (health, auth, events, channels, users, webhooks)
+    for module in routers:
+        app.include_router(module.router)
     provider_routes = relay.provider.routes()
     if provider_routes is not None:
         app.include_router(provider_routes)

@@ -17,6 +17,7 @@ from app.errors import (
     InvalidEventName,
     InvalidPayload,
     InvalidSocketId,
+    InvalidUserId,
     PayloadTooLarge,
     TooManyItems,
 )
@@ -104,6 +105,13 @@ def validate_event_name(name: object, limits: Limits, *, client: bool = False) -
     if not client and name.startswith(CLIENT_EVENT_PREFIX):
         raise InvalidEventName("client- event names are for client events only")
     return name
+
+
+def validate_user_id(user_id: object) -> str:
+    """Validate a user id for user-addressed calls (channel characters, at most 200)."""
+    if not isinstance(user_id, str) or not _CHANNEL_CHARS.fullmatch(user_id) or len(user_id) > 200:
+        raise InvalidUserId("user ids are 1 to 200 characters from a-z A-Z 0-9 - _ = @ , . ;")
+    return user_id
 
 
 def validate_socket_id(socket_id: object) -> str:

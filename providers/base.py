@@ -66,6 +66,15 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Occupancy:
+    """How busy a channel is (user_count for presence channels only)."""
+
+    occupied: bool
+    subscription_count: int | None = None
+    user_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PresenceData:
     """The signed identity a presence subscription carries."""
 
@@ -118,6 +127,18 @@ class Provider(ABC):
     async def members(self, channel: str) -> list[Member]:
         """The users present on a presence channel."""
         raise NotSupported(f"{self.name} cannot list presence members")
+
+    async def occupancy(self, channel: str) -> Occupancy:
+        """Whether a channel has subscribers, and how many."""
+        raise NotSupported(f"{self.name} cannot report channel occupancy")
+
+    async def send_to_user(self, user_id: str, event: str, data: str) -> None:
+        """Deliver an event to every connection signed in as the user."""
+        raise NotSupported(f"{self.name} cannot send to a user")
+
+    async def terminate_user(self, user_id: str) -> None:
+        """Close every connection signed in as the user."""
+        raise NotSupported(f"{self.name} cannot terminate a user's connections")
 
     async def history(self, channel: str, *, limit: int) -> list[Message]:
         """The most recent messages on a channel, oldest first."""

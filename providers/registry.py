@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 PROVIDERS: dict[str, str] = {
     "local": "providers.local.provider:LocalProvider",
+    "pusher": "providers.pusher.provider:PusherProvider",
 }
 
 

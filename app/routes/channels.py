@@ -44,6 +44,33 @@ class History(BaseModel):
     messages: list[MessageOut]
 
 
+class ChannelInfo(BaseModel):
+    """Whether a channel has subscribers, and how many (where the provider can tell)."""
+
+    channel: str
+    occupied: bool
+    subscription_count: int | None
+    user_count: int | None
+
+
+@router.get("/{channel}", summary="Channel occupancy")
+async def occupancy(
+    channel: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
+) -> ChannelInfo:
+    """Backends, and callers the policy lets subscribe, may ask how busy a channel is."""
+    channel = validate_channel(channel, relay.provider.limits)
+    principal = await relay.identify(request)
+    if not principal.is_backend:
+        require(relay.policy, principal, Action.SUBSCRIBE, channel)
+    found = await relay.provider.occupancy(channel)
+    return ChannelInfo(
+        channel=channel,
+        occupied=found.occupied,
+        subscription_count=found.subscription_count,
+        user_count=found.user_count,
+    )
+
+
 @router.get("/{channel}/members", summary="Presence members of a channel")
 async def members(
     channel: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]

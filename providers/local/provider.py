@@ -5,9 +5,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Self
 
-from providers.base import Limits, Member, Message, PresenceData, Provider, Receipt
+from providers.base import (
+    Limits,
+    Member,
+    Message,
+    Occupancy,
+    PresenceData,
+    Provider,
+    Receipt,
+)
 from providers.local.hub import Delivery, Hub
-from providers.pusherproto import answers
+from providers.pusherproto import answers, frames
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
@@ -83,6 +91,22 @@ class LocalProvider(Provider):
     async def members(self, channel: str) -> list[Member]:
         """The roster of a presence channel."""
         return self.hub.members(channel)
+
+    async def occupancy(self, channel: str) -> Occupancy:
+        """Subscriptions in this process, and presence users."""
+        count = self.hub.subscriber_count(channel)
+        users = len(self.hub.members(channel)) if channel.startswith("presence-") else None
+        return Occupancy(occupied=count > 0, subscription_count=count, user_count=users)
+
+    async def send_to_user(self, user_id: str, event: str, data: str) -> None:
+        """Deliver on the user's #server-to-user- channel, which pusher-js joins after signin."""
+        self.broadcast(Delivery(event, frames.SERVER_TO_USER_PREFIX + user_id, data))
+
+    async def terminate_user(self, user_id: str) -> None:
+        """Close the user's signed-in connections with 4009, which pusher-js does not retry."""
+        for connection in list(self.connections):
+            if connection.signed_in == user_id:
+                connection.close(ErrorCode.UNAUTHORIZED)
 
     async def history(self, channel: str, *, limit: int) -> list[Message]:
         """The replay log of a channel (the last `RELAY_SSE_REPLAY_MESSAGES` messages)."""

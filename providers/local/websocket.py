@@ -54,6 +54,7 @@ class PusherConnection:
         self.socket_id = new_socket_id()
         self.channels: set[str] = set()
         self.user_id: str | None = None  # set by pusher:signin or a presence subscription
+        self.signed_in: str | None = None  # set by pusher:signin only: the target of send_to_user
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(
             maxsize=provider.settings.send_buffer_frames
         )
@@ -161,6 +162,9 @@ class PusherConnection:
         provider = self.provider
         raw_channel = data.get("channel")
         label = raw_channel if isinstance(raw_channel, str) else ""
+        if label.startswith(frames.SERVER_TO_USER_PREFIX):
+            self._subscribe_server_to_user(label)
+            return
         try:
             channel = validate_channel(raw_channel, provider.limits)
         except RelayError as exc:
@@ -203,6 +207,15 @@ class PusherConnection:
         roster = provider.hub.subscribe(self, channel, presence)
         self.send(frames.subscription_succeeded(channel, roster))
 
+    def _subscribe_server_to_user(self, channel: str) -> None:
+        # pusher-js subscribes to its own #server-to-user- channel after pusher:signin.
+        if self.signed_in is None or channel != frames.SERVER_TO_USER_PREFIX + self.signed_in:
+            self._refuse(channel, "only a signed-in user's own #server-to-user- channel", 403)
+            return
+        if not self.provider.hub.is_subscribed(self, channel):
+            self.provider.hub.subscribe(self, channel)
+        self.send(frames.subscription_succeeded(channel))
+
     def _refuse(self, channel: str, message: str, status: int) -> None:
         self.send(
             frames.subscription_error(channel, kind="AuthError", message=message, status=status)
@@ -227,7 +240,7 @@ class PusherConnection:
         if not isinstance(user_id, str) or not user_id:
             self.send(frames.error("user_data must hold a string id", ErrorCode.UNAUTHORIZED))
             return
-        self.user_id = user_id
+        self.user_id = self.signed_in = user_id
         self.send(frames.signin_success(user_data))
 
     def _client_event(self, name: str, channel: object, data: object) -> None:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 PROTOCOL_VERSION = 7
 MIN_PROTOCOL_VERSION = 5
+# pusher-js joins this channel after pusher:signin; send_to_user publishes on it.
+SERVER_TO_USER_PREFIX = "#server-to-user-"
 
 
 class ErrorCode(IntEnum):

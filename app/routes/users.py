@@ -1,0 +1,67 @@
+"""Backend-only actions on one user's connections: send to the user, terminate them."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict
+
+from app.errors import Forbidden, Unauthenticated
+from app.relay import Relay, get_relay
+from app.validation import (
+    check_payload_size,
+    encode_data,
+    validate_event_name,
+    validate_user_id,
+)
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+class UserEvent(BaseModel):
+    """An event for every connection signed in as the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    data: Any
+
+
+class Done(BaseModel):
+    """The provider accepted the request."""
+
+    provider: str
+    user_id: str
+
+
+async def _require_backend(relay: Relay, request: Request) -> None:
+    principal = await relay.identify(request)
+    if principal.is_backend:
+        return
+    if principal.is_user:
+        raise Forbidden("only a backend (API key) may act on users' connections")
+    raise Unauthenticated("send an API key")
+
+
+@router.post("/{user_id}/events", summary="Send an event to one user's connections")
+async def send_to_user(
+    user_id: str, event: UserEvent, request: Request, relay: Annotated[Relay, Depends(get_relay)]
+) -> Done:
+    """Deliver to the connections that signed in (pusher:signin) as the user."""
+    await _require_backend(relay, request)
+    user_id = validate_user_id(user_id)
+    name = validate_event_name(event.name, relay.provider.limits)
+    data = encode_data(event.data)
+    check_payload_size(data, relay.provider.limits)
+    await relay.provider.send_to_user(user_id, name, data)
+    return Done(provider=relay.provider.name, user_id=user_id)
+
+
+@router.post("/{user_id}/terminate", summary="Close every connection of one user")
+async def terminate_user(
+    user_id: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
+) -> Done:
+    """Disconnect the user's signed-in connections; pusher-js does not reconnect them."""
+    await _require_backend(relay, request)
+    user_id = validate_user_id(user_id)
+    await relay.provider.terminate_user(user_id)
+    return Done(provider=relay.provider.name, user_id=user_id)

@@ -1,0 +1,60 @@
+"""Inbound provider webhooks: verified by the provider, normalized into the relay's schema."""
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from app.errors import NotFound
+from app.relay import Relay, get_relay
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+log = logging.getLogger(__name__)
+
+
+class ChannelEventOut(BaseModel):
+    """One normalized webhook event."""
+
+    kind: str
+    channel: str
+    time_ms: int
+    user_id: str | None = None
+    event: str | None = None
+    data: str | None = None
+    socket_id: str | None = None
+
+
+class Received(BaseModel):
+    """The webhook verified; its events, normalized."""
+
+    provider: str
+    events: list[ChannelEventOut]
+
+
+@router.post("/{provider}", summary="Receive a provider webhook")
+async def receive(
+    provider: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
+) -> Received:
+    """Verify the signature first (401 and no effect if it fails), then normalize."""
+    if provider != relay.provider.name:
+        raise NotFound(f"this relay takes webhooks from {relay.provider.name!r} only")
+    body = await request.body()
+    events = relay.provider.parse_webhook(request.headers, body)
+    for e in events:
+        log.info("webhook %s: %s on %s", provider, e.kind, e.channel)
+    return Received(
+        provider=provider,
+        events=[
+            ChannelEventOut(
+                kind=e.kind,
+                channel=e.channel,
+                time_ms=e.time_ms,
+                user_id=e.user_id,
+                event=e.event,
+                data=e.data,
+                socket_id=e.socket_id,
+            )
+            for e in events
+        ],
+    )

@@ -1,0 +1,1 @@
+"""Pusher Channels (and self-hosted Pusher-protocol servers such as soketi)."""

@@ -1,0 +1,121 @@
+"""Pusher's HTTP API over one pooled, non-blocking client, signed per call, retried with care.
+
+The official `pusher` SDK is not used here: it blocks the event loop (requests), sizes payloads with
+`sys.getsizeof`, and lets 30 KB through where the service takes 10 KB. It stays the tests' oracle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from app.errors import ProviderError, ProviderUnavailable
+from providers.pusherproto import signing
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from providers.pusher.settings import PusherSettings
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 1.0
+MAX_REASON_CHARS = 200
+
+
+class PusherApi:
+    """Signed calls to `/apps/{app_id}/...`; retries timeouts, transport errors and 5xx only."""
+
+    def __init__(
+        self,
+        settings: PusherSettings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self._http = http
+        self._owns_http = http is None
+        self._sleep = sleep
+        self._jitter = jitter
+        self._prefix = f"/apps/{settings.app_id}"
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pooled client, created on first use (and reused across warm Lambda calls)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.settings.base_url,
+                timeout=self.settings.timeout_seconds,
+                limits=httpx.Limits(
+                    max_connections=self.settings.max_in_flight,
+                    max_keepalive_connections=self.settings.max_in_flight,
+                ),
+                headers={"Content-Type": "application/json"},
+            )
+        return self._http
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON body to `/apps/{app_id}{path}`."""
+        return await self._call("POST", path, orjson.dumps(body), {})
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """GET `/apps/{app_id}{path}` with query parameters."""
+        return await self._call("GET", path, b"", params or {})
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter on an exponential ceiling: retries from many processes do not line up.
+        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (1 << (attempt - 1)))
+        return ceiling * self._jitter()
+
+    async def _call(self, method: str, path: str, body: bytes, params: dict[str, str]) -> Any:
+        full_path = self._prefix + path
+        settings = self.settings
+        failure = ""
+        unreachable = False
+        for attempt in range(1, settings.max_attempts + 1):
+            signed = signing.sign_request(
+                settings.key,
+                settings.secret.get_secret_value(),
+                method,
+                full_path,
+                body=body,
+                params=params,
+            )
+            try:
+                response = await self.http.request(
+                    method, full_path, params=signed, content=body or None
+                )
+            except httpx.TimeoutException:
+                failure, unreachable = "timed out", True
+            except httpx.TransportError as exc:
+                failure, unreachable = f"unreachable ({exc.__class__.__name__})", True
+            else:
+                if response.status_code < 300:
+                    return response.json() if response.content else {}
+                reason = response.text[:MAX_REASON_CHARS].strip()
+                if response.status_code < 500:
+                    raise ProviderError(
+                        f"pusher refused the call ({response.status_code}): {reason}",
+                        provider_status=response.status_code,
+                    )
+                failure, unreachable = f"failed ({response.status_code}): {reason}", False
+            log.warning("pusher %s %s attempt %d %s", method, full_path, attempt, failure)
+            if attempt < settings.max_attempts:
+                await self._sleep(self._backoff(attempt))
+        if unreachable:
+            raise ProviderUnavailable(f"pusher {failure} after {settings.max_attempts} attempts")
+        raise ProviderError(f"pusher {failure}", retryable=True)
+
+    async def aclose(self) -> None:
+        """Close the pool if this object created it."""
+        if self._http is not None and self._owns_http:
+            await self._http.aclose()
+        self._http = None

@@ -1,0 +1,188 @@
+"""Pusher Channels: signs pusher-js subscriptions and publishes through Pusher's HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Self
+
+from app.errors import PayloadTooLarge
+from app.settings import read_env
+from app.validation import ChannelKind, channel_kind
+from providers.base import Limits, Member, Message, Occupancy, PresenceData, Provider, Receipt
+from providers.pusher import crypto, webhooks
+from providers.pusher.api import PusherApi
+from providers.pusher.coalescer import Coalescer
+from providers.pusher.settings import PusherSettings
+from providers.pusherproto import answers, frames
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import httpx
+
+    from app.settings import Settings
+    from providers.base import ChannelEvent
+
+# Pusher's documented limits for one HTTP call.
+CHANNELS_PER_EVENT_CALL = 100
+EVENTS_PER_BATCH_CALL = 10
+
+
+class PusherProvider(Provider):
+    """Pusher Channels, or a self-hosted Pusher-protocol server (PUSHER_HOST)."""
+
+    name = "pusher"
+
+    def __init__(self, settings: PusherSettings, *, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.limits = Limits(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_channel_name=164,
+            max_event_name=200,
+            max_channels_per_call=CHANNELS_PER_EVENT_CALL,
+            max_events_per_batch_call=EVENTS_PER_BATCH_CALL,
+            supports_encrypted_channels=settings.master_key is not None,
+            supports_presence_query=True,
+            supports_user_auth=True,
+        )
+        self.api = PusherApi(settings, http=http)
+        self.batches: Coalescer[dict[str, str]] = Coalescer(
+            self._send_batch,
+            batch_size=EVENTS_PER_BATCH_CALL,
+            max_in_flight=settings.max_in_flight,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Read PUSHER_* (the relay's own settings hold nothing Pusher needs)."""
+        return cls(read_env(PusherSettings))
+
+    @property
+    def _secret(self) -> str:
+        return self.settings.secret.get_secret_value()
+
+    # -- client answers -------------------------------------------------------------------
+    def authorize_channel(
+        self, *, socket_id: str, channel: str, presence: PresenceData | None
+    ) -> dict[str, str]:
+        """Channel auth; encrypted channels also get their shared secret."""
+        master_key = self.settings.master_key
+        secret = None
+        if channel_kind(channel) is ChannelKind.PRIVATE_ENCRYPTED and master_key is not None:
+            secret = crypto.shared_secret(channel, master_key)
+        return answers.channel_answer(
+            self.settings.key,
+            self._secret,
+            socket_id=socket_id,
+            channel=channel,
+            presence=presence,
+            shared_secret=secret,
+        )
+
+    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
+        """User auth for pusher:signin."""
+        return answers.user_answer(self.settings.key, self._secret, socket_id=socket_id, user=user)
+
+    # -- publishing -----------------------------------------------------------------------
+    async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
+        """Group per event: one channel rides a coalesced batch call; many use the events call."""
+        groups: dict[tuple[str, str, str | None], list[str]] = {}
+        for m in messages:
+            groups.setdefault((m.name, m.data, m.socket_id), []).append(m.channel)
+        singles: list[dict[str, str]] = []
+        multis: list[dict[str, Any]] = []
+        for (name, data, socket_id), channels in groups.items():
+            plain = [c for c in channels if channel_kind(c) is not ChannelKind.PRIVATE_ENCRYPTED]
+            # Encrypted data differs per channel, so each encrypted channel is its own event.
+            for channel in channels:
+                if channel_kind(channel) is ChannelKind.PRIVATE_ENCRYPTED:
+                    singles.append(
+                        self._event(channel, name, self._encrypt(channel, data), socket_id)
+                    )
+            if len(plain) == 1:
+                singles.append(self._event(plain[0], name, data, socket_id))
+                continue
+            for start in range(0, len(plain), CHANNELS_PER_EVENT_CALL):
+                body: dict[str, Any] = {
+                    "name": name,
+                    "data": data,
+                    "channels": plain[start : start + CHANNELS_PER_EVENT_CALL],
+                }
+                if socket_id is not None:
+                    body["socket_id"] = socket_id
+                multis.append(body)
+        calls = [self.api.post("/events", body) for body in multis]
+        if singles:
+            calls.append(self.batches.submit(singles))
+        await _all(calls)
+        return [Receipt(m.channel, m.name, m.id) for m in messages]
+
+    @staticmethod
+    def _event(channel: str, name: str, data: str, socket_id: str | None) -> dict[str, str]:
+        event = {"channel": channel, "name": name, "data": data}
+        if socket_id is not None:
+            event["socket_id"] = socket_id
+        return event
+
+    def _encrypt(self, channel: str, data: str) -> str:
+        master_key = self.settings.master_key
+        assert master_key is not None  # validation refuses encrypted channels without a key
+        sealed = crypto.encrypt(channel, data, master_key)
+        if len(sealed.encode()) > self.limits.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"data is {len(sealed.encode())} bytes once encrypted; "
+                f"the limit is {self.limits.max_payload_bytes}",
+                limit=self.limits.max_payload_bytes,
+            )
+        return sealed
+
+    async def _send_batch(self, events: list[dict[str, str]]) -> None:
+        await self.api.post("/batch_events", {"batch": events})
+
+    async def send_to_user(self, user_id: str, event: str, data: str) -> None:
+        """Pusher's send-to-user: an event on the user's #server-to-user- channel."""
+        channel = frames.SERVER_TO_USER_PREFIX + user_id
+        await self.api.post("/events", {"name": event, "data": data, "channels": [channel]})
+
+    async def terminate_user(self, user_id: str) -> None:
+        """Pusher closes every connection the user signed in on."""
+        await self.api.post(f"/users/{user_id}/terminate_connections", {})
+
+    # -- queries --------------------------------------------------------------------------
+    async def members(self, channel: str) -> list[Member]:
+        """Pusher's users query (ids only: Pusher keeps user_info on the sockets)."""
+        found = await self.api.get(f"/channels/{channel}/users")
+        users = found.get("users", []) if isinstance(found, dict) else []
+        return [Member(str(u["id"])) for u in users if isinstance(u, dict) and "id" in u]
+
+    async def occupancy(self, channel: str) -> Occupancy:
+        """Pusher's channel query, with the counts the channel kind allows."""
+        info = ["subscription_count"]
+        if channel_kind(channel) is ChannelKind.PRESENCE:
+            info.append("user_count")
+        found = await self.api.get(f"/channels/{channel}", {"info": ",".join(info)})
+        found = found if isinstance(found, dict) else {}
+        return Occupancy(
+            occupied=bool(found.get("occupied")),
+            subscription_count=found.get("subscription_count"),
+            user_count=found.get("user_count"),
+        )
+
+    # -- webhooks -------------------------------------------------------------------------
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ChannelEvent]:
+        """Verify, then normalize."""
+        webhooks.verify(self.settings.key, self._secret, headers, body)
+        return webhooks.normalize(body)
+
+    async def aclose(self) -> None:
+        """Finish calls in flight, then close the pool."""
+        await self.batches.aclose()
+        await self.api.aclose()
+
+
+async def _all(calls: list[Any]) -> None:
+    """Run the calls concurrently; every one finishes before the first failure is raised."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -1,0 +1,57 @@
+"""Pusher credentials and tuning, from the `PUSHER_*` variables Pusher's own docs use."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PusherSettings(BaseSettings):
+    """Where the Pusher app is and how to talk to it."""
+
+    model_config = SettingsConfigDict(env_prefix="PUSHER_", extra="ignore", frozen=True)
+
+    app_id: str = Field(pattern=r"^[0-9]{1,20}$")
+    key: str = Field(min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    secret: SecretStr
+    cluster: str = Field(default="mt1", pattern=r"^[a-z0-9-]{1,32}$")
+    host: str | None = None  # a self-hosted Pusher-protocol server (soketi); else the cluster's
+    port: int | None = Field(default=None, ge=1, le=65535)
+    use_tls: bool = True
+    encryption_master_key_base64: SecretStr | None = None
+    # Pusher's limit is 10 KB per event; plans with larger messages raise it.
+    max_payload_bytes: int = Field(default=10_240, ge=1024, le=1024 * 1024)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_in_flight: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("encryption_master_key_base64")
+    @classmethod
+    def _key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("must be base64") from exc
+        if len(raw) != 32:
+            raise ValueError("must decode to 32 bytes")
+        return value
+
+    @property
+    def base_url(self) -> str:
+        """The HTTP API's origin."""
+        scheme = "https" if self.use_tls else "http"
+        host = self.host or f"api-{self.cluster}.pusher.com"
+        port = self.port or (443 if self.use_tls else 80)
+        return f"{scheme}://{host}:{port}"
+
+    @property
+    def master_key(self) -> bytes | None:
+        """The decoded encryption master key, if end-to-end encryption is configured."""
+        if self.encryption_master_key_base64 is None:
+            return None
+        return base64.b64decode(self.encryption_master_key_base64.get_secret_value())

@@ -1,0 +1,89 @@
+"""Pusher webhooks: verify X-Pusher-Key and X-Pusher-Signature, then normalize the events."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.errors import BadRequest, InvalidSignature
+from providers.base import ChannelEvent
+from providers.pusherproto import signing
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
+KINDS = frozenset(
+    {
+        "channel_occupied",
+        "channel_vacated",
+        "member_added",
+        "member_removed",
+        "client_event",
+        "subscription_count",
+        "cache_miss",
+    }
+)
+MAX_EVENTS = 1000
+
+
+def verify(key: str, secret: str, headers: Mapping[str, str], body: bytes) -> None:
+    """Raise InvalidSignature (and log why, without the secret) unless Pusher signed the body."""
+    got_key = headers.get("x-pusher-key", "")
+    got_signature = headers.get("x-pusher-signature", "")
+    reason = None
+    if not got_key or not got_signature:
+        reason = "X-Pusher-Key or X-Pusher-Signature is missing"
+    elif not hmac.compare_digest(got_key.encode(), key.encode()):
+        reason = "X-Pusher-Key is not this app's key"
+    elif not hmac.compare_digest(
+        got_signature.encode(), signing.webhook_signature(secret, body).encode()
+    ):
+        reason = "X-Pusher-Signature does not match the body"
+    if reason is not None:
+        log.warning("pusher webhook refused: %s", reason)
+        raise InvalidSignature(reason)
+
+
+def normalize(body: bytes) -> list[ChannelEvent]:
+    """The events of a verified webhook body in the relay's schema."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the webhook body is not JSON") from exc
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("events"), list):
+        raise BadRequest("a Pusher webhook is an object with an events list")
+    time_ms = parsed.get("time_ms")
+    if not isinstance(time_ms, int):
+        raise BadRequest("time_ms must be an integer")
+    events: list[Any] = parsed["events"][:MAX_EVENTS]
+    out = []
+    for event in events:
+        if not isinstance(event, dict) or not isinstance(event.get("channel"), str):
+            raise BadRequest("every webhook event needs a channel")
+        kind = event.get("name")
+        if kind not in KINDS:
+            log.info("pusher webhook: ignoring unknown event kind %r", str(kind)[:40])
+            continue
+        out.append(
+            ChannelEvent(
+                kind=kind,
+                channel=event["channel"],
+                time_ms=time_ms,
+                user_id=_text(event.get("user_id")),
+                event=_text(event.get("event")),
+                data=_text(event.get("data")),
+                socket_id=_text(event.get("socket_id")),
+            )
+        )
+    return out
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else orjson.dumps(value).decode()

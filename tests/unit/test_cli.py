@@ -1,0 +1,405 @@
+"""The `relay` command, run in-process through app.cli.main (no server is started here)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import httpx
+import jwt
+import orjson
+import pytest
+import respx
+
+from app.cli import main
+from app.errors import InvalidToken
+from app.identity import Authenticator
+from app.settings import load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+APP_SECRET = "cli-test-app-secret-0123456789"
+JWT_SECRET = "cli-test-jwt-secret-0123456789-abcdefghij"
+API_KEY = "cli-test-api-key-0123456789"
+# Own values for every development default, so no warning line lands on stderr.
+OWN_VALUES = {
+    "RELAY_APP_ID": "777",
+    "RELAY_APP_KEY": "cli-test-key",
+    "RELAY_APP_SECRET": APP_SECRET,
+    "RELAY_JWT_SECRET": JWT_SECRET,
+    "RELAY_API_KEYS": API_KEY,
+}
+SECRETS = (APP_SECRET, JWT_SECRET, API_KEY)
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("RELAY_"):
+            monkeypatch.delenv(name)
+    for name, value in OWN_VALUES.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # main() points the root logger at the (captured) stderr of the moment; undo that.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _without_httpx_logs(text: str) -> str:
+    """Drop httpx's own INFO line per request (logged to stderr at the relay's INFO level)."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("{") and orjson.loads(line).get("logger") == "httpx":
+            assert "X-API-Key" not in line
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+def _one_line(text: str) -> str:
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    for secret in SECRETS:
+        assert secret not in text
+    return lines[0]
+
+
+# --- token -------------------------------------------------------------------------------------
+
+
+async def test_token_is_accepted_by_the_authenticator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--user", "42", "--name", "Ann"]) == 0
+    captured = capsys.readouterr()
+    token = _one_line(captured.out)
+    assert captured.err == ""
+    authenticator = Authenticator(load_settings())
+    try:
+        principal = await authenticator.verify_jwt(token)
+    finally:
+        await authenticator.aclose()
+    assert principal.is_user
+    assert principal.id == "42"
+    assert principal.claims["sub"] == "42"
+    assert principal.claims["name"] == "Ann"
+    assert principal.claims["exp"] - principal.claims["iat"] == 3600
+
+
+async def test_token_honours_ttl_issuer_and_audience(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RELAY_JWT_ISSUER", "https://issuer.example")
+    monkeypatch.setenv("RELAY_JWT_AUDIENCE", "relay")
+    assert main(["token", "--user", "ann", "--ttl", "120"]) == 0
+    token = _one_line(capsys.readouterr().out)
+    authenticator = Authenticator(load_settings())
+    principal = await authenticator.verify_jwt(token)
+    assert principal.id == "ann"
+    assert "name" not in principal.claims
+    assert principal.claims["iss"] == "https://issuer.example"
+    assert principal.claims["aud"] == "relay"
+    assert principal.claims["exp"] - principal.claims["iat"] == 120
+
+
+async def test_token_from_another_secret_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "--user", "42"]) == 0
+    token = capsys.readouterr().out.strip()
+    monkeypatch.setenv("RELAY_JWT_SECRET", "a-different-jwt-secret-0123456789-abcdef")
+    with pytest.raises(InvalidToken):
+        await Authenticator(load_settings()).verify_jwt(token)
+
+
+def test_token_is_signed_hs256_with_the_jwt_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--user", "42"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    assert jwt.decode(token, JWT_SECRET, algorithms=["HS256"])["sub"] == "42"
+
+
+def test_token_needs_a_user(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["token"])
+    assert caught.value.code == 2
+    assert "--user" in capsys.readouterr().err
+
+
+def test_token_without_jwt_secret_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RELAY_JWT_SECRET", "")
+    monkeypatch.setenv("RELAY_JWKS_URL", "https://id.example/.well-known/jwks.json")
+    assert main(["token", "--user", "42"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "RELAY_JWT_SECRET" in _one_line(captured.err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason=(
+        "bug: app/cli.py main() catches only ConfigurationError/RelayError, so a ValueError "
+        "from app/tokens.py mint_dev_token (--ttl 0, --ttl over RELAY_JWT_MAX_TTL_SECONDS, "
+        "--user '') or from _explain's `dict(pair.split('=', 1) ...)` (--claim without '=') "
+        "escapes as a traceback instead of a one-line error and a non-zero exit code"
+    ),
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["token", "--user", "42", "--ttl", "0"],
+        ["token", "--user", "42", "--ttl", "999999"],
+        ["token", "--user", ""],
+        ["policy", "explain", "news", "--user", "1", "--claim", "role"],
+    ],
+)
+def test_bad_arguments_give_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert main(argv) in (1, 2)
+    _one_line(capsys.readouterr().err)
+
+
+# --- policy explain ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "expected"),
+    [
+        (
+            ["private-user-42", "--user", "42"],
+            0,
+            ["matched rule #1 private-user-{id}", "id='42'", "ALLOW", "user:{id}"],
+        ),
+        (
+            ["private-user-42", "--user", "7"],
+            1,
+            ["matched rule #1 private-user-{id}", "DENY (403)", "user '7' is not '42'"],
+        ),
+        (
+            ["news", "--backend", "--action", "publish"],
+            0,
+            ["{name}", "name='news'", "ALLOW", "backend"],
+        ),
+        (
+            ["news", "--user", "42", "--action", "publish"],
+            1,
+            ["{name}", "DENY", "does not grant publish"],
+        ),
+        (["private-room"], 1, ["private-{name}", "principal anonymous", "DENY (401"]),
+        (["news"], 0, ["principal anonymous", "ALLOW", "anyone"]),
+        (
+            ["presence-lobby", "--user", "5", "--claim", "name=Ann"],
+            0,
+            ["presence-{name}", "ALLOW as presence member '5'", "name='Ann'"],
+        ),
+    ],
+)
+def test_policy_explain(
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, expected: list[str]
+) -> None:
+    assert main(["policy", "explain", *argv]) == code
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.startswith(f"channel {argv[0]}, action ")
+    assert "built-in default" in captured.out
+    for text in expected:
+        assert text in captured.out
+
+
+def test_policy_explain_uses_the_policy_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\npattern = "team-{name}"\nsubscribe = ["user"]\n')
+    monkeypatch.setenv("RELAY_POLICY_FILE", str(policy))
+    assert main(["policy", "explain", "team-red", "--user", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "team-{name}" in out
+    assert str(policy) in out
+    assert main(["policy", "explain", "news", "--user", "1"]) == 1
+    assert "no rule" in capsys.readouterr().out
+
+
+# --- configuration errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check"],
+        ["token", "--user", "42"],
+        ["policy", "explain", "news"],
+        ["publish", "news", "greeting", "{}"],
+    ],
+)
+def test_configuration_error_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    monkeypatch.setenv("RELAY_PORT", "abc")
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = _one_line(captured.err)
+    assert line.startswith("relay: configuration error: RELAY_PORT: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RELAY_JWT_SECRET", "too-short-secret-value"),
+        ("RELAY_API_KEYS", "short-key-value"),
+        ("RELAY_PROVIDER", "nope"),
+    ],
+)
+def test_configuration_error_names_the_variable_not_the_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["check"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"relay: configuration error: {name}: ")
+    assert value not in line
+
+
+def test_production_refuses_a_dev_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RELAY_ENV", "production")
+    monkeypatch.delenv("RELAY_APP_SECRET")
+    assert main(["check"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("relay: configuration error: RELAY_APP_SECRET: ")
+    assert "relay-dev-secret-change-me" not in line
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+
+def test_publish_to_a_closed_port(capsys: pytest.CaptureFixture[str], closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}"
+    assert main(["publish", "news", "greeting", '{"a":1}', "--url", url]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = _one_line(captured.err)
+    assert line.startswith(f"relay: cannot reach {url}/v1/events: ")
+
+
+def test_publish_defaults_to_relay_host_and_port(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], closed_port: int
+) -> None:
+    monkeypatch.setenv("RELAY_PORT", str(closed_port))
+    assert main(["publish", "news", "greeting", "hi"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert f"http://127.0.0.1:{closed_port}/v1/events" in line
+
+
+@pytest.mark.parametrize(
+    ("data", "sent"),
+    [
+        ('{"text":"hi","n":[1,2]}', {"text": "hi", "n": [1, 2]}),
+        ("plain words", "plain words"),
+        ("42", 42),
+        ('"quoted"', "quoted"),
+        ("{not json", "{not json"),
+    ],
+)
+def test_publish_sends_the_event_with_the_api_key(
+    capsys: pytest.CaptureFixture[str], data: str, sent: object
+) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        route = router.post("http://relay.test/v1/events").mock(
+            return_value=httpx.Response(202, json={"ok": True})
+        )
+        assert main(["publish", "news", "greeting", data, "--url", "http://relay.test/"]) == 0
+    request = route.calls.last.request
+    assert request.headers["X-API-Key"] == API_KEY
+    assert orjson.loads(request.content) == {"name": "greeting", "channel": "news", "data": sent}
+    captured = capsys.readouterr()
+    assert orjson.loads(captured.out) == {"ok": True}
+    assert _without_httpx_logs(captured.err) == ""
+    assert API_KEY not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("response", "detail"),
+    [
+        (
+            httpx.Response(
+                403,
+                json={"type": "urn:realtime-relay:problem:forbidden", "detail": "no publish"},
+            ),
+            "no publish",
+        ),
+        (httpx.Response(502, text="bad gateway"), "bad gateway"),
+    ],
+)
+def test_publish_refused_is_one_line(
+    capsys: pytest.CaptureFixture[str], response: httpx.Response, detail: str
+) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        router.post("http://relay.test/v1/events").mock(return_value=response)
+        assert main(["publish", "news", "greeting", "{}", "--url", "http://relay.test"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert API_KEY not in captured.err
+    line = _one_line(_without_httpx_logs(captured.err))
+    assert line == f"relay: publish refused ({response.status_code}): {detail}"
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+def test_check_names_provider_and_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 0
+    captured = capsys.readouterr()
+    line = _one_line(captured.out)
+    assert "configuration ok" in line
+    assert "provider 'local'" in line
+    assert "policy built-in default" in line
+    assert captured.err == ""
+
+
+def test_check_names_the_policy_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "relay-policy.toml"
+    with resources.as_file(resources.files("app.policy") / "default.toml") as default:
+        shutil.copyfile(default, policy)
+    monkeypatch.setenv("RELAY_POLICY_FILE", str(policy))
+    assert main(["check"]) == 0
+    line = _one_line(capsys.readouterr().out)
+    assert f"policy {policy}" in line
+
+
+def test_check_warns_about_dev_defaults_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("RELAY_APP_KEY")
+    assert main(["check"]) == 0
+    captured = capsys.readouterr()
+    assert "provider 'local'" in captured.out
+    assert "RELAY_APP_KEY" in captured.err
+    for secret in SECRETS:
+        assert secret not in captured.err
