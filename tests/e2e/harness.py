@@ -139,14 +139,15 @@ class PusherAgent:
             return
         raise AssertionError(f"unexpected observation: {obs}")
 
-    def connect(self, client: str, token: str | None = None) -> str:
-        """Connect a new pusher-js client; return its socket id."""
+    def connect(self, client: str, token: str | None = None, *, ws_port: int | None = None) -> str:
+        """Connect a new pusher-js client (to `ws_port`, default the relay); return its socket id."""
         self.send(
             op="connect",
             client=client,
             key=self.app_key,
             host="127.0.0.1",
             port=self.relay.port,
+            wsPort=ws_port or self.relay.port,
             base=self.relay.base,
             token=token,
         )

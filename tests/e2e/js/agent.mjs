@@ -14,7 +14,7 @@ function connect(cmd) {
   const pusher = new Pusher(cmd.key, {
     cluster: 'local',
     wsHost: cmd.host,
-    wsPort: cmd.port,
+    wsPort: cmd.wsPort ?? cmd.port,
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
