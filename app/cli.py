@@ -91,6 +91,8 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
     from app.policy import Action, Deny, Policy
 
     policy = Policy.from_file(settings.policy_file) if settings.policy_file else Policy.default()
+    if any("=" not in pair for pair in args.claim):
+        raise ValueError("--claim takes NAME=VALUE")
     claims = dict(pair.split("=", 1) for pair in args.claim)
     if args.backend:
         who = principals.Principal(principals.PrincipalKind.BACKEND, id="cli")
@@ -168,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RelayError as exc:
         print(f"relay: {exc.detail}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # an argument the command cannot use (--ttl 0, --claim role)
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
             return keys
         return value
 
+    @field_validator("app_secret", mode="before")
+    @classmethod
+    def _app_secret_length(cls, value: object) -> object:
+        if isinstance(value, str) and len(value) < 16:
+            raise ValueError("must be at least 16 characters: it signs every subscription")
+        return value
+
     @field_validator("jwt_secret", mode="before")
     @classmethod
     def _secret_length(cls, value: object) -> object:

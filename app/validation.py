@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from providers.base import Limits
 
 _CHANNEL_CHARS = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
-_SOCKET_ID = re.compile(r"\d{1,20}\.\d{1,20}")
+_SOCKET_ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
 RESERVED_EVENT_PREFIXES = ("pusher:", "pusher_internal:")
 CLIENT_EVENT_PREFIX = "client-"
 # Pusher caps a presence member's user_info; larger member data is refused at auth time.
@@ -149,7 +149,11 @@ def check_payload_size(data: str, limits: Limits) -> int:
 def encode_user_info(user_info: Any) -> str:
     """Encode presence user_info, refusing anything over MAX_USER_INFO_BYTES."""
     encoded = encode_data(user_info)
-    if len(encoded.encode("utf-8")) > MAX_USER_INFO_BYTES:
+    try:
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidPayload("presence user_info is not valid Unicode") from exc
+    if size > MAX_USER_INFO_BYTES:
         raise PayloadTooLarge(
             f"presence user_info is over {MAX_USER_INFO_BYTES} bytes", limit=MAX_USER_INFO_BYTES
         )

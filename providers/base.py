@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from fastapi import APIRouter
 
+    from app.policy import Policy
     from app.principal import Principal
     from app.settings import Settings
 
@@ -120,8 +121,8 @@ class Provider(ABC):
         """The signed answer for a client's sign-in (pusher:signin)."""
         raise NotSupported(f"{self.name} does not sign user authentication")
 
-    def issue_token(self, principal: Principal) -> dict[str, Any]:
-        """A client token (Ably TokenRequest, Supabase JWT) for token-based providers."""
+    async def issue_token(self, principal: Principal, policy: Policy) -> dict[str, Any]:
+        """A client token (Ably TokenRequest, Supabase JWT) granting what the policy allows."""
         raise NotSupported(f"{self.name} does not issue client tokens")
 
     async def members(self, channel: str) -> list[Member]:

@@ -1,6 +1,6 @@
 """Client authorization: pusher-js channelAuthorization and userAuthentication endpoints."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
@@ -85,3 +85,16 @@ async def authenticate_user(
     return relay.provider.authenticate_user(
         socket_id=socket_id, user=PresenceData(principal.id, info)
     )
+
+
+@router.api_route(
+    "/auth/token",
+    methods=["GET", "POST"],
+    summary="A client token for token-based providers (Ably authUrl, Supabase setAuth)",
+)
+async def issue_token(
+    request: Request, relay: Annotated[Relay, Depends(get_relay)]
+) -> dict[str, Any]:
+    """The provider's token for this caller, granting exactly what the channel policy allows."""
+    principal = await relay.identify(request)
+    return await relay.provider.issue_token(principal, relay.policy)

@@ -155,16 +155,6 @@ def test_token_without_jwt_secret_is_a_configuration_error(
     assert "RELAY_JWT_SECRET" in _one_line(captured.err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "bug: app/cli.py main() catches only ConfigurationError/RelayError, so a ValueError "
-        "from app/tokens.py mint_dev_token (--ttl 0, --ttl over RELAY_JWT_MAX_TTL_SECONDS, "
-        "--user '') or from _explain's `dict(pair.split('=', 1) ...)` (--claim without '=') "
-        "escapes as a traceback instead of a one-line error and a non-zero exit code"
-    ),
-)
 @pytest.mark.parametrize(
     "argv",
     [

@@ -296,14 +296,6 @@ def test_settings_are_frozen() -> None:
         settings.port = 1  # type: ignore[misc]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: app/settings.py:45 app_secret has no length check, so RELAY_APP_SECRET='' is "
-        "accepted even with RELAY_ENV=production; every Pusher signature is then an HMAC under "
-        "an empty key that anyone can compute"
-    ),
-)
 @pytest.mark.usefixtures("own_values")
 def test_empty_app_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAY_ENV", "production")

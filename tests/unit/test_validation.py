@@ -352,13 +352,6 @@ def test_invalid_socket_ids(socket_id: str) -> None:
     assert caught.value.status == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: app/validation.py:28 _SOCKET_ID uses \\d without re.ASCII, so non-ASCII Unicode "
-        "digits (Arabic-Indic, fullwidth, Devanagari) pass as a socket id"
-    ),
-)
 @pytest.mark.parametrize("socket_id", ["١٢٣.٤٥٦", "\uff11.\uff11", "१.२"])
 def test_non_ascii_digits_are_not_a_socket_id(socket_id: str) -> None:
     with pytest.raises(InvalidSocketId):
@@ -511,15 +504,6 @@ def test_user_info_non_json_is_an_invalid_payload() -> None:
         encode_user_info({"name": "\ud800"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: app/validation.py:144 encode_user_info encodes a str user_info with "
-        "str.encode('utf-8') unguarded, so a lone surrogate raises UnicodeEncodeError (a 500) "
-        "instead of InvalidPayload"
-    ),
-    raises=UnicodeEncodeError,
-)
 def test_user_info_lone_surrogate_string_is_an_invalid_payload() -> None:
     with pytest.raises(InvalidPayload):
         encode_user_info("\ud800")
