@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 PROVIDERS: dict[str, str] = {
     "local": "providers.local.provider:LocalProvider",
     "pusher": "providers.pusher.provider:PusherProvider",
+    "ably": "providers.ably.provider:AblyProvider",
+    "supabase": "providers.supabase.provider:SupabaseProvider",
 }
 
 

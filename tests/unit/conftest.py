@@ -180,3 +180,11 @@ def relay_listen(relay_provider: LocalProvider) -> Callable[..., Recorder]:
         return recorder
 
     return listen
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 2.0) -> None:
+    """Poll `predicate` every 10 ms until it holds; fail after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.01)

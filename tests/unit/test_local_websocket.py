@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import httpx
 import orjson
@@ -19,6 +19,7 @@ from app.policy import Policy
 from app.relay import Relay
 from providers.local import websocket as local_websocket
 from providers.pusherproto import signing
+from tests.unit.conftest import eventually
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -41,9 +42,9 @@ class PusherClient:
         self.settings = settings
         self.socket_id = ""
 
-    async def next(self, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
+    async def next(self, within: float = FRAME_TIMEOUT) -> dict[str, Any]:
         """The next frame from the server."""
-        text = await asyncio.wait_for(self.ws.recv(), timeout)
+        text = await asyncio.wait_for(self.ws.recv(), within)
         frame: dict[str, Any] = orjson.loads(text)
         return frame
 
@@ -51,15 +52,19 @@ class PusherClient:
         """Send one JSON frame."""
         await self.ws.send(orjson.dumps(frame).decode())
 
-    async def closed_with(self, timeout: float = FRAME_TIMEOUT) -> tuple[int, list[dict[str, Any]]]:
+    async def closed_with(self, within: float = FRAME_TIMEOUT) -> tuple[int, list[dict[str, Any]]]:
         """Read until the server closes; return the close code and the frames read before."""
         frames: list[dict[str, Any]] = []
-        with pytest.raises(ConnectionClosed) as info:
-            async with asyncio.timeout(timeout):
-                while True:
-                    frames.append(orjson.loads(await self.ws.recv()))
-        assert info.value.rcvd is not None, "the server closed without a close frame"
-        return info.value.rcvd.code, frames
+        async with asyncio.timeout(within):
+            while True:
+                try:
+                    text = await self.ws.recv()
+                except ConnectionClosed as closed:
+                    received = closed.rcvd
+                    break
+                frames.append(orjson.loads(text))
+        assert received is not None, "the server closed without a close frame"
+        return received.code, frames
 
     def sign(self, channel: str, channel_data: str | None = None, socket_id: str = "") -> str:
         """The auth the relay would give this socket (or another) for a channel."""
@@ -86,10 +91,10 @@ class PusherClient:
         return decoded
 
 
-Opener = "Callable[..., contextlib.AbstractAsyncContextManager[PusherClient]]"
+Opener: TypeAlias = "Callable[..., contextlib.AbstractAsyncContextManager[PusherClient]]"
 
 
-def _opener(server: LiveServer, settings: Settings) -> Any:
+def _opener(server: LiveServer, settings: Settings) -> Opener:
     @contextlib.asynccontextmanager
     async def open_client(
         path: str | None = None, *, established: bool = True
@@ -107,7 +112,7 @@ def _opener(server: LiveServer, settings: Settings) -> Any:
 
 
 @pytest.fixture
-def open_client(live_server: LiveServer, relay_settings: Settings) -> Any:
+def open_client(live_server: LiveServer, relay_settings: Settings) -> Opener:
     """`async with open_client() as c:` a connected, established protocol client."""
     return _opener(live_server, relay_settings)
 
@@ -119,9 +124,7 @@ async def publisher(
     """Publish over the live server's REST API: `await publish("news", "e", data)`."""
     async with httpx.AsyncClient(base_url=live_server.http_url, timeout=5) as client:
 
-        async def publish(
-            channel: str, name: str, data: Any, socket_id: str | None = None
-        ) -> None:
+        async def publish(channel: str, name: str, data: Any, socket_id: str | None = None) -> None:
             event: dict[str, Any] = {"name": name, "channel": channel, "data": data}
             if socket_id is not None:
                 event["socket_id"] = socket_id
@@ -134,7 +137,7 @@ async def publisher(
 
 
 async def test_connection_established_comes_first(
-    open_client: Any, relay_settings: Settings
+    open_client: Opener, relay_settings: Settings
 ) -> None:
     async with open_client(established=False) as client:
         frame = await client.next()
@@ -145,7 +148,7 @@ async def test_connection_established_comes_first(
         assert data["activity_timeout"] == relay_settings.activity_timeout_seconds
 
 
-async def test_every_connection_gets_its_own_socket_id(open_client: Any) -> None:
+async def test_every_connection_gets_its_own_socket_id(open_client: Opener) -> None:
     async with open_client() as a, open_client() as b:
         assert a.socket_id != b.socket_id
 
@@ -161,7 +164,7 @@ async def test_every_connection_gets_its_own_socket_id(open_client: Any) -> None
     ],
 )
 async def test_refused_connections_get_an_error_then_the_same_close_code(
-    open_client: Any, path: str, code: int
+    open_client: Opener, path: str, code: int
 ) -> None:
     async with open_client(path, established=False) as client:
         frame = await client.next()
@@ -173,7 +176,7 @@ async def test_refused_connections_get_an_error_then_the_same_close_code(
         assert rest == []
 
 
-async def test_ping_gets_pong(open_client: Any) -> None:
+async def test_ping_gets_pong(open_client: Opener) -> None:
     async with open_client() as client:
         await client.send({"event": "pusher:ping", "data": {}})
         assert (await client.next())["event"] == "pusher:pong"
@@ -183,7 +186,7 @@ async def test_ping_gets_pong(open_client: Any) -> None:
 
 
 async def test_public_subscription_succeeds_and_receives_events_as_strings(
-    open_client: Any, publisher: Callable[..., Any]
+    open_client: Opener, publisher: Callable[..., Any]
 ) -> None:
     async with open_client() as client:
         assert await client.subscribe_ok("news") == {}
@@ -195,7 +198,7 @@ async def test_public_subscription_succeeds_and_receives_events_as_strings(
 
 
 async def test_private_subscription_with_a_valid_signature(
-    open_client: Any, publisher: Callable[..., Any]
+    open_client: Opener, publisher: Callable[..., Any]
 ) -> None:
     async with open_client() as client:
         await client.subscribe_ok("private-room", auth=client.sign("private-room"))
@@ -208,7 +211,7 @@ async def test_private_subscription_with_a_valid_signature(
 
 
 async def test_signature_from_the_auth_endpoint_is_accepted(
-    open_client: Any, live_server: LiveServer, relay_token: Callable[..., str]
+    open_client: Opener, live_server: LiveServer, relay_token: Callable[..., str]
 ) -> None:
     async with open_client() as client, httpx.AsyncClient(base_url=live_server.http_url) as http:
         response = await http.post(
@@ -240,7 +243,7 @@ def _bad_auths(client: PusherClient, channel: str) -> dict[str, Any]:
 
 
 async def test_private_subscription_with_a_bad_signature_is_refused_and_gets_nothing(
-    open_client: Any, publisher: Callable[..., Any], relay_provider: LocalProvider
+    open_client: Opener, publisher: Callable[..., Any], relay_provider: LocalProvider
 ) -> None:
     async with open_client() as client:
         for label, auth in _bad_auths(client, "private-room").items():
@@ -258,7 +261,7 @@ async def test_private_subscription_with_a_bad_signature_is_refused_and_gets_not
 
 
 async def test_presence_subscription_gets_the_roster_and_announces_the_member(
-    open_client: Any,
+    open_client: Opener,
 ) -> None:
     async with open_client() as first, open_client() as second:
         alice = orjson.dumps({"user_id": "alice", "user_info": {"name": "Alice"}}).decode()
@@ -285,7 +288,7 @@ async def test_presence_subscription_gets_the_roster_and_announces_the_member(
 
 
 async def test_presence_channel_data_altered_after_signing_is_refused(
-    open_client: Any, relay_provider: LocalProvider
+    open_client: Opener, relay_provider: LocalProvider
 ) -> None:
     async with open_client() as client:
         signed = orjson.dumps({"user_id": "mallory", "user_info": {}}).decode()
@@ -298,14 +301,14 @@ async def test_presence_channel_data_altered_after_signing_is_refused(
         assert relay_provider.hub.members("presence-room") == []
 
 
-async def test_presence_without_channel_data_is_refused(open_client: Any) -> None:
+async def test_presence_without_channel_data_is_refused(open_client: Opener) -> None:
     async with open_client() as client:
         answer = await client.subscribe("presence-room", auth=client.sign("presence-room"))
         assert answer["event"] == "pusher:subscription_error"
         assert answer["data"]["status"] == 401
 
 
-async def test_signed_presence_data_without_a_user_id_is_refused(open_client: Any) -> None:
+async def test_signed_presence_data_without_a_user_id_is_refused(open_client: Opener) -> None:
     async with open_client() as client:
         data = orjson.dumps({"user_info": {}}).decode()
         answer = await client.subscribe(
@@ -319,7 +322,7 @@ async def test_signed_presence_data_without_a_user_id_is_refused(open_client: An
     "text", ["{not json", "[]", '"pusher:ping"', '{"data": {}}', '{"event": 5}']
 )
 async def test_invalid_frame_gets_an_error_and_the_connection_stays_open(
-    open_client: Any, text: str
+    open_client: Opener, text: str
 ) -> None:
     async with open_client() as client:
         await client.ws.send(text)
@@ -334,7 +337,7 @@ async def test_invalid_frame_gets_an_error_and_the_connection_stays_open(
     "channel", ["x" * 165, "private-" + "x" * 160, "bad channel", "", "private-encrypted-x"]
 )
 async def test_malformed_channel_subscription_is_a_400_error(
-    open_client: Any, channel: str
+    open_client: Opener, channel: str
 ) -> None:
     async with open_client() as client:
         answer = await client.subscribe(channel, auth="unit-key:whatever")
@@ -344,7 +347,7 @@ async def test_malformed_channel_subscription_is_a_400_error(
 
 
 async def test_duplicate_subscription_changes_nothing(
-    open_client: Any, publisher: Callable[..., Any]
+    open_client: Opener, publisher: Callable[..., Any]
 ) -> None:
     async with open_client() as client:
         await client.subscribe_ok("news")
@@ -356,7 +359,7 @@ async def test_duplicate_subscription_changes_nothing(
 
 
 async def test_unsubscribe_stops_deliveries(
-    open_client: Any, publisher: Callable[..., Any]
+    open_client: Opener, publisher: Callable[..., Any]
 ) -> None:
     async with open_client() as client:
         await client.subscribe_ok("news")
@@ -370,7 +373,7 @@ async def test_unsubscribe_stops_deliveries(
 
 
 async def test_client_event_on_a_public_channel_is_refused(
-    open_client: Any,
+    open_client: Opener,
 ) -> None:
     async with open_client() as sender, open_client() as receiver:
         await sender.subscribe_ok("news")
@@ -381,7 +384,7 @@ async def test_client_event_on_a_public_channel_is_refused(
         assert (await receiver.next())["event"] == "pusher:pong"
 
 
-async def test_client_event_on_an_unsubscribed_channel_is_refused(open_client: Any) -> None:
+async def test_client_event_on_an_unsubscribed_channel_is_refused(open_client: Opener) -> None:
     async with open_client() as client:
         await client.send({"event": "client-hi", "channel": "private-room", "data": {}})
         error = await client.next()
@@ -390,7 +393,7 @@ async def test_client_event_on_an_unsubscribed_channel_is_refused(open_client: A
 
 
 async def test_client_events_the_default_policy_grants_nobody_are_refused(
-    open_client: Any,
+    open_client: Opener,
 ) -> None:
     async with open_client() as sender, open_client() as receiver:
         for c in (sender, receiver):
@@ -443,7 +446,7 @@ async def test_client_events_are_relayed_then_rate_limited_after_ten_per_second(
 
 
 async def test_rest_event_reaches_the_socket_with_data_as_a_string(
-    open_client: Any, publisher: Callable[..., Any]
+    open_client: Opener, publisher: Callable[..., Any]
 ) -> None:
     async with open_client() as client:
         await client.subscribe_ok("news")
@@ -454,7 +457,7 @@ async def test_rest_event_reaches_the_socket_with_data_as_a_string(
 
 
 async def test_rest_publish_with_socket_id_skips_that_socket(
-    open_client: Any, publisher: Callable[..., Any]
+    open_client: Opener, publisher: Callable[..., Any]
 ) -> None:
     async with open_client() as origin, open_client() as other:
         await origin.subscribe_ok("news")
@@ -466,9 +469,7 @@ async def test_rest_publish_with_socket_id_skips_that_socket(
         assert (await origin.next())["event"] == "marker"
 
 
-async def test_signin_with_a_valid_signature(
-    open_client: Any, relay_settings: Settings
-) -> None:
+async def test_signin_with_a_valid_signature(open_client: Opener, relay_settings: Settings) -> None:
     async with open_client() as client:
         user_data = orjson.dumps({"id": "alice", "user_info": {}}).decode()
         auth = signing.user_auth(
@@ -477,13 +478,15 @@ async def test_signin_with_a_valid_signature(
             socket_id=client.socket_id,
             user_data=user_data,
         )
-        await client.send({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}})
+        await client.send(
+            {"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}
+        )
         frame = await client.next()
         assert frame["event"] == "pusher:signin_success"
         assert orjson.loads(frame["data"]) == {"user_data": user_data}
 
 
-async def test_signin_with_a_bad_signature_is_refused(open_client: Any) -> None:
+async def test_signin_with_a_bad_signature_is_refused(open_client: Opener) -> None:
     async with open_client() as client:
         user_data = orjson.dumps({"id": "alice", "user_info": {}}).decode()
         await client.send(
@@ -500,31 +503,32 @@ async def test_server_pings_after_inactivity_and_closes_without_pong(
     # Settings refuse an activity timeout under 5 s; a copy skips validation, for speed only.
     fast = relay_settings.model_copy(update={"activity_timeout_seconds": 1})
     monkeypatch.setattr(local_websocket, "PONG_TIMEOUT_SECONDS", 0.3)
-    async with relay_serve(create_app(fast)) as server:
-        async with _opener(server, fast)(established=False) as client:
-            established = await client.next()
-            assert orjson.loads(established["data"])["activity_timeout"] == 1
-            started = time.monotonic()
-            assert (await client.next(timeout=3))["event"] == "pusher:ping"
-            assert time.monotonic() - started >= 0.8
-            await client.send({"event": "pusher:pong", "data": {}})
-            # Answered: the next ping comes after another quiet second, then no pong closes it.
-            assert (await client.next(timeout=3))["event"] == "pusher:ping"
-            code, frames = await client.closed_with(timeout=3)
-            assert code == 4201
-            assert frames == []
+    async with (
+        relay_serve(create_app(fast)) as server,
+        _opener(server, fast)(established=False) as client,
+    ):
+        established = await client.next()
+        assert orjson.loads(established["data"])["activity_timeout"] == 1
+        started = time.monotonic()
+        assert (await client.next(within=3))["event"] == "pusher:ping"
+        assert time.monotonic() - started >= 0.8
+        await client.send({"event": "pusher:pong", "data": {}})
+        # Answered: the next ping comes after another quiet second, then no pong closes it.
+        assert (await client.next(within=3))["event"] == "pusher:ping"
+        code, frames = await client.closed_with(within=3)
+        assert code == 4201
+        assert frames == []
 
 
 async def test_activity_resets_the_ping_timer(
     relay_settings: Settings, relay_serve: Callable[..., Any]
 ) -> None:
     fast = relay_settings.model_copy(update={"activity_timeout_seconds": 1})
-    async with relay_serve(create_app(fast)) as server:
-        async with _opener(server, fast)() as client:
-            for _ in range(2):  # 1.2 s in all: a timer that was not reset would have pinged
-                await asyncio.sleep(0.6)
-                await client.send({"event": "pusher:ping", "data": {}})
-                assert (await client.next())["event"] == "pusher:pong"
+    async with relay_serve(create_app(fast)) as server, _opener(server, fast)() as client:
+        for _ in range(2):  # 1.2 s in all: a timer that was not reset would have pinged
+            await asyncio.sleep(0.6)
+            await client.send({"event": "pusher:ping", "data": {}})
+            assert (await client.next())["event"] == "pusher:pong"
 
 
 async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
@@ -533,45 +537,45 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
     small = relay_settings.model_copy(update={"send_buffer_frames": 10})
     app = create_app(small)
     provider: LocalProvider = app.state.relay.provider
-    async with relay_serve(app) as server:
-        async with (
-            _opener(server, small)() as client,
-            httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
-        ):
-            await client.subscribe_ok("firehose")
-            (connection,) = provider.connections
-            assert connection._queue.maxsize == 10
-            peak = 0
-            original = connection._queue.put_nowait
+    async with (
+        relay_serve(app) as server,
+        _opener(server, small)() as client,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
+        await client.subscribe_ok("firehose")
+        (connection,) = provider.connections
+        assert connection._queue.maxsize == 10
+        peak = 0
+        original = connection._queue.put_nowait
 
-            def tracking_put(item: str | None) -> None:
-                nonlocal peak
-                original(item)
-                peak = max(peak, connection._queue.qsize())
+        def tracking_put(item: str | None) -> None:
+            nonlocal peak
+            original(item)
+            peak = max(peak, connection._queue.qsize())
 
-            connection._queue.put_nowait = tracking_put  # type: ignore[method-assign]
-            batch = [
-                {"name": "big", "channel": "firehose", "data": f"{i:05d}" + "x" * 10_000}
-                for i in range(20)
-            ]
-            published = 0
-            for _ in range(15):  # 300 events of 10 kB, none of them read yet
-                response = await http.post(
-                    "/v1/batch", json={"batch": batch}, headers={"X-API-Key": relay_api_key}
-                )
-                assert response.status_code == 200
-                published += len(batch)
-            assert peak <= 10
-            code, frames = await client.closed_with(timeout=5)
-            assert code == 4100
-            assert len(frames) < published
-            async with asyncio.timeout(2):
-                while provider.connections:
-                    await asyncio.sleep(0.01)
-            assert provider.hub.subscriber_count("firehose") == 0
+        connection._queue.put_nowait = tracking_put  # type: ignore[method-assign]
+        batch = [
+            {"name": "big", "channel": "firehose", "data": f"{i:05d}" + "x" * 10_000}
+            for i in range(20)
+        ]
+        published = 0
+        for _ in range(15):  # 300 events of 10 kB, none of them read yet
+            response = await http.post(
+                "/v1/batch", json={"batch": batch}, headers={"X-API-Key": relay_api_key}
+            )
+            assert response.status_code == 200
+            published += len(batch)
+        assert peak <= 10
+        code, frames = await client.closed_with(within=5)
+        assert code == 4100
+        assert len(frames) < published
+        await eventually(lambda: not provider.connections)
+        assert provider.hub.subscriber_count("firehose") == 0
 
 
-async def test_binary_frame_is_not_an_event(open_client: Any, relay_provider: LocalProvider) -> None:
+async def test_binary_frame_is_not_an_event(
+    open_client: Opener, relay_provider: LocalProvider
+) -> None:
     async with open_client() as client:
         await client.subscribe_ok("news")
         await client.ws.send(b'{"event":"pusher:ping","data":{}}')

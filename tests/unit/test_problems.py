@@ -84,7 +84,11 @@ async def test_unknown_route_query_is_not_echoed(http: httpx.AsyncClient) -> Non
 
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
-    [("GET", "/v1/events", "POST"), ("DELETE", "/auth/channel", "POST"), ("POST", "/health", "GET")],
+    [
+        ("GET", "/v1/events", "POST"),
+        ("DELETE", "/auth/channel", "POST"),
+        ("POST", "/health", "GET"),
+    ],
 )
 async def test_wrong_method_is_a_405_problem(
     http: httpx.AsyncClient, method: str, path: str, allow: str

@@ -125,9 +125,7 @@ async def test_presence_without_a_name_claim_shares_empty_user_info(
 async def test_anonymous_on_a_protected_channel_is_401_with_www_authenticate(
     http: httpx.AsyncClient, channel: str
 ) -> None:
-    response = await http.post(
-        "/auth/channel", data={"socket_id": SOCKET, "channel_name": channel}
-    )
+    response = await http.post("/auth/channel", data={"socket_id": SOCKET, "channel_name": channel})
     body = _assert_problem(response, 401, "unauthenticated")
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert body["instance"] == "/auth/channel"
@@ -320,9 +318,7 @@ async def test_user_auth_for_anonymous_is_401(http: httpx.AsyncClient) -> None:
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-async def test_user_auth_for_a_backend_is_401(
-    http: httpx.AsyncClient, relay_api_key: str
-) -> None:
+async def test_user_auth_for_a_backend_is_401(http: httpx.AsyncClient, relay_api_key: str) -> None:
     response = await http.post(
         "/auth/user", data={"socket_id": SOCKET}, headers={"X-API-Key": relay_api_key}
     )

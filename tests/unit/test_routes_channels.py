@@ -35,9 +35,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def roster(
-    relay_provider: LocalProvider, relay_listen: Callable[..., Recorder]
-) -> list[Recorder]:
+def roster(relay_provider: LocalProvider, relay_listen: Callable[..., Recorder]) -> list[Recorder]:
     """presence-room with alice (two sockets) and bob."""
     hub = relay_provider.hub
     sockets = [relay_listen(socket_id=s) for s in ("1.1", "1.2", "2.1")]
