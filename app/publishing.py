@@ -45,8 +45,18 @@ class Publisher:
         self.policy = policy
         self.provider = provider
 
-    def prepare(self, principal: Principal, requests: Sequence[EventRequest]) -> list[Message]:
-        """Validate and authorize every event; raise on the first refusal, before any delivery."""
+    def prepare(
+        self,
+        principal: Principal,
+        requests: Sequence[EventRequest],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[Message]:
+        """Validate and authorize every event; raise on the first refusal, before any delivery.
+
+        Message ids are `<Idempotency-Key>:<index>` when the caller gave a key, so a provider
+        with idempotent publishing (Ably) drops a retried duplicate; otherwise random."""
+        base = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         if len(requests) > self.settings.max_batch_events:
             raise TooManyItems(
                 f"{len(requests)} events given; the limit is {self.settings.max_batch_events}",
@@ -64,12 +74,17 @@ class Publisher:
             check_payload_size(data, limits)
             for channel in channels:
                 require(self.policy, principal, Action.PUBLISH, channel)
-                messages.append(Message(channel, name, data, socket_id, uuid.uuid4().hex))
+                message_id = f"{base}:{len(messages)}"
+                messages.append(Message(channel, name, data, socket_id, message_id))
         return messages
 
     async def publish(
-        self, principal: Principal, requests: Sequence[EventRequest]
+        self,
+        principal: Principal,
+        requests: Sequence[EventRequest],
+        *,
+        idempotency_key: str | None = None,
     ) -> list[Receipt]:
         """Publish every event or none: all are checked before the provider sees any."""
-        messages = self.prepare(principal, requests)
+        messages = self.prepare(principal, requests, idempotency_key=idempotency_key)
         return await self.provider.publish(messages)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.errors import (
+    BadRequest,
     InvalidChannel,
     InvalidEventName,
     InvalidPayload,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from providers.base import Limits
 
 _CHANNEL_CHARS = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 _SOCKET_ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
 RESERVED_EVENT_PREFIXES = ("pusher:", "pusher_internal:")
 CLIENT_EVENT_PREFIX = "client-"
@@ -112,6 +114,15 @@ def validate_user_id(user_id: object) -> str:
     if not isinstance(user_id, str) or not _CHANNEL_CHARS.fullmatch(user_id) or len(user_id) > 200:
         raise InvalidUserId("user ids are 1 to 200 characters from a-z A-Z 0-9 - _ = @ , . ;")
     return user_id
+
+
+def validate_idempotency_key(key: str | None) -> str | None:
+    """An Idempotency-Key header: 1 to 200 characters of A-Z a-z 0-9 and . _ ~ -, or absent."""
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest("Idempotency-Key must be 1 to 200 characters of A-Z a-z 0-9 . _ ~ -")
+    return key
 
 
 def validate_socket_id(socket_id: object) -> str:

@@ -2,12 +2,13 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidChannel
 from app.publishing import EventRequest
 from app.relay import Relay, get_relay
+from app.validation import validate_idempotency_key
 from providers.base import Receipt
 
 router = APIRouter(prefix="/v1", tags=["publish"])
@@ -77,22 +78,39 @@ def _published(relay: Relay, receipts: list[Receipt]) -> Published:
     )
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Message ids become `<key>:<index>`, so retries are not published twice",
+    ),
+]
+
+
 @router.post("/events", summary="Publish one event to one or more channels")
 async def publish_event(
-    event: Event, request: Request, relay: Annotated[Relay, Depends(get_relay)]
+    event: Event,
+    request: Request,
+    relay: Annotated[Relay, Depends(get_relay)],
+    idempotency_key: IdempotencyKey = None,
 ) -> Published:
     """Publish an event; 200 means the provider accepted it on every channel."""
     principal = await relay.identify(request)
-    receipts = await relay.publisher.publish(principal, [event.request()])
+    key = validate_idempotency_key(idempotency_key)
+    receipts = await relay.publisher.publish(principal, [event.request()], idempotency_key=key)
     return _published(relay, receipts)
 
 
 @router.post("/batch", summary="Publish a batch of events")
 async def publish_batch(
-    batch: Batch, request: Request, relay: Annotated[Relay, Depends(get_relay)]
+    batch: Batch,
+    request: Request,
+    relay: Annotated[Relay, Depends(get_relay)],
+    idempotency_key: IdempotencyKey = None,
 ) -> Published:
     """Publish every event of the batch, or none if any is refused."""
     principal = await relay.identify(request)
+    key = validate_idempotency_key(idempotency_key)
     requests = [EventRequest(i.name, [i.channel], i.data, i.socket_id) for i in batch.batch]
-    receipts = await relay.publisher.publish(principal, requests)
+    receipts = await relay.publisher.publish(principal, requests, idempotency_key=key)
     return _published(relay, receipts)
