@@ -65,7 +65,7 @@ class Relay:
         await self.authenticator.aclose()
 
 
-def get_relay(conn: HTTPConnection) -> Relay:
-    """FastAPI dependency: the relay of the running app (HTTP and WebSocket routes alike)."""
+async def get_relay(conn: HTTPConnection) -> Relay:
+    """FastAPI dependency: the relay of the running app (async: no thread-pool hop per request)."""
     relay: Relay = conn.app.state.relay
     return relay

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
 import orjson
@@ -30,21 +29,20 @@ class SseStream:
         self.channels: set[str] = set()
         self._wanted = channels
         self._last_seq = _seq_after(last_event_id, provider.hub.epoch)
-        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue(
-            maxsize=provider.settings.send_buffer_frames
-        )
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()  # bounded by `deliver`
+        self._limit = provider.settings.send_buffer_frames
+        self._overflowed = False
 
     def deliver(self, delivery: Delivery) -> None:
         """Queue an application event; presence bookkeeping is not sent over SSE."""
-        if delivery.internal:
+        if delivery.internal or self._overflowed:
             return
-        try:
-            self._queue.put_nowait(delivery)
-        except asyncio.QueueFull:
-            # A consumer this slow is cut off; EventSource reconnects and resumes by id.
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+        if self._queue.qsize() >= self._limit:
+            # A consumer this slow is cut off after what it already has queued, with no gap:
+            # EventSource reconnects with the last id it got and the replay log fills in.
+            self._overflowed = True
+            return
+        self._queue.put_nowait(delivery)
 
     async def frames(self) -> AsyncIterator[bytes]:
         """The response body; unsubscribes when the client goes away."""
@@ -64,13 +62,13 @@ class SseStream:
                     yield old.sse_frame(hub.epoch)
                     sent = old.seq
             while True:
+                if self._overflowed and self._queue.empty():
+                    return  # everything queued before the cut-off was sent
                 try:
                     delivery = await asyncio.wait_for(self._queue.get(), heartbeat)
                 except TimeoutError:
                     yield b": heartbeat\n\n"
                     continue
-                if delivery is None:
-                    return
                 if sent is not None and delivery.seq <= sent:
                     continue  # already sent from the replay log
                 yield delivery.sse_frame(hub.epoch)

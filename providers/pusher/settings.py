@@ -26,7 +26,9 @@ class PusherSettings(BaseSettings):
     max_payload_bytes: int = Field(default=10_240, ge=1024, le=1024 * 1024)
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    max_in_flight: int = Field(default=4, ge=1, le=64)
+    # One call in flight: what arrives meanwhile rides the next batch call (measured: 5x the SDK's
+    # throughput at 32 publishers, where 4 in flight managed 1.6x, see docs/benchmarks.md).
+    max_in_flight: int = Field(default=1, ge=1, le=64)
 
     @field_validator("encryption_master_key_base64")
     @classmethod

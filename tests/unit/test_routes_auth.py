@@ -332,3 +332,49 @@ async def test_user_auth_with_malformed_socket_id_is_400(
         "/auth/user", data={"socket_id": "nope"}, headers=_bearer(relay_token("alice"))
     )
     _assert_problem(response, 400, "invalid-socket-id")
+
+
+async def test_presence_user_info_over_the_limit_is_refused_before_signing(
+    http: httpx.AsyncClient, relay_token: Callable[..., str]
+) -> None:
+    token = relay_token("alice", name="A" * 1100)
+    response = await http.post(
+        "/auth/channel",
+        data={"socket_id": SOCKET, "channel_name": "presence-lobby"},
+        headers=_bearer(token),
+    )
+    body = _assert_problem(response, 413, "payload-too-large")
+    assert "auth" not in body
+    assert "AAAAAAAA" not in response.text
+
+
+async def test_user_auth_user_info_over_the_limit_is_refused(
+    http: httpx.AsyncClient, relay_token: Callable[..., str]
+) -> None:
+    response = await http.post(
+        "/auth/user",
+        data={"socket_id": SOCKET},
+        headers=_bearer(relay_token("alice", name="A" * 1100)),
+    )
+    _assert_problem(response, 413, "payload-too-large")
+
+
+async def test_too_many_form_fields_are_refused(
+    http: httpx.AsyncClient, relay_token: Callable[..., str]
+) -> None:
+    fields = {"socket_id": SOCKET, "channel_name": "private-room"}
+    fields.update({f"f{i}": "x" for i in range(40)})
+    response = await http.post("/auth/channel", data=fields, headers=_bearer(relay_token("a")))
+    _assert_problem(response, 400, "invalid-request")
+
+
+async def test_two_credentials_at_once_are_refused(
+    http: httpx.AsyncClient, relay_token: Callable[..., str], relay_api_key: str
+) -> None:
+    response = await http.post(
+        "/auth/channel",
+        data={"socket_id": SOCKET, "channel_name": "private-room"},
+        headers={**_bearer(relay_token("alice")), "X-API-Key": relay_api_key},
+    )
+    _assert_problem(response, 401, "invalid-token")
+    assert relay_api_key not in response.text

@@ -374,15 +374,6 @@ async def test_auth_body_over_limit_with_a_lying_content_length_is_413(
     _assert_problem(response, 413, "payload-too-large")
 
 
-BUG_STREAMED_LIMIT = (
-    "bug: app/middleware.py BodyLimit raises _TooLarge from receive(); for routes with a "
-    "pydantic body (/v1/events, /v1/batch) FastAPI's body parsing (fastapi/routing.py, "
-    "`except Exception` -> HTTPException(400)) swallows it, so a streamed or under-declared "
-    "body over max_body_bytes gets 400 http-error instead of 413 payload-too-large"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_STREAMED_LIMIT)
 async def test_events_body_over_limit_without_content_length_is_413(
     http: httpx.AsyncClient, backend: dict[str, str], relay_settings: Settings
 ) -> None:
@@ -395,7 +386,6 @@ async def test_events_body_over_limit_without_content_length_is_413(
     _assert_problem(response, 413, "payload-too-large")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_STREAMED_LIMIT)
 async def test_events_body_over_limit_with_a_lying_content_length_is_413(
     http: httpx.AsyncClient, backend: dict[str, str], relay_settings: Settings
 ) -> None:
@@ -474,9 +464,10 @@ async def test_invalid_json_is_422_without_echo(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: ARCHITECTURE.md says POST /v1/events honours Idempotency-Key, but "
-    "app/routes/events.py and app/publishing.py never read the header: a retried request "
-    "with the same key is delivered twice",
+    reason="bug: ARCHITECTURE.md says POST /v1/events honours Idempotency-Key, but the key "
+    "only becomes the message id prefix (app/publishing.py Publisher.prepare) and "
+    "providers/local/provider.py LocalProvider.publish ignores ids: a retried request with "
+    "the same key is delivered twice",
 )
 async def test_idempotency_key_delivers_a_retry_once(
     http: httpx.AsyncClient, backend: dict[str, str], relay_listen: Callable[..., Recorder]
@@ -489,3 +480,20 @@ async def test_idempotency_key_delivers_a_retry_once(
     assert first.status_code == 200
     assert second.status_code == 200
     assert len(listener.events) == 1
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 201, "slash/in/it"])
+async def test_malformed_idempotency_key_is_refused(
+    http: httpx.AsyncClient,
+    backend: dict[str, str],
+    relay_listen: Callable[..., Recorder],
+    key: str,
+) -> None:
+    listener = relay_listen("news")
+    response = await http.post(
+        "/v1/events",
+        json={"name": "update", "channel": "news", "data": "x"},
+        headers={**backend, "Idempotency-Key": key},
+    )
+    _assert_problem(response, 400, "invalid-request")
+    assert listener.events == []

@@ -1,0 +1,1 @@
+"""Ably: TokenRequests compiled from the channel policy, REST publishing, history and presence."""
