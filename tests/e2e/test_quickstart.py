@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.conftest import API_KEY, APP_KEY
+from tests.e2e.conftest import APP_KEY
 from tests.e2e.harness import ROOT
 
 if TYPE_CHECKING:
@@ -85,5 +85,3 @@ def test_example_listener_is_refused_another_users_channel(relay: RelayProcess) 
         listener.wait()
         assert listener.stdout is not None
         listener.stdout.close()
-
-
