@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck unit e2e deps clean
+.PHONY: run test lint typecheck unit e2e bench deps clean
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -45,6 +45,10 @@ unit: $(PY_STAMP)
 
 e2e: deps
 	$(BIN)/pytest tests/e2e
+
+## bench: every benchmark against its baseline; writes docs/benchmarks.md; fails on a missed target
+bench: deps
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,1 +1,1 @@
-"""Benchmarks: every figure as a ratio against a baseline measured in the same run (`make bench`)."""
+"""Benchmarks: every figure a ratio against a baseline measured in the same run."""
