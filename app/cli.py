@@ -105,6 +105,21 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if isinstance(explanation.decision, Deny) else 0
 
 
+def _supabase_policies(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.policy import Policy
+    from providers.supabase.rls import write_migration
+
+    policy_file = args.policy_file or settings.policy_file
+    policy = Policy.from_file(Path(policy_file)) if policy_file else Policy.default()
+    path, compiled, written = write_migration(policy, Path(args.out))
+    for warning in compiled.warnings:
+        print(f"relay: warning: {warning}", file=sys.stderr)
+    print(f"relay: {'wrote' if written else 'unchanged'} {path}")
+    return 0
+
+
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     from app.relay import Relay
 
@@ -150,6 +165,19 @@ def _parser() -> argparse.ArgumentParser:
         choices=["subscribe", "publish", "client_event", "history"],
     )
     explain.set_defaults(run=_explain)
+
+    supabase = commands.add_parser("supabase", help="Supabase Realtime helpers")
+    supabase_commands = supabase.add_subparsers(dest="supabase_command", required=True)
+    policies = supabase_commands.add_parser(
+        "policies", help="compile the channel policy into RLS policies on realtime.messages"
+    )
+    policies.add_argument("--policy-file", help="default RELAY_POLICY_FILE or the built-in policy")
+    policies.add_argument(
+        "--out",
+        default="infra/supabase/migrations",
+        help="migrations directory (default %(default)s)",
+    )
+    policies.set_defaults(run=_supabase_policies)
 
     check = commands.add_parser("check", help="validate configuration and the provider")
     check.set_defaults(run=_check)

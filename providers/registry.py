@@ -16,6 +16,7 @@ PROVIDERS: dict[str, str] = {
     "pusher": "providers.pusher.provider:PusherProvider",
     "ably": "providers.ably.provider:AblyProvider",
     "supabase": "providers.supabase.provider:SupabaseProvider",
+    "apigateway": "providers.apigateway.provider:ApiGatewayProvider",
 }
 
 

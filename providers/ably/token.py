@@ -1,8 +1,9 @@
 """Ably TokenRequests: the signed, single-use request a client trades for a token at Ably.
 
 The relay never asks Ably for a token itself. It signs a TokenRequest with the API key's secret
-and hands it to ably-js (`authUrl`), which posts it unchanged to `POST /keys/{keyName}/requestToken`.
-Ably recomputes the MAC, so every field below is part of the proof and none may change in transit.
+and hands it to ably-js (`authUrl`), which posts it unchanged to
+`POST /keys/{keyName}/requestToken`. Ably recomputes the MAC, so every field below is part of the
+proof and none may change in transit.
 
 The MAC (Ably's TokenRequest spec, RSA9; ably-python `TokenRequest.sign_request`) is
 base64(HMAC-SHA256(secret, keyName\\n ttl\\n capability\\n clientId\\n timestamp\\n nonce\\n)),
