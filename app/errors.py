@@ -14,7 +14,11 @@
     │   ├── InvalidToken            401 invalid-token
     │   └── InvalidSignature        401 invalid-signature
     ├── Forbidden                   403 forbidden  (a policy decision said no)
+    │   └── OriginNotAllowed        403 origin-not-allowed
     ├── NotFound                    404 not-found
+    ├── IdempotencyInProgress       409 idempotency-in-progress
+    ├── IdempotencyKeyReused        422 idempotency-key-reused
+    ├── RateLimited                 429 rate-limited (Retry-After)
     ├── NotSupported                501 not-supported  (the provider cannot do this)
     └── ProviderError               502 provider-error (retryable or not)
         └── ProviderUnavailable     503 provider-unavailable
@@ -25,6 +29,7 @@ The `type` of each problem is `urn:realtime-relay:problem:<slug>`, stable across
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 PROBLEM_TYPE_PREFIX = "urn:realtime-relay:problem:"
@@ -170,6 +175,47 @@ class Forbidden(RelayError):
     title = "Forbidden by channel policy"
 
 
+class OriginNotAllowed(Forbidden):
+    """A browser origin that is not in RELAY_ALLOWED_ORIGINS."""
+
+    slug = "origin-not-allowed"
+    title = "Origin not allowed"
+
+
+class IdempotencyInProgress(RelayError):
+    """A request with the same Idempotency-Key is still being processed."""
+
+    status = 409
+    slug = "idempotency-in-progress"
+    title = "A request with this Idempotency-Key is in progress"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class IdempotencyKeyReused(RelayError):
+    """The Idempotency-Key was used before with a different request."""
+
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "Idempotency-Key reused with a different request"
+
+
+class RateLimited(RelayError):
+    """Too many requests; try again after `retry_after` seconds."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: float, **extra: Any) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(detail, retry_after=self.retry_after, **extra)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class NotFound(RelayError):
     """The addressed thing does not exist."""
 
@@ -194,7 +240,8 @@ class ProviderError(RelayError):
     title = "Provider error"
 
     def __init__(self, detail: str, *, retryable: bool = False, **extra: Any) -> None:
-        super().__init__(detail, retryable=retryable, **extra)
+        # `accepted: false`: the caller must not assume the provider took the message.
+        super().__init__(detail, retryable=retryable, accepted=False, **extra)
         self.retryable = retryable
 
 

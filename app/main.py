@@ -6,9 +6,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, problems
 from app.middleware import AccessLog, BodyLimit
+from app.origins import OriginGuard
 from app.relay import Relay
 from app.routes import auth, channels, events, health, users, webhooks
 from app.settings import load_settings
@@ -48,5 +50,14 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     if provider_routes is not None:
         app.include_router(provider_routes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OriginGuard, origins=settings.origins)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key"],
+        expose_headers=["Retry-After", "Idempotent-Replayed"],
+        max_age=600,
+    )
     app.add_middleware(AccessLog)
     return app

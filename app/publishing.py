@@ -1,4 +1,5 @@
-"""The publish flow after identity: policy, validation and limits, then the provider."""
+"""The publish flow after identity: policy, validation and limits, rate limits, idempotency,
+then the provider behind its circuit breaker."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from app.access import require
 from app.errors import TooManyItems
+from app.idempotency import fingerprint
 from app.policy import Action
 from app.validation import (
     check_payload_size,
@@ -16,13 +20,17 @@ from app.validation import (
     validate_event_name,
     validate_socket_id,
 )
-from providers.base import Message, Receipt
+from providers.base import Message
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from app.breaker import CircuitBreaker
+    from app.idempotency import Idempotency
     from app.policy import Policy
     from app.principal import Principal
+    from app.ratelimit import RateLimiter
+    from app.schemas import EventSchemas
     from app.settings import Settings
     from providers.base import Provider
 
@@ -37,13 +45,35 @@ class EventRequest:
     socket_id: object = None
 
 
-class Publisher:
-    """Checks every event through the gates, then hands it to the provider in one call."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer to a publish, and whether it was replayed for a repeated Idempotency-Key."""
 
-    def __init__(self, settings: Settings, policy: Policy, provider: Provider) -> None:
+    answer: dict[str, Any]
+    replayed: bool = False
+
+
+class Publisher:
+    """Checks every event through the gates, then hands them to the provider in one call."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        provider: Provider,
+        *,
+        schemas: EventSchemas,
+        limiter: RateLimiter,
+        idempotency: Idempotency,
+        breaker: CircuitBreaker,
+    ) -> None:
         self.settings = settings
         self.policy = policy
         self.provider = provider
+        self.schemas = schemas
+        self.limiter = limiter
+        self.idempotency = idempotency
+        self.breaker = breaker
 
     def prepare(
         self,
@@ -56,12 +86,12 @@ class Publisher:
 
         Message ids are `<Idempotency-Key>:<index>` when the caller gave a key, so a provider
         with idempotent publishing (Ably) drops a retried duplicate; otherwise random."""
-        base = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         if len(requests) > self.settings.max_batch_events:
             raise TooManyItems(
                 f"{len(requests)} events given; the limit is {self.settings.max_batch_events}",
                 limit=self.settings.max_batch_events,
             )
+        base = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         limits = self.provider.limits
         messages: list[Message] = []
         for request in requests:
@@ -74,6 +104,7 @@ class Publisher:
             check_payload_size(data, limits)
             for channel in channels:
                 require(self.policy, principal, Action.PUBLISH, channel)
+                self.schemas.check(channel, name, data)
                 message_id = f"{base}:{len(messages)}"
                 messages.append(Message(channel, name, data, socket_id, message_id))
         return messages
@@ -84,7 +115,28 @@ class Publisher:
         requests: Sequence[EventRequest],
         *,
         idempotency_key: str | None = None,
-    ) -> list[Receipt]:
-        """Publish every event or none: all are checked before the provider sees any."""
+        client_ip: str | None = None,
+    ) -> Outcome:
+        """Publish every event or none of them; all are checked before the provider sees any."""
         messages = self.prepare(principal, requests, idempotency_key=idempotency_key)
-        return await self.provider.publish(messages)
+        rules = {r.index: r for m in messages if (r := self.policy.rule_for(m.channel))}
+        await self.limiter.check(
+            "publish", principal, client_ip, cost=len(messages), rules=rules.values()
+        )
+
+        async def deliver() -> dict[str, Any]:
+            receipts = await self.breaker.call(lambda: self.provider.publish(messages))
+            return {
+                "provider": self.provider.name,
+                "accepted": len(receipts),
+                "receipts": [{"channel": r.channel, "name": r.name, "id": r.id} for r in receipts],
+            }
+
+        if idempotency_key is None:
+            return Outcome(await deliver())
+        request = fingerprint(
+            orjson.dumps([(m.channel, m.name, m.data, m.socket_id) for m in messages])
+        )
+        scope = f"{principal.kind}:{principal.id}"
+        answer, replayed = await self.idempotency.once(scope, idempotency_key, request, deliver)
+        return Outcome(answer, replayed)

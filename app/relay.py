@@ -7,25 +7,34 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection  # noqa: TC002 - FastAPI resolves it at runtime
 
+from app.breaker import CircuitBreaker
+from app.idempotency import Idempotency
 from app.identity import Authenticator
 from app.policy import Policy
 from app.publishing import Publisher
+from app.ratelimit import RateLimiter
+from app.schemas import EventSchemas
+from app.stores import create_store
 from providers.registry import create_provider
 
 if TYPE_CHECKING:
     from app.principal import Principal
     from app.settings import Settings
+    from app.stores import Store
     from providers.base import Provider
 
 
 @dataclass(slots=True)
 class Relay:
-    """Settings, the three gates and the provider."""
+    """Settings, the gates, the shared store and the provider."""
 
     settings: Settings
     authenticator: Authenticator
     policy: Policy
     provider: Provider
+    store: Store
+    limiter: RateLimiter
+    schemas: EventSchemas
     publisher: Publisher
 
     @classmethod
@@ -36,6 +45,7 @@ class Relay:
         provider: Provider | None = None,
         policy: Policy | None = None,
         authenticator: Authenticator | None = None,
+        store: Store | None = None,
     ) -> Relay:
         """Build from settings; tests inject any part."""
         if policy is None:
@@ -43,12 +53,33 @@ class Relay:
                 Policy.from_file(settings.policy_file) if settings.policy_file else Policy.default()
             )
         provider = provider or create_provider(settings)
+        store = store or create_store(settings)
+        limiter = RateLimiter(settings, store, policy)
+        schemas = EventSchemas(policy)
+        publisher = Publisher(
+            settings,
+            policy,
+            provider,
+            schemas=schemas,
+            limiter=limiter,
+            idempotency=Idempotency(
+                store,
+                ttl=settings.idempotency_ttl_seconds,
+                wait=settings.idempotency_wait_seconds,
+            ),
+            breaker=CircuitBreaker(
+                failures=settings.breaker_failures, cooldown=settings.breaker_cooldown_seconds
+            ),
+        )
         return cls(
             settings=settings,
             authenticator=authenticator or Authenticator(settings),
             policy=policy,
             provider=provider,
-            publisher=Publisher(settings, policy, provider),
+            store=store,
+            limiter=limiter,
+            schemas=schemas,
+            publisher=publisher,
         )
 
     async def identify(self, conn: HTTPConnection) -> Principal:
@@ -59,9 +90,18 @@ class Relay:
             token=conn.query_params.get("token"),
         )
 
+    def client_ip(self, conn: HTTPConnection) -> str | None:
+        """The caller's address: the peer, or the first X-Forwarded-For hop behind a proxy."""
+        if self.settings.trust_proxy_headers:
+            forwarded = conn.headers.get("x-forwarded-for", "").split(",")[0].strip()
+            if forwarded:
+                return forwarded[:64]
+        return conn.client.host if conn.client else None
+
     async def aclose(self) -> None:
-        """Release the provider's and the authenticator's connections."""
+        """Release the provider's, the store's and the authenticator's connections."""
         await self.provider.aclose()
+        await self.store.aclose()
         await self.authenticator.aclose()
 
 

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # Limits that are the relay's own (provider limits live on the provider).
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_events: int = Field(default=100, ge=1, le=10_000)
-    max_channels_per_event: int = Field(default=100, ge=1, le=10_000)
+    max_channels_per_event: int = Field(default=1000, ge=1, le=10_000)
 
     # Local provider.
     activity_timeout_seconds: int = Field(default=120, ge=5, le=3600)
@@ -68,6 +68,49 @@ class Settings(BaseSettings):
     sse_replay_messages: int = Field(default=100, ge=0, le=10_000)
     send_buffer_frames: int = Field(default=1000, ge=10)
     redis_url: str | None = None
+
+    # Shared state (rate limits, idempotency): memory for one process, redis or dynamodb for many.
+    store: Literal["memory", "redis", "dynamodb"] = "memory"
+    dynamodb_table: str | None = None
+
+    # Rate limits: token buckets per caller (API key, user) and per client IP.
+    rate_limits: bool = True
+    rate_auth_per_second: float = Field(default=10.0, gt=0)
+    rate_auth_burst: int = Field(default=20, ge=1)
+    rate_publish_per_second: float = Field(default=1000.0, gt=0)
+    rate_publish_burst: int = Field(default=2000, ge=1)
+    # An IP may carry many callers (offices, mobile carriers): its buckets are this much larger.
+    rate_ip_multiplier: float = Field(default=5.0, ge=1.0)
+    trust_proxy_headers: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)
+
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    idempotency_wait_seconds: float = Field(default=10.0, ge=0)
+
+    # Provider circuit breaker: open after this many failures in a row, probe after the cooldown.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
+
+    # Browser origins allowed on the auth endpoints and the local WebSocket ("*": any). Unset:
+    # any origin in development, none in production (deny by default).
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+            for origin in origins:
+                if origin != "*" and not origin.startswith(("http://", "https://")):
+                    raise ValueError(f"origins look like https://app.example.com, not {origin!r}")
+            return origins
+        return value
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """The allowed browser origins, with the environment's default applied."""
+        if self.allowed_origins:
+            return self.allowed_origins
+        return () if self.env == "production" else ("*",)
 
     @field_validator("api_keys", mode="before")
     @classmethod

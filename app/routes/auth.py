@@ -57,6 +57,10 @@ async def authorize_channel(
     if not kind.needs_auth:
         raise BadRequest("public channels need no authorization", channel=channel)
     principal = await relay.identify(request)
+    rule = relay.policy.rule_for(channel)
+    await relay.limiter.check(
+        "auth", principal, relay.client_ip(request), rules=() if rule is None else (rule,)
+    )
     decision = require(relay.policy, principal, Action.SUBSCRIBE, channel)
     presence = None
     if kind is ChannelKind.PRESENCE:
@@ -80,6 +84,7 @@ async def authenticate_user(
     principal = await relay.identify(request)
     if not principal.is_user or principal.id is None:
         raise Unauthenticated("user authentication needs an end user's token")
+    await relay.limiter.check("auth", principal, relay.client_ip(request))
     info = {k: principal.claims[k] for k in ("name",) if k in principal.claims}
     encode_user_info(info)
     return relay.provider.authenticate_user(
@@ -97,4 +102,5 @@ async def issue_token(
 ) -> dict[str, Any]:
     """The provider's token for this caller, granting exactly what the channel policy allows."""
     principal = await relay.identify(request)
+    await relay.limiter.check("auth", principal, relay.client_ip(request))
     return await relay.provider.issue_token(principal, relay.policy)

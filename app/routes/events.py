@@ -2,14 +2,13 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidChannel
 from app.publishing import EventRequest
 from app.relay import Relay, get_relay
 from app.validation import validate_idempotency_key
-from providers.base import Receipt
 
 router = APIRouter(prefix="/v1", tags=["publish"])
 
@@ -70,14 +69,6 @@ class Published(BaseModel):
     receipts: list[ReceiptOut]
 
 
-def _published(relay: Relay, receipts: list[Receipt]) -> Published:
-    return Published(
-        provider=relay.provider.name,
-        accepted=len(receipts),
-        receipts=[ReceiptOut(channel=r.channel, name=r.name, id=r.id) for r in receipts],
-    )
-
-
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -91,26 +82,41 @@ IdempotencyKey = Annotated[
 async def publish_event(
     event: Event,
     request: Request,
+    response: Response,
     relay: Annotated[Relay, Depends(get_relay)],
     idempotency_key: IdempotencyKey = None,
 ) -> Published:
     """Publish an event; 200 means the provider accepted it on every channel."""
-    principal = await relay.identify(request)
-    key = validate_idempotency_key(idempotency_key)
-    receipts = await relay.publisher.publish(principal, [event.request()], idempotency_key=key)
-    return _published(relay, receipts)
+    return await _publish(relay, request, response, [event.request()], idempotency_key)
 
 
 @router.post("/batch", summary="Publish a batch of events")
 async def publish_batch(
     batch: Batch,
     request: Request,
+    response: Response,
     relay: Annotated[Relay, Depends(get_relay)],
     idempotency_key: IdempotencyKey = None,
 ) -> Published:
     """Publish every event of the batch, or none if any is refused."""
-    principal = await relay.identify(request)
-    key = validate_idempotency_key(idempotency_key)
     requests = [EventRequest(i.name, [i.channel], i.data, i.socket_id) for i in batch.batch]
-    receipts = await relay.publisher.publish(principal, requests, idempotency_key=key)
-    return _published(relay, receipts)
+    return await _publish(relay, request, response, requests, idempotency_key)
+
+
+async def _publish(
+    relay: Relay,
+    request: Request,
+    response: Response,
+    requests: list[EventRequest],
+    idempotency_key: str | None,
+) -> Published:
+    principal = await relay.identify(request)
+    outcome = await relay.publisher.publish(
+        principal,
+        requests,
+        idempotency_key=validate_idempotency_key(idempotency_key),
+        client_ip=relay.client_ip(request),
+    )
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Published.model_validate(outcome.answer)

@@ -50,7 +50,7 @@ def build_pusher_http_router(provider: LocalProvider) -> APIRouter:
         if channels is None and "channel" in body:
             channels = [body["channel"]]
         event = EventRequest(body.get("name"), channels, body.get("data"), body.get("socket_id"))
-        await relay.publisher.publish(principal, [event])
+        await relay.publisher.publish(principal, [event], client_ip=relay.client_ip(request))
         return {}
 
     @router.post("/apps/{app_id}/batch_events")
@@ -66,7 +66,7 @@ def build_pusher_http_router(provider: LocalProvider) -> APIRouter:
             EventRequest(e.get("name"), [e.get("channel")], e.get("data"), e.get("socket_id"))
             for e in batch
         ]
-        await relay.publisher.publish(principal, events)
+        await relay.publisher.publish(principal, events, client_ip=relay.client_ip(request))
         return {"batch": [{} for _ in events]}
 
     @router.get("/apps/{app_id}/channels/{channel_name}")

@@ -41,7 +41,7 @@ def build_router(provider: LocalProvider) -> APIRouter:
             await websocket.send_text(frames.error(message, code))
             await websocket.close(code)
             return
-        connection = PusherConnection(websocket, provider, relay.policy)
+        connection = PusherConnection(websocket, provider, relay.policy, relay.schemas)
         provider.connections.add(connection)
         try:
             await connection.run()

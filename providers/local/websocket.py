@@ -31,6 +31,7 @@ from providers.pusherproto.frames import ErrorCode
 if TYPE_CHECKING:
     from app.policy import Policy
     from app.principal import Principal
+    from app.schemas import EventSchemas
     from providers.local.provider import LocalProvider
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,17 @@ def new_socket_id() -> str:
 class PusherConnection:
     """A WebSocket subscriber: a bounded send queue drained by its own writer task."""
 
-    def __init__(self, websocket: WebSocket, provider: LocalProvider, policy: Policy) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        provider: LocalProvider,
+        policy: Policy,
+        schemas: EventSchemas | None = None,
+    ) -> None:
         self.websocket = websocket
         self.provider = provider
         self.policy = policy
+        self.schemas = schemas
         self.socket_id = new_socket_id()
         self.channels: set[str] = set()
         self.user_id: str | None = None  # set by pusher:signin or a presence subscription
@@ -262,6 +270,8 @@ class PusherConnection:
             validate_event_name(name, provider.limits, client=True)
             encoded = encode_data(data)
             check_payload_size(encoded, provider.limits)
+            if self.schemas is not None:
+                self.schemas.check(channel, name, encoded)
         except RelayError as exc:
             self.send(frames.error(f"Client event rejected: {exc.detail}"))
             return

@@ -1,0 +1,64 @@
+"""A circuit breaker per provider: fail fast with 503 while the provider is failing, then probe."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, TypeVar
+
+from app.errors import ProviderError, ProviderUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+T = TypeVar("T")
+
+
+class CircuitBreaker:
+    """Closed; open after `failures` retryable failures in a row; one probe after `cooldown`."""
+
+    def __init__(
+        self, *, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self._clock = clock
+        self._count = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        """closed, open or half-open."""
+        if self._opened_at is None:
+            return "closed"
+        return "half-open" if self._clock() - self._opened_at >= self.cooldown else "open"
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run the operation unless the breaker is open; count how it went."""
+        self._admit()
+        try:
+            result = await operation()
+        except ProviderError as exc:
+            self._probing = False
+            if exc.retryable:  # a refusal (4xx) says the provider is up: it does not count
+                self._count += 1
+                if self._count >= self.failures or self._opened_at is not None:
+                    self._opened_at = self._clock()
+            raise
+        except BaseException:
+            self._probing = False
+            raise
+        self._count, self._opened_at, self._probing = 0, None, False
+        return result
+
+    def _admit(self) -> None:
+        if self._opened_at is None:
+            return
+        remaining = self.cooldown - (self._clock() - self._opened_at)
+        if remaining > 0 or self._probing:
+            raise ProviderUnavailable(
+                "the provider is failing; the relay is not sending to it for now",
+                retry_after=max(1, math.ceil(remaining)),
+            )
+        self._probing = True  # half-open: this call is the probe, the others still wait

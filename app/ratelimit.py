@@ -1,0 +1,104 @@
+"""Rate limits: token buckets per caller and per client IP, and per policy rule where it says so.
+
+A rule may set its own limits in the policy file:
+
+    options = { rate_limit = { publish = { per_second = 5, burst = 10 } } }
+
+(keys: `auth` for subscribe/sign-in/token requests, `publish`), counted per caller on that rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
+
+from app.errors import ConfigurationError, RateLimited
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from app.policy import Policy
+    from app.policy.rules import Rule
+    from app.principal import Principal
+    from app.settings import Settings
+    from app.stores.base import Store
+
+Kind = Literal["auth", "publish"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Tokens per second, and the bucket's size (the largest burst)."""
+
+    per_second: float
+    burst: float
+
+
+class RateLimiter:
+    """Takes tokens from every bucket a request counts against; refuses with 429 if one is empty."""
+
+    def __init__(self, settings: Settings, store: Store, policy: Policy) -> None:
+        self.enabled = settings.rate_limits
+        self.store = store
+        self._rates: dict[Kind, Rate] = {
+            "auth": Rate(settings.rate_auth_per_second, settings.rate_auth_burst),
+            "publish": Rate(settings.rate_publish_per_second, settings.rate_publish_burst),
+        }
+        self._ip_multiplier = settings.rate_ip_multiplier
+        self._rule_rates = {rule.index: rule_rates(rule, policy.source) for rule in policy.rules}
+
+    async def check(
+        self,
+        kind: Kind,
+        principal: Principal,
+        client_ip: str | None,
+        *,
+        cost: int = 1,
+        rules: Iterable[Rule] = (),
+    ) -> None:
+        """Raise RateLimited unless every bucket this request counts against has `cost` tokens."""
+        if not self.enabled:
+            return
+        rate = self._rates[kind]
+        caller = f"{principal.kind}:{principal.id}" if principal.id else f"ip:{client_ip}"
+        buckets = [(f"{kind}:{caller}", rate)]
+        if client_ip is not None:
+            m = self._ip_multiplier
+            buckets.append((f"{kind}:ip:{client_ip}", Rate(rate.per_second * m, rate.burst * m)))
+        for rule in rules:
+            own = self._rule_rates.get(rule.index, {}).get(kind)
+            if own is not None:
+                buckets.append((f"{kind}:rule{rule.index}:{caller}", own))
+        wait = 0.0
+        for key, bucket in buckets:
+            wait = max(wait, await self._take(key, bucket, cost))
+        if wait > 0:
+            raise RateLimited(f"too many {kind} requests; try again shortly", retry_after=wait)
+
+    async def _take(self, key: str, rate: Rate, cost: int) -> float:
+        if cost > rate.burst:  # could never succeed: say how long a bucket of this size takes
+            return math.ceil(cost / rate.per_second)
+        return await self.store.take(key, rate=rate.per_second, burst=rate.burst, cost=cost)
+
+
+def rule_rates(rule: Rule, source: str) -> dict[Kind, Rate]:
+    """A rule's own limits from `options.rate_limit`, checked when the policy loads."""
+    table: Any = rule.options.get("rate_limit", {})
+    where = f"{source}: rule #{rule.index} ({rule.pattern}) options.rate_limit"
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{where} must be a table")
+    rates: dict[Kind, Rate] = {}
+    for kind, spec in table.items():
+        if kind not in ("auth", "publish"):
+            raise ConfigurationError(f"{where}: unknown kind {kind!r} (auth, publish)")
+        spec = spec if isinstance(spec, dict) else {}
+        per_second, burst = spec.get("per_second"), spec.get("burst", spec.get("per_second"))
+        if not (_positive(per_second) and _positive(burst)):
+            raise ConfigurationError(f"{where}.{kind} needs positive per_second (and burst)")
+        rates[kind] = Rate(float(per_second), float(burst))
+    return rates
+
+
+def _positive(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
