@@ -21,7 +21,8 @@
     ├── RateLimited                 429 rate-limited (Retry-After)
     ├── NotSupported                501 not-supported  (the provider cannot do this)
     └── ProviderError               502 provider-error (retryable or not)
-        └── ProviderUnavailable     503 provider-unavailable
+        ├── ProviderUnavailable     503 provider-unavailable
+        └── ProviderTimeout         504 provider-timeout (delivery unknown)
 
 The `type` of each problem is `urn:realtime-relay:problem:<slug>`, stable across releases. A
 `detail` never carries a secret, a signature or a payload.
@@ -258,3 +259,15 @@ class ProviderUnavailable(ProviderError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ProviderTimeout(ProviderError):
+    """The provider took the request but did not answer in time: it may or may not have it."""
+
+    status = 504
+    slug = "provider-timeout"
+    title = "Provider timed out"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail, retryable=True, **extra)
+        self.extra["accepted"] = None  # unknown: the request reached the provider unanswered

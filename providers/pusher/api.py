@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from app.errors import ProviderError, ProviderUnavailable
+from app.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from providers.pusherproto import signing
 
 if TYPE_CHECKING:
@@ -30,7 +30,8 @@ MAX_REASON_CHARS = 200
 
 
 class PusherApi:
-    """Signed calls to `/apps/{app_id}/...`; retries timeouts, transport errors and 5xx only."""
+    """Signed calls to `/apps/{app_id}/...`; retries what surely was not delivered (connection
+    failures, connect timeouts, 5xx) and never what may have been (a read timeout)."""
 
     def __init__(
         self,
@@ -46,10 +47,13 @@ class PusherApi:
         self._sleep = sleep
         self._jitter = jitter
         self._prefix = f"/apps/{settings.app_id}"
+        self._closed = False
 
     @property
     def http(self) -> httpx.AsyncClient:
         """The pooled client, created on first use (and reused across warm Lambda calls)."""
+        if self._closed:
+            raise ProviderUnavailable("the relay is shutting down")
         if self._http is None:
             self._http = httpx.AsyncClient(
                 base_url=self.settings.base_url,
@@ -93,10 +97,18 @@ class PusherApi:
                 response = await self.http.request(
                     method, full_path, params=signed, content=body or None
                 )
-            except httpx.TimeoutException:
-                failure, unreachable = "timed out", True
-            except httpx.TransportError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Never sent: safe to try again.
                 failure, unreachable = f"unreachable ({exc.__class__.__name__})", True
+            except httpx.RemoteProtocolError as exc:
+                # A kept-alive connection the server had already closed: nothing was processed.
+                failure, unreachable = f"connection dropped ({exc.__class__.__name__})", True
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                # Sent, but no answer: Pusher has no idempotency, so a retry could deliver twice.
+                raise ProviderTimeout(
+                    f"pusher did not answer ({exc.__class__.__name__}); the event may or may "
+                    "not have been delivered"
+                ) from exc
             else:
                 if response.status_code < 300:
                     return response.json() if response.content else {}
@@ -116,6 +128,6 @@ class PusherApi:
 
     async def aclose(self) -> None:
         """Close the pool if this object created it."""
+        self._closed = True
         if self._http is not None and self._owns_http:
             await self._http.aclose()
-        self._http = None

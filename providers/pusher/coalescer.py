@@ -74,6 +74,6 @@ class Coalescer(Generic[T]):
             self._dispatch()
 
     async def aclose(self) -> None:
-        """Wait for the calls in flight."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait until everything queued has been sent (each finished call dispatches the next)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

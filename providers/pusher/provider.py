@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any, Self
 from app.errors import PayloadTooLarge
 from app.settings import read_env
 from app.validation import ChannelKind, channel_kind
-from providers.base import Limits, Member, Message, Occupancy, PresenceData, Provider, Receipt
+from providers.base import (
+    Limits,
+    Member,
+    Message,
+    Occupancy,
+    PresenceData,
+    Provider,
+    Receipt,
+    chunked,
+)
 from providers.pusher import crypto, webhooks
 from providers.pusher.api import PusherApi
 from providers.pusher.coalescer import Coalescer
@@ -85,37 +94,42 @@ class PusherProvider(Provider):
 
     # -- publishing -----------------------------------------------------------------------
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
-        """Group per event: one channel rides a coalesced batch call; many use the events call."""
-        groups: dict[tuple[str, str, str | None], list[str]] = {}
-        for m in messages:
-            groups.setdefault((m.name, m.data, m.socket_id), []).append(m.channel)
+        """Send in order: consecutive single-channel events ride coalesced batch calls; an event
+        on many channels goes out as events calls (100 channels each) once what precedes it has."""
         singles: list[dict[str, str]] = []
-        multis: list[dict[str, Any]] = []
-        for (name, data, socket_id), channels in groups.items():
-            plain = [c for c in channels if channel_kind(c) is not ChannelKind.PRIVATE_ENCRYPTED]
-            # Encrypted data differs per channel, so each encrypted channel is its own event.
+        for (name, data, socket_id), channels in _runs(messages):
+            plain = []
             for channel in channels:
                 if channel_kind(channel) is ChannelKind.PRIVATE_ENCRYPTED:
-                    singles.append(
-                        self._event(channel, name, self._encrypt(channel, data), socket_id)
-                    )
+                    # Encrypted data differs per channel, so each is an event of its own.
+                    sealed = self._encrypt(channel, data)
+                    singles.append(self._event(channel, name, sealed, socket_id))
+                else:
+                    plain.append(channel)
             if len(plain) == 1:
                 singles.append(self._event(plain[0], name, data, socket_id))
-                continue
-            for start in range(0, len(plain), CHANNELS_PER_EVENT_CALL):
-                body: dict[str, Any] = {
-                    "name": name,
-                    "data": data,
-                    "channels": plain[start : start + CHANNELS_PER_EVENT_CALL],
-                }
-                if socket_id is not None:
-                    body["socket_id"] = socket_id
-                multis.append(body)
-        calls = [self.api.post("/events", body) for body in multis]
+            elif plain:
+                if singles:  # keep per-channel order: what came first is sent first
+                    await self.batches.submit(singles)
+                    singles = []
+                await _all(
+                    [
+                        self.api.post("/events", self._multi(name, data, socket_id, chunk))
+                        for chunk in chunked(plain, CHANNELS_PER_EVENT_CALL)
+                    ]
+                )
         if singles:
-            calls.append(self.batches.submit(singles))
-        await _all(calls)
+            await self.batches.submit(singles)
         return [Receipt(m.channel, m.name, m.id) for m in messages]
+
+    @staticmethod
+    def _multi(
+        name: str, data: str, socket_id: str | None, channels: Sequence[str]
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "data": data, "channels": list(channels)}
+        if socket_id is not None:
+            body["socket_id"] = socket_id
+        return body
 
     @staticmethod
     def _event(channel: str, name: str, data: str, socket_id: str | None) -> dict[str, str]:
@@ -178,6 +192,20 @@ class PusherProvider(Provider):
         """Finish calls in flight, then close the pool."""
         await self.batches.aclose()
         await self.api.aclose()
+
+
+def _runs(
+    messages: Sequence[Message],
+) -> list[tuple[tuple[str, str, str | None], list[str]]]:
+    """Consecutive messages of one event (same name, data and socket) with distinct channels."""
+    runs: list[tuple[tuple[str, str, str | None], list[str]]] = []
+    for m in messages:
+        key = (m.name, m.data, m.socket_id)
+        if runs and runs[-1][0] == key and m.channel not in runs[-1][1]:
+            runs[-1][1].append(m.channel)
+        else:
+            runs.append((key, [m.channel]))
+    return runs
 
 
 async def _all(calls: list[Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +30,8 @@ KINDS = frozenset(
     }
 )
 MAX_EVENTS = 1000
+# As the official SDKs do: a webhook older (or newer) than this is a replay, not news.
+MAX_AGE_SECONDS = 300
 
 
 def verify(key: str, secret: str, headers: Mapping[str, str], body: bytes) -> None:
@@ -49,8 +52,8 @@ def verify(key: str, secret: str, headers: Mapping[str, str], body: bytes) -> No
         raise InvalidSignature(reason)
 
 
-def normalize(body: bytes) -> list[ChannelEvent]:
-    """The events of a verified webhook body in the relay's schema."""
+def normalize(body: bytes, *, now: float | None = None) -> list[ChannelEvent]:
+    """The events of a verified webhook body in the relay's schema; stale bodies are refused."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -58,8 +61,12 @@ def normalize(body: bytes) -> list[ChannelEvent]:
     if not isinstance(parsed, dict) or not isinstance(parsed.get("events"), list):
         raise BadRequest("a Pusher webhook is an object with an events list")
     time_ms = parsed.get("time_ms")
-    if not isinstance(time_ms, int):
+    if not isinstance(time_ms, int) or isinstance(time_ms, bool):
         raise BadRequest("time_ms must be an integer")
+    current = time.time() if now is None else now
+    if abs(current - time_ms / 1000) > MAX_AGE_SECONDS:
+        log.warning("pusher webhook refused: time_ms is more than %d s off", MAX_AGE_SECONDS)
+        raise InvalidSignature(f"the webhook is more than {MAX_AGE_SECONDS} s old or ahead")
     events: list[Any] = parsed["events"][:MAX_EVENTS]
     out = []
     for event in events:

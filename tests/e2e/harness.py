@@ -140,7 +140,7 @@ class PusherAgent:
         raise AssertionError(f"unexpected observation: {obs}")
 
     def connect(self, client: str, token: str | None = None, *, ws_port: int | None = None) -> str:
-        """Connect a new pusher-js client (to `ws_port`, default the relay); return its socket id."""
+        """Connect a pusher-js client (to `ws_port`, default the relay); return its socket id."""
         self.send(
             op="connect",
             client=client,

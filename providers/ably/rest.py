@@ -1,0 +1,260 @@
+"""Ably's REST API over one pooled, non-blocking httpx client, retried without duplicating.
+
+The official `ably` SDK (v3, async, httpx underneath) is not used at run time: it has no batch
+publish call (only the generic `request`), it imports websockets, msgpack and pyee even for REST
+(about twice httpx's import time, measured with `python -X importtime`), and its retries go to
+fallback hosts on 5xx without waiting on a 429. It stays the tests' oracle for TokenRequests.
+
+What the REST API reference (docs/api/rest-api) specifies and this module relies on:
+    POST /channels/{id}/messages    one message {name, data, id}; 201 {channel, messageId}
+    POST /messages                  batch: [{channels, messages}, ...]; 200 [{channel, messageId}]
+                                    or 400 code 40020 with a batchResponse for a partial failure
+    GET  /channels/{id}/messages    history, newest first with direction=backwards, limit <= 1000
+    GET  /channels/{id}/presence    the present members, limit <= 1000
+    Authorization: Basic base64(key); X-Ably-Version pins the response shapes above;
+    errors are {"error": {code, statusCode, message}} (also X-Ably-ErrorCode, -ErrorMessage).
+
+Retries: timeouts, transport errors, 5xx and 429 (waiting for its Retry-After when given) are
+tried again with the very same body, so message ids repeat and Ably discards what it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import email.utils
+import logging
+import math
+import random
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from app.errors import ProviderError, ProviderUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from providers.ably.settings import AblySettings
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.2"  # the version whose batch response shapes the reference documents
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 2.0
+MAX_REASON_CHARS = 200
+BATCH_PARTIAL_FAILURE = 40020
+
+
+class AblyFailure(NamedTuple):
+    """Ably's error for one call or one batch item."""
+
+    status: int
+    code: int | None
+    message: str
+
+    @property
+    def retryable(self) -> bool:
+        """Rate limits and server errors may pass; anything else will fail the same way again."""
+        return self.status == 429 or self.status >= 500
+
+    def describe(self) -> str:
+        """`status, code N: message`, short and secret-free (Ably never echoes the key)."""
+        code = f", code {self.code}" if self.code is not None else ""
+        return f"{self.status}{code}: {self.message[:MAX_REASON_CHARS]}"
+
+
+class AblyRest:
+    """The REST calls the provider makes, with auth, retries and error mapping."""
+
+    def __init__(
+        self,
+        settings: AblySettings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self._http = http
+        self._owns_http = http is None
+        self._sleep = sleep
+        self._jitter = jitter
+        basic = base64.b64encode(settings.api_key.get_secret_value().encode()).decode("ascii")
+        self._headers = {
+            "Authorization": f"Basic {basic}",
+            "X-Ably-Version": API_VERSION,
+            "Accept": "application/json",
+        }
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pooled client, created on first use (and reused across warm Lambda calls)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.settings.base_url,
+                timeout=self.settings.timeout_seconds,
+                limits=httpx.Limits(
+                    max_connections=self.settings.max_in_flight,
+                    max_keepalive_connections=self.settings.max_in_flight,
+                ),
+            )
+        return self._http
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> Any:
+        """Publish one message on one channel."""
+        return await self._call("POST", f"/channels/{_segment(channel)}/messages", body=message)
+
+    async def publish_batch(self, specs: list[dict[str, Any]]) -> Any:
+        """Publish with Ably's batch request; each spec is published independently."""
+        return await self._call("POST", "/messages", body=specs)
+
+    async def history(self, channel: str, *, limit: int) -> list[Any]:
+        """The newest `limit` messages of a channel, newest first."""
+        params = {"limit": str(limit), "direction": "backwards"}
+        found = await self._call("GET", f"/channels/{_segment(channel)}/messages", params=params)
+        return found if isinstance(found, list) else []
+
+    async def presence(self, channel: str, *, limit: int) -> list[Any]:
+        """The members present on a channel right now."""
+        params = {"limit": str(limit)}
+        found = await self._call("GET", f"/channels/{_segment(channel)}/presence", params=params)
+        return found if isinstance(found, list) else []
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter on an exponential ceiling: retries from many processes do not line up.
+        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (1 << (attempt - 1)))
+        return ceiling * self._jitter()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        content = (
+            None if body is None else orjson.dumps(body)
+        )  # encoded once: retries send it as is
+        headers = dict(self._headers)
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        settings = self.settings
+        failure = ""
+        unreachable = limited = False
+        hint: float | None = None
+        for attempt in range(1, settings.max_attempts + 1):
+            wait = self._backoff(attempt)
+            try:
+                response = await self.http.request(
+                    method, path, content=content, params=params, headers=headers
+                )
+            except httpx.TimeoutException:
+                failure, unreachable, limited = "timed out", True, False
+            except httpx.TransportError as exc:
+                failure, unreachable, limited = f"unreachable ({type(exc).__name__})", True, False
+            else:
+                if response.status_code < 300:
+                    return orjson.loads(response.content) if response.content else None
+                error = _failure(response)
+                if error.code == BATCH_PARTIAL_FAILURE:
+                    error = _batch_failure(response) or error
+                if not error.retryable:
+                    raise ProviderError(
+                        f"ably refused {method} {path} ({error.describe()})",
+                        provider_status=error.status,
+                        provider_code=error.code,
+                    )
+                failure, unreachable = f"failed ({error.describe()})", False
+                limited = error.status == 429
+                hint = _retry_after(response) if limited else None
+                if hint is not None:
+                    wait = min(hint, settings.max_retry_wait_seconds)
+            log.warning("ably %s %s attempt %d %s", method, path, attempt, failure)
+            if attempt < settings.max_attempts:
+                await self._sleep(wait)
+        if unreachable:
+            raise ProviderUnavailable(f"ably {failure} after {settings.max_attempts} attempts")
+        if limited:
+            raise ProviderUnavailable(
+                f"ably {failure} after {settings.max_attempts} attempts",
+                retry_after=max(1, math.ceil(hint or 1)),
+            )
+        raise ProviderError(f"ably {failure}", retryable=True)
+
+    async def aclose(self) -> None:
+        """Close the pool if this object created it."""
+        if self._http is not None and self._owns_http:
+            await self._http.aclose()
+        self._http = None
+
+
+def _segment(channel: str) -> str:
+    return quote(channel, safe="")
+
+
+def _failure(response: httpx.Response) -> AblyFailure:
+    """Ably's ErrorInfo from the body, or from the X-Ably-Error* headers when there is none."""
+    error: object = None
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+        error = orjson.loads(response.content).get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = str(error.get("message") or "")
+    else:
+        raw_code = response.headers.get("x-ably-errorcode", "")
+        code = int(raw_code) if raw_code.isdigit() else None
+        message = response.headers.get("x-ably-errormessage", response.reason_phrase)
+    return AblyFailure(response.status_code, code if isinstance(code, int) else None, message)
+
+
+def _batch_failure(response: httpx.Response) -> AblyFailure | None:
+    """For a partial batch failure: the first item that will not pass on a retry, else a
+    retryable summary (a retry resends every spec; ids make the delivered ones no-ops)."""
+    try:
+        items = orjson.loads(response.content).get("batchResponse")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(items, list):
+        return None
+    failed: list[AblyFailure] = []
+    for item in items:
+        error = item.get("error") if isinstance(item, dict) else None
+        if isinstance(error, dict):
+            status = error.get("statusCode")
+            code = error.get("code")
+            failed.append(
+                AblyFailure(
+                    status if isinstance(status, int) else 400,
+                    code if isinstance(code, int) else None,
+                    f"channel {item.get('channel')!r}: {error.get('message') or ''}",
+                )
+            )
+    if not failed:
+        return None
+    final = next((f for f in failed if not f.retryable), None)
+    if final is not None:
+        return final
+    worst = max(failed, key=lambda f: f.status)
+    return AblyFailure(worst.status, worst.code, f"{len(failed)} of {len(items)} specs failed")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

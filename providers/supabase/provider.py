@@ -1,0 +1,153 @@
+"""Supabase Realtime: publishes through Broadcast's REST endpoint and mints supabase-js tokens.
+
+Channel kinds map onto Realtime topics by name: a public relay channel is a public topic (no RLS,
+anyone with the anon key may join), and private- and presence- channels are private topics, which
+Realtime authorizes with the RLS policies `relay supabase policies` compiles from the same policy.
+Supabase has no end-to-end encrypted channels, no server-side presence query, no history and no
+webhooks: those refuse with NotSupported (501).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Self
+
+import orjson
+
+from app.errors import (
+    Forbidden,
+    NotSupported,
+    PayloadTooLarge,
+    ProviderError,
+    Unauthenticated,
+)
+from app.settings import read_env
+from app.validation import ChannelKind, channel_kind
+from providers.base import Limits, Member, Message, Provider, Receipt, chunked
+from providers.supabase import tokens
+from providers.supabase.broadcast import BroadcastApi
+from providers.supabase.settings import SupabaseSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import httpx
+
+    from app.policy import Policy
+    from app.principal import Principal
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_is_private(channel: str) -> bool:
+    """Whether the channel is a private Realtime topic (private-, presence-, private-encrypted-)."""
+    return channel_kind(channel) is not ChannelKind.PUBLIC
+
+
+def broadcast_payload(data: str) -> dict[str, Any]:
+    """Realtime's payload must be a JSON object: data that is one travels as itself, anything
+    else (text, arrays, numbers) as `{"data": <the data string>}`."""
+    try:
+        decoded = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        decoded = None
+    return decoded if isinstance(decoded, dict) else {"data": data}
+
+
+class SupabaseProvider(Provider):
+    """Supabase Realtime Broadcast, with private channels authorized by compiled RLS policies."""
+
+    name = "supabase"
+
+    def __init__(
+        self,
+        settings: SupabaseSettings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.limits = Limits(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_channels_per_call=settings.max_messages_per_call,
+            max_events_per_batch_call=settings.max_messages_per_call,
+        )
+        self.api = BroadcastApi(settings, http=http)
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Read SUPABASE_* (the relay's own settings hold nothing Supabase needs)."""
+        return cls(read_env(SupabaseSettings))
+
+    # -- publishing -----------------------------------------------------------------------
+    def _wire(self, message: Message) -> dict[str, Any]:
+        payload = broadcast_payload(message.data)
+        size = len(orjson.dumps(payload))
+        if size > self.limits.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"the broadcast payload is {size} bytes encoded; "
+                f"the limit is {self.limits.max_payload_bytes}",
+                limit=self.limits.max_payload_bytes,
+                size=size,
+            )
+        wire: dict[str, Any] = {
+            "topic": message.channel,
+            "event": message.name,
+            "payload": payload,
+            "private": topic_is_private(message.channel),
+        }
+        if message.id is not None:
+            # Realtime hands it to clients as the broadcast's meta.id (any string; its own tests
+            # use "msg-123"): with an Idempotency-Key it is stable across retries, for dedup.
+            wire["id"] = message.id
+        return wire
+
+    async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
+        """Check every message, then send them in calls of SUPABASE_MAX_MESSAGES_PER_CALL at
+        most, one after another, so that a burst stays inside the project's per-second quota."""
+        wire = [self._wire(m) for m in messages]
+        if any(m.socket_id is not None for m in messages):
+            # Realtime has no sender exclusion; supabase-js decides echo with `broadcast.self`.
+            log.debug("supabase ignores socket_id: Realtime cannot exclude a sender")
+        accepted = 0
+        for batch in chunked(wire, self.settings.max_messages_per_call):
+            try:
+                await self.api.send(batch)
+            except ProviderError as exc:
+                # What earlier calls delivered cannot be called back: say how much that was.
+                exc.extra["messages_accepted"] = accepted
+                raise
+            accepted += len(batch)
+        return [Receipt(m.channel, m.name, m.id) for m in messages]
+
+    # -- client tokens --------------------------------------------------------------------
+    async def issue_token(self, principal: Principal, policy: Policy) -> dict[str, Any]:
+        """A short-lived Supabase JWT for a signed-in user, carrying the claims the policy reads.
+
+        Anonymous callers need none: supabase-js connects with the project's anon key, and the
+        policy's `anyone` grants are compiled for the anon role."""
+        if principal.is_backend:
+            raise Forbidden("Supabase tokens are for end users; backends publish through the relay")
+        if not principal.is_user or principal.id is None:
+            raise Unauthenticated(
+                "a Supabase token needs a signed-in user; anonymous clients use the anon key"
+            )
+        minted = tokens.mint(
+            self.settings, principal, tokens.policy_claims(policy), now=self._clock()
+        )
+        return minted.answer()
+
+    # -- queries --------------------------------------------------------------------------
+    async def members(self, channel: str) -> list[Member]:
+        """Refused: Realtime keeps presence on the sockets and offers no server-side query."""
+        raise NotSupported(
+            "supabase has no server-side presence query; "
+            "read the members in the client with channel.presenceState()"
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool."""
+        await self.api.aclose()
