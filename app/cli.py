@@ -15,6 +15,7 @@ from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from types import FrameType
 
 WS_MAX_FRAME_BYTES = 64 * 1024
 
@@ -34,7 +35,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"wsPort: {port}, forceTLS: false, enabledTransports: ['ws'], cluster: '' }})",
             flush=True,
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -44,6 +45,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         ws_ping_interval=None,  # pusher-js pings at the protocol level
         lifespan="on",
     )
+    provider = app.state.relay.provider
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Before uvicorn closes the sockets itself: tell clients to reconnect (Pusher 4200).
+            provider.drain()
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
     return 0
 
 

@@ -23,6 +23,16 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class _UvicornConnectionLines(logging.Filter):
+    """Drop uvicorn's per-WebSocket lines: they print the query string, where a token may be.
+
+    The relay's own access log (app.middleware.AccessLog) records every request without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not ('"WebSocket ' in message or message in ("connection open", "connection closed"))
+
+
 def configure(level: str, *, json_lines: bool | None = None) -> None:
     """Route the relay's logs to stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -31,6 +41,7 @@ def configure(level: str, *, json_lines: bool | None = None) -> None:
     handler.setFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(_UvicornConnectionLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -121,8 +121,11 @@ class Provider(ABC):
         """The signed answer for a client's sign-in (pusher:signin)."""
         raise NotSupported(f"{self.name} does not sign user authentication")
 
-    async def issue_token(self, principal: Principal, policy: Policy) -> dict[str, Any]:
-        """A client token (Ably TokenRequest, Supabase JWT) granting what the policy allows."""
+    async def issue_token(
+        self, principal: Principal, policy: Policy, *, channels: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A client token (Ably TokenRequest, Supabase JWT) granting what the policy allows;
+        `channels` names channels the client wants that a pattern alone cannot enumerate."""
         raise NotSupported(f"{self.name} does not issue client tokens")
 
     async def members(self, channel: str) -> list[Member]:
@@ -152,6 +155,9 @@ class Provider(ABC):
     def routes(self) -> APIRouter | None:
         """Extra routes the provider serves itself (the local provider's sockets)."""
         return None
+
+    def drain(self) -> None:  # noqa: B027 - optional hook
+        """The process is about to stop: tell connected clients to reconnect elsewhere."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start background work; called once when the app starts (not on Lambda)."""

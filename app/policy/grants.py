@@ -49,9 +49,10 @@ class ChannelGrant:
 class PatternGrant:
     """A rule's pattern, with the placeholders terms bound filled in, that grants `actions`.
 
-    `open` names the placeholders left free; `by_hook` says a hook decides each channel, so the
-    grant may not hold for all of them; `shadowed_by` lists earlier patterns that may match some
-    of the same channels and, by first match, decide those instead.
+    `open` names the placeholders left free; `by_hook` says a hook grants some of the actions,
+    deciding channel by channel, so they may not hold on all of them; `shadowed_by` lists earlier
+    patterns that may match some of the same channels and, by first match, decide those instead.
+    The engine's own rules (presence needs a signed-in user) apply on top.
     """
 
     rule_index: int
@@ -74,7 +75,8 @@ def grants(policy: Policy, principal: Principal, *, channels: Iterable[str] = ()
     """The exact channels (plus `channels`, if the policy allows them) and open patterns."""
     candidates: dict[str, None] = dict.fromkeys(channels)
     open_actions: dict[tuple[int, str], set[Action]] = {}
-    open_grants: dict[tuple[int, str], tuple[Pattern, bool, Rule]] = {}
+    open_by_hook: dict[tuple[int, str], bool] = {}
+    open_grants: dict[tuple[int, str], tuple[Pattern, Rule]] = {}
     for position, rule in enumerate(policy.rules):
         for action, terms in rule.permissions.items():
             for term in terms:
@@ -90,25 +92,25 @@ def grants(policy: Policy, principal: Principal, *, channels: Iterable[str] = ()
                     if not by_hook and not _term_grants(term, principal, action, bound, params):
                         continue
                     key = (position, bound.text)
-                    open_grants.setdefault(key, (bound, by_hook, rule))
+                    open_grants.setdefault(key, (bound, rule))
                     open_actions.setdefault(key, set()).add(action)
-    exact = tuple(
-        found for channel in candidates if (found := _decide_all(policy, principal, channel))
-    )
+                    open_by_hook[key] = open_by_hook.get(key, False) or by_hook
+    decided = (_decide_all(policy, principal, channel) for channel in candidates)
+    exact = tuple(found for found in decided if found is not None)
     patterns = tuple(
         PatternGrant(
             rule_index=rule.index,
             pattern=bound,
             open=bound.placeholders,
             actions=frozenset(open_actions[key]),
-            by_hook=by_hook,
+            by_hook=open_by_hook[key],
             shadowed_by=tuple(
                 earlier.pattern
                 for earlier in policy.rules[: key[0]]
                 if _may_overlap(earlier.compiled, bound)
             ),
         )
-        for key, (bound, by_hook, rule) in open_grants.items()
+        for key, (bound, rule) in open_grants.items()
     )
     return Grants(exact, patterns)
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from app.access import require
-from app.errors import BadRequest, Forbidden, Unauthenticated
+from app.errors import BadRequest, Forbidden, TooManyItems, Unauthenticated
 from app.forms import read_fields
 from app.policy import Action, AllowPresence
 from app.relay import Relay, get_relay
@@ -92,6 +92,9 @@ async def authenticate_user(
     )
 
 
+MAX_TOKEN_CHANNELS = 100
+
+
 @router.api_route(
     "/auth/token",
     methods=["GET", "POST"],
@@ -100,7 +103,17 @@ async def authenticate_user(
 async def issue_token(
     request: Request, relay: Annotated[Relay, Depends(get_relay)]
 ) -> dict[str, Any]:
-    """The provider's token for this caller, granting exactly what the channel policy allows."""
+    """The provider's token for this caller, granting exactly what the channel policy allows.
+
+    `channels` (comma-separated, query or body) names channels the client wants, for rules whose
+    pattern cannot be granted as a whole (for example `presence-{name}`)."""
+    fields = dict(request.query_params)
+    if request.method == "POST":
+        fields.update(await read_fields(request))
+    names = [c for c in fields.get("channels", "").split(",") if c]
+    if len(names) > MAX_TOKEN_CHANNELS:
+        raise TooManyItems(f"at most {MAX_TOKEN_CHANNELS} channels", limit=MAX_TOKEN_CHANNELS)
+    channels = [validate_channel(c, relay.provider.limits) for c in dict.fromkeys(names)]
     principal = await relay.identify(request)
     await relay.limiter.check("auth", principal, relay.client_ip(request))
-    return await relay.provider.issue_token(principal, relay.policy)
+    return await relay.provider.issue_token(principal, relay.policy, channels=channels)

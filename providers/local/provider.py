@@ -119,7 +119,11 @@ class LocalProvider(Provider):
 
         return build_router(self)
 
-    async def aclose(self) -> None:
-        """Tell every client to reconnect (to the next process) and close."""
+    def drain(self) -> None:
+        """Close every socket with 4200, which pusher-js answers by reconnecting at once."""
         for connection in list(self.connections):
             connection.close(ErrorCode.GENERIC_RECONNECT)
+
+    async def aclose(self) -> None:
+        """Tell any client still connected to reconnect (to the next process)."""
+        self.drain()

@@ -125,7 +125,7 @@ class PusherConnection:
         while self._close_code is None:
             wait = PONG_TIMEOUT_SECONDS if waiting_for_pong else activity_timeout
             try:
-                text = await asyncio.wait_for(self.websocket.receive_text(), wait)
+                message = await asyncio.wait_for(self.websocket.receive(), wait)
             except TimeoutError:
                 if waiting_for_pong:
                     self.close(ErrorCode.PONG_NOT_RECEIVED)
@@ -133,9 +133,18 @@ class PusherConnection:
                 waiting_for_pong = True
                 self.send(frames.ping())
                 continue
-            except (WebSocketDisconnect, RuntimeError, KeyError):
-                return  # client went away (KeyError: a binary frame has no "text")
+            except (WebSocketDisconnect, RuntimeError):
+                return  # the client went away
+            if message["type"] == "websocket.disconnect":
+                return
             waiting_for_pong = False
+            text = message.get("text")
+            if text is None:  # a binary frame: accepted when it is UTF-8 JSON, as Pusher does
+                try:
+                    text = (message.get("bytes") or b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    self.send(frames.error("Invalid frame: not UTF-8"))
+                    continue
             self._handle(text)
 
     # -- inbound --------------------------------------------------------------------------

@@ -573,14 +573,19 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
         assert provider.hub.subscriber_count("firehose") == 0
 
 
-async def test_binary_frame_is_not_an_event(
+async def test_binary_frames_are_read_as_utf8_json_and_garbage_is_refused(
     open_client: Opener, relay_provider: LocalProvider
 ) -> None:
     async with open_client() as client:
         await client.subscribe_ok("news")
+        # Pusher clients send text; a UTF-8 JSON binary frame is taken as the same frame.
         await client.ws.send(b'{"event":"pusher:ping","data":{}}')
-        # Pusher speaks text frames only; the server hangs up rather than guessing.
-        code, frames = await client.closed_with()
-        assert frames == []
-        assert code == 1000
-        assert relay_provider.hub.subscriber_count("news") == 0
+        assert (await client.next())["event"] == "pusher:pong"
+        await client.ws.send(b"\xff\xfe not utf-8")
+        error = await client.next()
+        assert error["event"] == "pusher:error"
+        assert "UTF-8" in error["data"]["message"]
+        # The connection and its subscription survive the bad frame.
+        await client.ws.send(b'{"event":"pusher:ping","data":{}}')
+        assert (await client.next())["event"] == "pusher:pong"
+        assert relay_provider.hub.subscriber_count("news") == 1

@@ -1,0 +1,1 @@
+"""Contract tests: the relay's provider calls against HTTP fakes built from each provider's docs."""
