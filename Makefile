@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck unit e2e bench deps clean
+.PHONY: run test lint typecheck unit e2e bench services deps clean
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -29,9 +29,13 @@ run: $(PY_STAMP)
 		else echo "make: npm not found; examples/listen.mjs needs Node.js 20 and npm"; fi
 	$(BIN)/relay serve
 
-## test: lint, type-check, then every test (unit and end to end)
-test: deps lint typecheck
+## test: lint, type-check, then every test (unit, contract, database, end to end)
+test: deps services lint typecheck
 	$(BIN)/pytest
+
+## services: Redis and PostgreSQL for the tests (started from the installed binaries if down)
+services:
+	@scripts/ensure-services
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
