@@ -53,15 +53,20 @@ class ChannelInfo(BaseModel):
     user_count: int | None
 
 
+async def _may_read(relay: Relay, request: Request, action: Action, channel: str) -> None:
+    """Backends (API keys) read any channel's state; others as far as the policy lets them."""
+    principal = await relay.identify(request)
+    if not principal.is_backend:
+        require(relay.policy, principal, action, channel)
+
+
 @router.get("/{channel}", summary="Channel occupancy")
 async def occupancy(
     channel: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
 ) -> ChannelInfo:
     """Backends, and callers the policy lets subscribe, may ask how busy a channel is."""
     channel = validate_channel(channel, relay.provider.limits)
-    principal = await relay.identify(request)
-    if not principal.is_backend:
-        require(relay.policy, principal, Action.SUBSCRIBE, channel)
+    await _may_read(relay, request, Action.SUBSCRIBE, channel)
     found = await relay.provider.occupancy(channel)
     return ChannelInfo(
         channel=channel,
@@ -79,9 +84,7 @@ async def members(
     channel = validate_channel(channel, relay.provider.limits)
     if channel_kind(channel) is not ChannelKind.PRESENCE:
         raise InvalidChannel("only presence- channels have members", channel=channel)
-    principal = await relay.identify(request)
-    if not principal.is_backend:
-        require(relay.policy, principal, Action.SUBSCRIBE, channel)
+    await _may_read(relay, request, Action.SUBSCRIBE, channel)
     found = await relay.provider.members(channel)
     return Members(
         channel=channel,
@@ -99,9 +102,7 @@ async def messages(
 ) -> History:
     """History, where the channel's policy grants it (backends always may read it)."""
     channel = validate_channel(channel, relay.provider.limits)
-    principal = await relay.identify(request)
-    if not principal.is_backend:
-        require(relay.policy, principal, Action.HISTORY, channel)
+    await _may_read(relay, request, Action.HISTORY, channel)
     found = await relay.provider.history(channel, limit=limit)
     return History(
         channel=channel,

@@ -1,6 +1,7 @@
 """Inbound provider webhooks: verified by the provider, normalized into the relay's schema."""
 
 import logging
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -45,16 +46,5 @@ async def receive(
         log.info("webhook %s: %s on %s", provider, e.kind, e.channel)
     return Received(
         provider=provider,
-        events=[
-            ChannelEventOut(
-                kind=e.kind,
-                channel=e.channel,
-                time_ms=e.time_ms,
-                user_id=e.user_id,
-                event=e.event,
-                data=e.data,
-                socket_id=e.socket_id,
-            )
-            for e in events
-        ],
+        events=[ChannelEventOut(**asdict(e)) for e in events],
     )

@@ -48,3 +48,10 @@ def bucket_ttl(rate: float, burst: float) -> float:
 def refill(tokens: float, elapsed: float, *, rate: float, burst: float) -> float:
     """Tokens after `elapsed` seconds of refilling."""
     return min(burst, tokens + max(0.0, elapsed) * rate)
+
+
+def spend(tokens: float, *, cost: float, rate: float) -> tuple[float, float]:
+    """Take `cost` tokens if there are enough: (left, 0.0); else (tokens, seconds to wait)."""
+    if tokens >= cost:
+        return tokens - cost, 0.0
+    return tokens, (cost - tokens) / rate

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from app.errors import ProviderUnavailable
-from app.stores.base import Store, bucket_ttl, refill
+from app.stores.base import Store, bucket_ttl, refill, spend
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,11 +105,7 @@ class DynamoStore(Store):
             if item is not None:
                 tokens, updated = float(item["t"]["N"]), float(item["ts"]["N"])
             tokens = refill(tokens, now - updated, rate=rate, burst=burst)
-            wait = 0.0
-            if tokens >= cost:
-                tokens -= cost
-            else:
-                wait = (cost - tokens) / rate
+            tokens, wait = spend(tokens, cost=cost, rate=rate)
             condition = "attribute_not_exists(pk)" if item is None else "ts = :seen"
             values = {} if item is None else {":seen": item["ts"]}
             try:

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from app.stores.base import Store, bucket_ttl, refill
+from app.stores.base import Store, bucket_ttl, refill, spend
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,11 +68,7 @@ class MemoryStore(Store):
         if now - updated > bucket_ttl(rate, burst):
             tokens = burst
         tokens = refill(tokens, now - updated, rate=rate, burst=burst)
-        wait = 0.0
-        if tokens >= cost:
-            tokens -= cost
-        else:
-            wait = (cost - tokens) / rate
+        tokens, wait = spend(tokens, cost=cost, rate=rate)
         self._buckets[key] = (tokens, now)
         self._buckets.move_to_end(key)
         while len(self._buckets) > self._max_keys:
