@@ -124,11 +124,14 @@ class SupabaseProvider(Provider):
         return [Receipt(m.channel, m.name, m.id) for m in messages]
 
     # -- client tokens --------------------------------------------------------------------
-    async def issue_token(self, principal: Principal, policy: Policy) -> dict[str, Any]:
+    async def issue_token(
+        self, principal: Principal, policy: Policy, *, channels: Sequence[str] = ()
+    ) -> dict[str, Any]:
         """A short-lived Supabase JWT for a signed-in user, carrying the claims the policy reads.
 
-        Anonymous callers need none: supabase-js connects with the project's anon key, and the
-        policy's `anyone` grants are compiled for the anon role."""
+        `channels` is not needed: the compiled RLS policies decide every topic at join time.
+        Anonymous callers need no token: supabase-js connects with the project's anon key, and
+        the policy's `anyone` grants are compiled for the anon role."""
         if principal.is_backend:
             raise Forbidden("Supabase tokens are for end users; backends publish through the relay")
         if not principal.is_user or principal.id is None:

@@ -1,0 +1,69 @@
+"""Choosing the supabase provider imports no other provider's SDK, nor the `realtime` SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = (
+    "pusher", "nacl", "ably", "boto3", "botocore", "redis", "mangum",
+    "realtime", "supabase", "websockets", "psycopg",
+)  # fmt: skip
+
+PROGRAM = f"""
+import json, sys
+from app.main import create_app
+from app.settings import Settings
+
+app = create_app(Settings(
+    env="test",
+    provider="supabase",
+    jwt_secret="lazy-jwt-secret-0123456789abcdef0123456789",
+    api_keys="lazy-api-key-0123456789",
+    app_secret="lazy-app-secret-0123456789",
+))
+provider = app.state.relay.provider
+heavy = {HEAVY!r}
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+print(json.dumps({{"provider": type(provider).__name__, "loaded": loaded}}))
+"""
+
+
+def _run(program: str) -> dict[str, object]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PYTHON", "SUPABASE_"))
+    }
+    env.update(
+        SUPABASE_URL="https://ref.supabase.co",
+        SUPABASE_SERVICE_ROLE_KEY="lazy-service-role-key",
+        SUPABASE_JWT_SECRET="lazy-supabase-jwt-secret-0123456789abcdef",
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_supabase_app_imports_no_sdk() -> None:
+    result = _run(PROGRAM)
+    assert result["provider"] == "SupabaseProvider"
+    assert result["loaded"] == []
+
+
+def test_the_probe_sees_an_sdk_that_is_imported() -> None:
+    # websockets comes with uvicorn[standard], so the probe needs no optional extra to run.
+    loaded = _run("import websockets\n" + PROGRAM)["loaded"]
+    assert isinstance(loaded, list)
+    assert "websockets" in loaded
