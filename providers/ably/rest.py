@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from app.errors import ProviderError, ProviderUnavailable
+from providers.outbound import Outbound
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -68,8 +69,11 @@ class AblyFailure(NamedTuple):
         return f"{self.status}{code}: {self.message[:MAX_REASON_CHARS]}"
 
 
-class AblyRest:
+class AblyRest(Outbound):
     """The REST calls the provider makes, with auth, retries and error mapping."""
+
+    backoff_base_seconds = BACKOFF_BASE_SECONDS
+    backoff_cap_seconds = BACKOFF_CAP_SECONDS
 
     def __init__(
         self,
@@ -79,31 +83,21 @@ class AblyRest:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        super().__init__(
+            base_url=settings.base_url,
+            timeout=settings.timeout_seconds,
+            max_connections=settings.max_in_flight,
+            http=http,
+            sleep=sleep,
+            jitter=jitter,
+        )
         self.settings = settings
-        self._http = http
-        self._owns_http = http is None
-        self._sleep = sleep
-        self._jitter = jitter
         basic = base64.b64encode(settings.api_key.get_secret_value().encode()).decode("ascii")
         self._headers = {
             "Authorization": f"Basic {basic}",
             "X-Ably-Version": API_VERSION,
             "Accept": "application/json",
         }
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The pooled client, created on first use (and reused across warm Lambda calls)."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.settings.base_url,
-                timeout=self.settings.timeout_seconds,
-                limits=httpx.Limits(
-                    max_connections=self.settings.max_in_flight,
-                    max_keepalive_connections=self.settings.max_in_flight,
-                ),
-            )
-        return self._http
 
     async def publish(self, channel: str, message: dict[str, Any]) -> Any:
         """Publish one message on one channel."""
@@ -125,11 +119,6 @@ class AblyRest:
         found = await self._call("GET", f"/channels/{_segment(channel)}/presence", params=params)
         return found if isinstance(found, list) else []
 
-    def _backoff(self, attempt: int) -> float:
-        # Full jitter on an exponential ceiling: retries from many processes do not line up.
-        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (1 << (attempt - 1)))
-        return ceiling * self._jitter()
-
     async def _call(
         self,
         method: str,
@@ -149,7 +138,7 @@ class AblyRest:
         unreachable = limited = False
         hint: float | None = None
         for attempt in range(1, settings.max_attempts + 1):
-            wait = self._backoff(attempt)
+            wait = self.backoff(attempt)
             try:
                 response = await self.http.request(
                     method, path, content=content, params=params, headers=headers
@@ -186,12 +175,6 @@ class AblyRest:
                 retry_after=max(1, math.ceil(hint or 1)),
             )
         raise ProviderError(f"ably {failure}", retryable=True)
-
-    async def aclose(self) -> None:
-        """Close the pool if this object created it."""
-        if self._http is not None and self._owns_http:
-            await self._http.aclose()
-        self._http = None
 
 
 def _segment(channel: str) -> str:

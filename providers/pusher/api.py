@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from app.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from providers.outbound import Outbound
 from providers.pusherproto import signing
 
 if TYPE_CHECKING:
@@ -29,9 +30,12 @@ BACKOFF_CAP_SECONDS = 1.0
 MAX_REASON_CHARS = 200
 
 
-class PusherApi:
+class PusherApi(Outbound):
     """Signed calls to `/apps/{app_id}/...`; retries what surely was not delivered (connection
     failures, connect timeouts, 5xx) and never what may have been (a read timeout)."""
+
+    backoff_base_seconds = BACKOFF_BASE_SECONDS
+    backoff_cap_seconds = BACKOFF_CAP_SECONDS
 
     def __init__(
         self,
@@ -41,30 +45,16 @@ class PusherApi:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        super().__init__(
+            base_url=settings.base_url,
+            timeout=settings.timeout_seconds,
+            max_connections=settings.max_in_flight,
+            http=http,
+            sleep=sleep,
+            jitter=jitter,
+        )
         self.settings = settings
-        self._http = http
-        self._owns_http = http is None
-        self._sleep = sleep
-        self._jitter = jitter
         self._prefix = f"/apps/{settings.app_id}"
-        self._closed = False
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The pooled client, created on first use (and reused across warm Lambda calls)."""
-        if self._closed:
-            raise ProviderUnavailable("the relay is shutting down")
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.settings.base_url,
-                timeout=self.settings.timeout_seconds,
-                limits=httpx.Limits(
-                    max_connections=self.settings.max_in_flight,
-                    max_keepalive_connections=self.settings.max_in_flight,
-                ),
-                headers={"Content-Type": "application/json"},
-            )
-        return self._http
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST a JSON body to `/apps/{app_id}{path}`."""
@@ -73,11 +63,6 @@ class PusherApi:
     async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         """GET `/apps/{app_id}{path}` with query parameters."""
         return await self._call("GET", path, b"", params or {})
-
-    def _backoff(self, attempt: int) -> float:
-        # Full jitter on an exponential ceiling: retries from many processes do not line up.
-        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (1 << (attempt - 1)))
-        return ceiling * self._jitter()
 
     async def _call(self, method: str, path: str, body: bytes, params: dict[str, str]) -> Any:
         full_path = self._prefix + path
@@ -121,13 +106,7 @@ class PusherApi:
                 failure, unreachable = f"failed ({response.status_code}): {reason}", False
             log.warning("pusher %s %s attempt %d %s", method, full_path, attempt, failure)
             if attempt < settings.max_attempts:
-                await self._sleep(self._backoff(attempt))
+                await self.pause(attempt)
         if unreachable:
             raise ProviderUnavailable(f"pusher {failure} after {settings.max_attempts} attempts")
         raise ProviderError(f"pusher {failure}", retryable=True)
-
-    async def aclose(self) -> None:
-        """Close the pool if this object created it."""
-        self._closed = True
-        if self._http is not None and self._owns_http:
-            await self._http.aclose()

@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from app.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from providers.outbound import Outbound
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -27,13 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BROADCAST_PATH = "/realtime/v1/api/broadcast"
-BACKOFF_BASE_SECONDS = 0.05
-BACKOFF_CAP_SECONDS = 1.0
 MAX_REASON_CHARS = 200
 TOO_MANY_REQUESTS = 429
+POOL_CONNECTIONS = 8
 
 
-class BroadcastApi:
+class BroadcastApi(Outbound):
     """Sends batches of broadcast messages; 4xx is final, 5xx and timeouts are tried again."""
 
     def __init__(
@@ -44,31 +44,19 @@ class BroadcastApi:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        super().__init__(
+            base_url=settings.url,
+            timeout=settings.timeout_seconds,
+            max_connections=POOL_CONNECTIONS,
+            http=http,
+            sleep=sleep,
+            jitter=jitter,
+        )
         self.settings = settings
-        self._http = http
-        self._owns_http = http is None
-        self._sleep = sleep
-        self._jitter = jitter
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The pooled client, created on first use (and reused across warm Lambda calls)."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.settings.url,
-                timeout=self.settings.timeout_seconds,
-                limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
-            )
-        return self._http
 
     def _headers(self) -> dict[str, str]:
         key = self.settings.service_role_key.get_secret_value()
         return {"apikey": key, "Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    def _backoff(self, attempt: int) -> float:
-        # Full jitter on an exponential ceiling: retries from many processes do not line up.
-        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (1 << (attempt - 1)))
-        return ceiling * self._jitter()
 
     async def send(self, messages: Sequence[dict[str, Any]]) -> None:
         """POST one batch. Refused: ProviderError; never reached: ProviderUnavailable; sent but
@@ -108,7 +96,7 @@ class BroadcastApi:
                 failure, unreachable = f"failed ({status}): {reason}", False
             log.warning("supabase broadcast attempt %d of %d %s", attempt, attempts, failure)
             if attempt < attempts:
-                await self._sleep(self._backoff(attempt))
+                await self.pause(attempt)
         if maybe_delivered:
             raise ProviderTimeout(
                 f"supabase {failure} after {attempts} attempts; "
@@ -117,12 +105,6 @@ class BroadcastApi:
         if unreachable:
             raise ProviderUnavailable(f"supabase {failure} after {attempts} attempts")
         raise ProviderError(f"supabase broadcast {failure}", retryable=True)
-
-    async def aclose(self) -> None:
-        """Close the pool if this object created it."""
-        if self._http is not None and self._owns_http:
-            await self._http.aclose()
-        self._http = None
 
 
 def _reason(response: httpx.Response) -> str:

@@ -1,0 +1,120 @@
+"""$connect: who is connecting, to which app, with which protocol; then the stored connection.
+
+Browsers cannot set headers on a WebSocket, so the user's token travels in the query string.
+pusher-js appends its own path and query (`/app/{key}?protocol=7&client=js...`) to `wsPath`; a
+`wsPath` of `/{stage}?token={jwt}&path=` therefore makes API Gateway see the stage as the path,
+and `token` plus the whole pusher-js path (inside `path`) as query parameters. Plain `protocol`
+parameters (serverless-offline takes any path) are understood too.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from app import principal as principals
+from app.errors import ProviderUnavailable, Unauthenticated
+from providers.apigateway import handshake
+from providers.apigateway.store import Connection
+from providers.pusherproto import frames
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from app.principal import Principal
+    from app.relay import Relay
+    from providers.apigateway.provider import ApiGatewayProvider
+
+log = logging.getLogger(__name__)
+
+
+def new_socket_id() -> str:
+    """A Pusher-style socket id: two random integers joined by a dot."""
+    return f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}"
+
+
+def client_path(params: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(app key, protocol version) from the connection's query parameters (None: not given)."""
+    key = None
+    protocol = params.get("protocol")
+    for value in params.values():
+        path, _, query = value.partition("?")
+        if "/app/" in path:
+            key = path.rsplit("/app/", 1)[1].strip("/") or None
+            if protocol is None:
+                found = parse_qs(query).get("protocol")
+                protocol = found[0] if found else None
+            break
+    return key, protocol
+
+
+def _response(status: int, reason: str = "") -> dict[str, Any]:
+    return {"statusCode": status, "body": reason} if reason else {"statusCode": status}
+
+
+def refusal(
+    relay: Relay, provider: ApiGatewayProvider, params: Mapping[str, str], origin: str | None
+) -> dict[str, Any] | None:
+    """The response that refuses this connection (origin, app key, protocol), or None."""
+    origins = relay.settings.origins
+    if origin is not None and "*" not in origins and origin.rstrip("/") not in origins:
+        return _response(403, "origin not allowed")
+    key, protocol = client_path(params)
+    app_key = provider.settings.app_key
+    if key is not None and not hmac.compare_digest(key.encode(), app_key.encode()):
+        return _response(403, "unknown app key")
+    if protocol is None or not protocol.isdigit():
+        return _response(400, "no protocol version")
+    if not frames.MIN_PROTOCOL_VERSION <= int(protocol) <= frames.PROTOCOL_VERSION:
+        return _response(400, "unsupported protocol version")
+    return None
+
+
+async def identify(
+    relay: Relay, provider: ApiGatewayProvider, token: str | None
+) -> Principal | None:
+    """The user behind `?token=` (anonymous only where allowed); None when refused."""
+    if not token:
+        return principals.ANONYMOUS if provider.gateway.allow_anonymous else None
+    try:
+        principal = await relay.authenticator.authenticate(authorization=None, token=token)
+    except Unauthenticated:
+        return None
+    return principal if principal.is_user else None
+
+
+async def connect(
+    relay: Relay, provider: ApiGatewayProvider, event: dict[str, Any]
+) -> dict[str, Any]:
+    """Handle $connect: refuse (401/403/400) and store nothing, or store and start the handshake."""
+    connection_id = str(event["requestContext"]["connectionId"])
+    params = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    refused = refusal(relay, provider, params, headers.get("origin"))
+    if refused is not None:
+        return refused
+    principal = await identify(relay, provider, params.get("token"))
+    if principal is None:
+        return _response(401, "a valid token is required")
+    exp = principal.claims.get("exp")
+    now = int(time.time())
+    connection = Connection(
+        connection_id=connection_id,
+        socket_id=new_socket_id(),
+        expires_at=now + provider.gateway.row_ttl_seconds,
+        user_id=principal.id if principal.is_user else None,
+        token_expires=int(exp) if isinstance(exp, int | float) else None,
+    )
+    await provider.store.add_connection(connection)
+    try:
+        await handshake.start(provider, connection_id, connection.socket_id)
+    except ProviderUnavailable:
+        # Without the greeting pusher-js would wait forever: refuse, so that it retries.
+        await provider.store.remove_connection(connection_id)
+        log.exception("$connect: the handshake could not be started")
+        return _response(500)
+    return _response(200)

@@ -1,0 +1,239 @@
+"""API Gateway WebSockets as the relay's provider: no third-party service at all.
+
+Clients are pusher-js connected to API Gateway (Pusher protocol 7, see protocol.py); the relay
+signs their subscriptions like the local provider does, and publishes by posting to every
+subscribed connection through the management API (fanout.py), slices of large channels going
+through SQS (slices.py). State is in DynamoDB (store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Self
+
+from app.errors import ConfigurationError, PayloadTooLarge, ProviderError
+from app.settings import read_env
+from app.validation import ChannelKind, channel_kind
+from providers.apigateway import membership
+from providers.apigateway.fanout import Fanout, Report
+from providers.apigateway.management import ManagementApi
+from providers.apigateway.settings import MAX_MESSAGE_BYTES, ApiGatewaySettings
+from providers.apigateway.sigv4 import Signer, environment_credentials
+from providers.apigateway.slices import Slice, SliceQueue
+from providers.apigateway.store import Store
+from providers.base import Limits, Member, Message, Occupancy, PresenceData, Provider, Receipt
+from providers.pusherproto import answers, frames
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ApiGatewayProvider(Provider):
+    """Pusher-protocol clients on API Gateway WebSockets, fanned out from DynamoDB."""
+
+    name = "apigateway"
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: ApiGatewaySettings,
+        *,
+        store: Store | None = None,
+        api: ManagementApi | None = None,
+        queue: SliceQueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.limits = Limits(
+            max_payload_bytes=gateway.max_payload_bytes,
+            max_channel_name=164,
+            max_event_name=200,
+            max_channels_per_call=100,
+            max_events_per_batch_call=10,
+            supports_presence_query=True,
+            supports_user_auth=True,
+        )
+        self.store = store or Store(gateway)
+        self.queue = queue or SliceQueue(gateway.queue)
+        self._api = api
+        self._fanout: Fanout | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Read APIGW_* (tables, endpoint, fan-out tuning); AWS credentials come from the role."""
+        return cls(settings, read_env(ApiGatewaySettings))
+
+    @property
+    def app_secret(self) -> str:
+        """The secret that signs subscriptions (the relay's own, as for the local provider)."""
+        return self.settings.app_secret.get_secret_value()
+
+    @property
+    def api(self) -> ManagementApi:
+        """The management API client (created on first use)."""
+        if self._api is None:
+            endpoint = self.gateway.management_endpoint
+            if endpoint is None:
+                raise ConfigurationError(
+                    "APIGW_ENDPOINT: set it, or APIGW_API_ID and APIGW_STAGE, to reach connections"
+                )
+            signer = Signer(environment_credentials, region=self.gateway.region)
+            self._api = ManagementApi(
+                endpoint,
+                signer,
+                timeout=self.gateway.post_timeout_seconds,
+                max_connections=self.gateway.fanout_concurrency,
+            )
+        return self._api
+
+    @property
+    def fanout(self) -> Fanout:
+        """Posts to many connections with a bounded pool."""
+        if self._fanout is None:
+            self._fanout = Fanout(
+                self.api,
+                concurrency=self.gateway.fanout_concurrency,
+                attempts=self.gateway.post_attempts,
+            )
+        return self._fanout
+
+    # -- client answers -------------------------------------------------------------------------
+    def authorize_channel(
+        self, *, socket_id: str, channel: str, presence: PresenceData | None
+    ) -> dict[str, str]:
+        """Pusher's channel auth (`key:HMAC`), checked again by $default on subscribe."""
+        return answers.channel_answer(
+            self.settings.app_key,
+            self.app_secret,
+            socket_id=socket_id,
+            channel=channel,
+            presence=presence,
+        )
+
+    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
+        """Pusher's user auth for pusher:signin."""
+        return answers.user_answer(
+            self.settings.app_key, self.app_secret, socket_id=socket_id, user=user
+        )
+
+    # -- delivery -------------------------------------------------------------------------------
+    async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
+        """Fan each message out to its channel; every frame is size-checked before any post."""
+        encoded = [(m, frames.event(m.name, m.channel, m.data)) for m in messages]
+        for _, frame in encoded:
+            check_message_size(frame)
+        for message, frame in encoded:
+            report = await self.broadcast(message.channel, frame, exclude_socket=message.socket_id)
+            if report.failed and not report.sent:
+                raise ProviderError(
+                    f"no connection of {message.channel} took the event "
+                    f"({len(report.failed)} failed)",
+                    retryable=True,
+                )
+        return [Receipt(m.channel, m.name, m.id) for m in messages]
+
+    async def broadcast(
+        self,
+        channel: str,
+        frame: str,
+        *,
+        exclude_socket: str | None = None,
+        exclude_connection: str | None = None,
+    ) -> Report:
+        """Post a frame to the channel's subscribers: the first slice here, the rest via SQS."""
+        check_message_size(frame)
+        data = frame.encode()
+        first: asyncio.Task[Report] | None = None
+        later: list[list[str]] = []
+        async for page in self.store.subscribers(channel, page_size=self.gateway.fanout_slice):
+            ids = [
+                s.connection_id
+                for s in page
+                if s.connection_id != exclude_connection
+                and (exclude_socket is None or s.socket_id != exclude_socket)
+            ]
+            if first is None:
+                # Posting starts while the next pages are read.
+                first = asyncio.create_task(self.fanout.send(ids, data))
+            elif ids:
+                later.append(ids)
+        if first is None:
+            return Report()
+        try:
+            if later:
+                await self.queue.enqueue(channel, frame, later)
+        finally:
+            report = await first
+        await self.cleanup(report.gone)
+        return report
+
+    async def deliver_slice(self, part: Slice) -> Report:
+        """Post one queued slice (the fan-out worker's job)."""
+        check_message_size(part.frame)
+        report = await self.fanout.send(part.connections, part.frame.encode())
+        await self.cleanup(report.gone)
+        return report
+
+    async def cleanup(self, gone: Sequence[str]) -> int:
+        """Forget connections a post found gone, with their subscriptions and presence.
+
+        Their member_removed posts may find more gone connections, cleaned up in turn; each
+        cleanup deletes a row first, so the cascade ends with the connections that are gone."""
+        dropped = 0
+        for connection_id in gone:
+            if await membership.drop(self, connection_id):
+                dropped += 1
+        return dropped
+
+    async def close(self, connection_id: str) -> None:
+        """Close one connection; API Gateway then invokes $disconnect for it."""
+        answer = await self.api.delete(connection_id)
+        if answer.gone:
+            await membership.drop(self, connection_id)
+
+    async def send_to_user(self, user_id: str, event: str, data: str) -> None:
+        """An event on the user's #server-to-user- channel, joined by pusher-js after signin."""
+        channel = frames.SERVER_TO_USER_PREFIX + user_id
+        frame = frames.event(event, channel, data)
+        await self.broadcast(channel, frame)
+
+    async def terminate_user(self, user_id: str) -> None:
+        """Close every connection signed in as the user."""
+        channel = frames.SERVER_TO_USER_PREFIX + user_id
+        async for page in self.store.subscribers(channel, page_size=self.gateway.fanout_slice):
+            await asyncio.gather(*(self.close(s.connection_id) for s in page))
+
+    # -- queries --------------------------------------------------------------------------------
+    async def members(self, channel: str) -> list[Member]:
+        """The present users, from the presence table."""
+        return [Member(user_id, info) for user_id, info in await self.store.members(channel)]
+
+    async def occupancy(self, channel: str) -> Occupancy:
+        """Subscription count, and user count on presence channels."""
+        count = await self.store.count(channel)
+        users = None
+        if channel_kind(channel) is ChannelKind.PRESENCE:
+            users = len(await self.store.members(channel))
+        return Occupancy(occupied=count > 0, subscription_count=count, user_count=users)
+
+    async def aclose(self) -> None:
+        """Close the management API's sockets."""
+        if self._api is not None:
+            await self._api.aclose()
+
+
+def check_message_size(frame: str) -> int:
+    """Refuse a frame over API Gateway's 128 KB message limit, before anything is posted."""
+    size = len(frame.encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise PayloadTooLarge(
+            f"the frame is {size} bytes; API Gateway delivers at most {MAX_MESSAGE_BYTES}",
+            limit=MAX_MESSAGE_BYTES,
+            size=size,
+        )
+    return size
