@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck unit e2e bench services deps clean
+.PHONY: run test lint typecheck unit e2e bench fuzz services deps clean
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -53,6 +53,10 @@ e2e: deps
 ## bench: every benchmark against its baseline; writes docs/benchmarks.md; fails on a missed target
 bench: deps
 	$(BIN)/python -m bench.run
+
+## fuzz: schemathesis over every route of the OpenAPI, long run (RELAY_FUZZ_EXAMPLES, default 500)
+fuzz: $(PY_STAMP)
+	RELAY_FUZZ_EXAMPLES=$${RELAY_FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/fuzz -q --timeout=0
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -95,9 +95,14 @@ async def authenticate_user(
 MAX_TOKEN_CHANNELS = 100
 
 
-@router.api_route(
+@router.get(
     "/auth/token",
-    methods=["GET", "POST"],
+    operation_id="issue_token_get",
+    summary="A client token for token-based providers (Ably authUrl, Supabase setAuth)",
+)
+@router.post(
+    "/auth/token",
+    operation_id="issue_token_post",
     summary="A client token for token-based providers (Ably authUrl, Supabase setAuth)",
 )
 async def issue_token(

@@ -184,7 +184,9 @@ class AblyProvider(Provider):
             body,
             allow_unsigned=self.settings.allow_unsigned_webhooks,
         )
-        return webhooks.normalize(body)
+        events = webhooks.normalize(body)
+        webhooks.check_fresh(events, now=self._clock())
+        return events
 
     async def aclose(self) -> None:
         """Close the pool."""

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 1000  # Ably batches at most 1,000 events per request
+# A signed body whose newest event is further off than this is a replay, not news. Wider than
+# Pusher's 300 s: Ably batches webhooks and retries failed deliveries with backoff.
+MAX_AGE_SECONDS = 600
 LIFECYCLE = {"channel.opened": "channel_occupied", "channel.closed": "channel_vacated"}
 PRESENCE_ACTIONS = {2: "member_added", 3: "member_removed"}
 PRESENCE_NAMES = {"enter": "member_added", "leave": "member_removed"}
@@ -69,6 +72,16 @@ def verify(
     if reason is not None:
         log.warning("ably webhook refused: %s", reason)
         raise InvalidSignature(reason)
+
+
+def check_fresh(events: list[ChannelEvent], *, now: float) -> None:
+    """Refuse a body whose newest event is older (or newer) than MAX_AGE_SECONDS."""
+    if not events:
+        return
+    newest = max(e.time_ms for e in events) / 1000
+    if abs(now - newest) > MAX_AGE_SECONDS:
+        log.warning("ably webhook refused: its events are more than %d s off", MAX_AGE_SECONDS)
+        raise InvalidSignature(f"the webhook is more than {MAX_AGE_SECONDS} s old or ahead")
 
 
 def normalize(body: bytes) -> list[ChannelEvent]:

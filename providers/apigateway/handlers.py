@@ -64,7 +64,7 @@ def message(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body = event.get("body") or ""
         if event.get("isBase64Encoded"):
             body = base64.b64decode(body).decode("utf-8", errors="replace")
-        protocol = Protocol(provider, relay.policy, relay.store)
+        protocol = Protocol(provider, relay.policy)
         reply = await protocol.handle(_connection_id(event), str(body))
         return OK if reply is None else {"statusCode": 200, "body": reply}
 

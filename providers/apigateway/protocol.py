@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     from app.policy import Policy
     from app.principal import Principal
-    from app.stores import Store as SharedStore
     from providers.apigateway.provider import ApiGatewayProvider
     from providers.apigateway.store import Connection
 
@@ -52,13 +51,11 @@ class Protocol:
         self,
         provider: ApiGatewayProvider,
         policy: Policy,
-        limiter: SharedStore | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
         self.policy = policy
-        self.limiter = limiter  # the relay's shared store, for the client-event token bucket
         self.clock = clock
 
     async def handle(self, connection_id: str, body: str) -> str | None:
@@ -201,13 +198,15 @@ class Protocol:
         decision = self.policy.decide(principal, Action.CLIENT_EVENT, channel)
         if isinstance(decision, Deny):
             return frames.error(f"Client event rejected: {decision.reason}")
-        if self.limiter is not None:
-            rate = provider.gateway.client_events_per_second
-            key = f"apigw:client-events:{connection.connection_id}"
-            if await self.limiter.take(key, rate=rate, burst=rate) > 0:
-                return frames.error(
-                    "Client event rejected: rate limit", ErrorCode.CLIENT_EVENT_RATE_LIMIT
-                )
+        allowed = await provider.store.count_client_event(
+            connection.connection_id,
+            second=int(self.clock()),
+            limit=provider.gateway.client_events_per_second,
+        )
+        if not allowed:
+            return frames.error(
+                "Client event rejected: rate limit", ErrorCode.CLIENT_EVENT_RATE_LIMIT
+            )
         event = frames.event(name, channel, encoded, user_id=user_id)
         await provider.broadcast(channel, event, exclude_connection=connection.connection_id)
         return None

@@ -19,7 +19,7 @@ from providers.apigateway import membership
 from providers.apigateway.fanout import Fanout, Report
 from providers.apigateway.management import ManagementApi
 from providers.apigateway.settings import MAX_MESSAGE_BYTES, ApiGatewaySettings
-from providers.apigateway.sigv4 import Signer, environment_credentials
+from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
 from providers.apigateway.slices import Slice, SliceQueue
 from providers.apigateway.store import Store
 from providers.base import Limits, Member, Message, Occupancy, PresenceData, Provider, Receipt
@@ -82,7 +82,7 @@ class ApiGatewayProvider(Provider):
                 raise ConfigurationError(
                     "APIGW_ENDPOINT: set it, or APIGW_API_ID and APIGW_STAGE, to reach connections"
                 )
-            signer = Signer(environment_credentials, region=self.gateway.region)
+            signer = Signer(EnvironmentCredentials(), region=self.gateway.region)
             self._api = ManagementApi(
                 endpoint,
                 signer,

@@ -52,7 +52,7 @@ class ApiGatewaySettings(BaseSettings):
     # Rows outlive API Gateway's 2-hour connection limit by a margin, then TTL removes them.
     row_ttl_seconds: int = Field(default=CONNECTION_LIMIT_SECONDS + 600, ge=60)
     max_payload_bytes: int = Field(default=10_240, ge=1024, le=MAX_MESSAGE_BYTES - 1024)
-    client_events_per_second: float = Field(default=10.0, gt=0)
+    client_events_per_second: int = Field(default=10, ge=1, le=1000)  # Pusher's is 10
     allow_anonymous: bool = False  # connections without ?token= (public channels only)
 
     def table(self, kind: Literal["connections", "subscriptions", "presence"]) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -34,15 +34,25 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
-def environment_credentials() -> Credentials | None:
-    """The credentials boto3 would use (Lambda's role, the environment, a profile), or None."""
-    import botocore.session
+class EnvironmentCredentials:
+    """The credentials boto3 would use (Lambda's role, the environment, a profile), looked up
+    once; temporary ones are refreshed by botocore when they near expiry."""
 
-    found = botocore.session.get_session().get_credentials()
-    if found is None:
-        return None
-    frozen = found.get_frozen_credentials()
-    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+    def __init__(self) -> None:
+        self._source: Any = None
+        self._looked = False
+
+    def __call__(self) -> Credentials | None:
+        """The current credentials, or None when there are none."""
+        if not self._looked:
+            import botocore.session
+
+            self._source = botocore.session.get_session().get_credentials()
+            self._looked = True
+        if self._source is None:
+            return None
+        frozen = self._source.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 
 class Signer:

@@ -178,6 +178,39 @@ class Store:
             ExpressionAttributeValues={":u": _s(user_id)},
         )
 
+    async def count_client_event(self, connection_id: str, *, second: int, limit: int) -> bool:
+        """Count one client event in this second on the connection row; False past `limit`.
+
+        Pusher's limit is per connection and per second: a counter on the row the frame already
+        names costs one conditional write (two when a new second starts late in a burst)."""
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._connections,
+                Key={"connection_id": _s(connection_id)},
+                UpdateExpression="SET event_count = event_count + :one",
+                ConditionExpression="event_second = :s AND event_count < :limit",
+                ExpressionAttributeValues={":one": _n(1), ":s": _n(second), ":limit": _n(limit)},
+            )
+            return True
+        except Conflict:
+            pass
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._connections,
+                Key={"connection_id": _s(connection_id)},
+                UpdateExpression="SET event_second = :s, event_count = :one",
+                ConditionExpression=(
+                    "attribute_exists(connection_id) AND "
+                    "(attribute_not_exists(event_second) OR event_second <> :s)"
+                ),
+                ExpressionAttributeValues={":one": _n(1), ":s": _n(second)},
+            )
+        except Conflict:
+            return False  # this second's count is at the limit (or the connection is gone)
+        return True
+
     # -- subscriptions --------------------------------------------------------------------------
     async def subscribe(self, channel: str, connection: Connection, user_id: str | None) -> None:
         """Add (or refresh) the connection's subscription to the channel."""

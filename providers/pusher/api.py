@@ -85,11 +85,10 @@ class PusherApi(Outbound):
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Never sent: safe to try again.
                 failure, unreachable = f"unreachable ({exc.__class__.__name__})", True
-            except httpx.RemoteProtocolError as exc:
-                # A kept-alive connection the server had already closed: nothing was processed.
-                failure, unreachable = f"connection dropped ({exc.__class__.__name__})", True
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                # Sent, but no answer: Pusher has no idempotency, so a retry could deliver twice.
+                # Sent, but no answer (timed out, reset, closed): Pusher may have it and has no
+                # idempotency, so a retry could deliver twice. (httpcore itself already checks a
+                # kept-alive connection before reusing it, so a stale one is not this case.)
                 raise ProviderTimeout(
                     f"pusher did not answer ({exc.__class__.__name__}); the event may or may "
                     "not have been delivered"

@@ -195,7 +195,9 @@ async def ably_http(relay_settings: Settings) -> AsyncIterator[httpx.AsyncClient
         api_key=SecretStr("appId.mainKey:main-secret"),
         webhook_key=SecretStr(f"{KEY_NAME}:{SECRET}"),
     )
-    app = create_app(relay=Relay.build(relay_settings, provider=AblyProvider(settings)))
+    # The sample events are stamped a few milliseconds after the epoch: the clock agrees.
+    provider = AblyProvider(settings, clock=lambda: 0.004)
+    app = create_app(relay=Relay.build(relay_settings, provider=provider))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
         yield client
@@ -242,3 +244,16 @@ async def test_the_route_refuses_a_body_signed_with_the_api_key_instead(
     headers = _signed(body, secret="main-secret", key="appId.mainKey")
     response = await ably_http.post("/v1/webhooks/ably", content=body, headers=headers)
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("offset", "fresh"), [(0, True), (599, True), (-599, True), (601, False), (-601, False)]
+)
+def test_a_body_whose_newest_event_is_too_far_off_is_refused(offset: int, fresh: bool) -> None:
+    events = webhooks.normalize(_body(PRESENCE))  # newest event at 3 ms
+    now = 0.003 + offset
+    if fresh:
+        webhooks.check_fresh(events, now=now)
+    else:
+        with pytest.raises(InvalidSignature, match="600 s"):
+            webhooks.check_fresh(events, now=now)

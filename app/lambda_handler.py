@@ -1,0 +1,148 @@
+"""AWS Lambda entry point of the HTTP API: Mangum around the same FastAPI app as `relay serve`.
+
+Everything is built on the first invocation and kept for the warm ones that follow: the secrets
+read from SSM Parameter Store, the settings, the Relay (its provider's pooled connections), the
+app, and one event loop that those connections belong to. Mangum runs with lifespan="off" (it
+would otherwise start and stop the app on every invocation). The API Gateway WebSocket handlers
+(providers/apigateway/handlers.py) share this runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from fastapi import FastAPI
+
+    from app.relay import Relay
+
+T = TypeVar("T")
+
+# Parameters directly under RELAY_SSM_PATH whose names look like environment variables become
+# environment variables: /realtime-relay/prod/RELAY_APP_SECRET -> RELAY_APP_SECRET.
+SSM_PATH_VARIABLE = "RELAY_SSM_PATH"
+VENDOR_VARIABLE = "RELAY_VENDOR_DIR"
+
+
+def _vendor_path() -> None:
+    # The deployment package carries its dependencies in a folder of its own (built for the
+    # Lambda runtime's Python): put it first on the path before anything imports them.
+    folder = os.environ.get(VENDOR_VARIABLE)
+    if folder and os.path.isdir(folder) and folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+_vendor_path()
+
+
+def load_ssm_parameters(path: str, *, client: Any = None) -> list[str]:
+    """Copy the SecureString (or String) parameters under `path` into os.environ; return the
+    names set. Values never reach a log line."""
+    if client is None:
+        import boto3
+
+        client = boto3.client("ssm")
+    names: list[str] = []
+    paginator = client.get_paginator("get_parameters_by_path")
+    for page in paginator.paginate(Path=path, Recursive=False, WithDecryption=True):
+        for parameter in page.get("Parameters", []):
+            name = str(parameter["Name"]).rsplit("/", 1)[-1]
+            if name.isidentifier() and name.upper() == name:
+                os.environ[name] = str(parameter["Value"])
+                names.append(name)
+    return sorted(names)
+
+
+class LambdaRuntime:
+    """What one Lambda container builds once: settings, relay, app, adapter and event loop."""
+
+    def __init__(self, relay: Relay | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        # Mangum asks for the current loop; it must be this one, which the pooled
+        # connections of the provider belong to across invocations.
+        asyncio.set_event_loop(self.loop)
+        if relay is None:
+            relay = _build_relay()
+        self.relay = relay
+        self._app: FastAPI | None = None
+        self._adapter: Any = None
+
+    @property
+    def app(self) -> FastAPI:
+        """The FastAPI app (built on the first HTTP invocation only)."""
+        if self._app is None:
+            from app.main import create_app
+
+            self._app = create_app(relay=self.relay)
+        return self._app
+
+    def http(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """Serve one API Gateway HTTP API (or REST, ALB) event."""
+        if self._adapter is None:
+            from mangum import Mangum
+
+            self._adapter = Mangum(self.app, lifespan="off")
+        asyncio.set_event_loop(self.loop)
+        response: dict[str, Any] = self._adapter(event, context)
+        return response
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the container's loop."""
+        asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(coroutine)
+
+    def close(self) -> None:
+        """Release the relay's connections and the loop (tests; Lambda just freezes)."""
+        try:
+            self.loop.run_until_complete(self.relay.aclose())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        finally:
+            self.loop.close()
+            asyncio.set_event_loop(None)
+
+
+def _build_relay() -> Relay:
+    from app import logs
+    from app.relay import Relay
+    from app.settings import load_settings
+
+    path = os.environ.get(SSM_PATH_VARIABLE, "").strip()
+    if path:
+        load_ssm_parameters(path)
+    settings = load_settings()
+    logs.configure(settings.log_level, json_lines=True)
+    return Relay.build(settings)
+
+
+_runtime: LambdaRuntime | None = None
+_lock = threading.Lock()
+
+
+def runtime() -> LambdaRuntime:
+    """The container's runtime, built on first use."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = LambdaRuntime()
+    return _runtime
+
+
+def reset(replacement: LambdaRuntime | None = None) -> None:
+    """Close the current runtime and install another (or none): tests only."""
+    global _runtime
+    with _lock:
+        previous, _runtime = _runtime, replacement
+    if previous is not None and previous is not replacement:
+        previous.close()
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The HTTP API function."""
+    return runtime().http(event, context)

@@ -1,0 +1,1 @@
+"""Property-based fuzzing of the relay's public HTTP interface."""

@@ -1,0 +1,194 @@
+"""Schemathesis over the relay's own OpenAPI document, in-process (ASGI), on the local provider.
+
+For every operation the document lists, cases are generated from its schema (positive: what the
+schema allows; negative: what it does not) and sent with a backend API key, an end user's token or
+no credential. Whatever comes back:
+
+- no 5xx, except 501 `not-supported`, the documented answer of a call the provider cannot serve;
+- every 4xx (and that 501) is `application/problem+json` with a stable `type`, a `title` and the
+  response's `status`;
+- no configured secret appears in any answer.
+
+`RELAY_FUZZ_EXAMPLES` sets the examples per operation and mode: small by default (the short run
+of `make test`), larger for `make fuzz`. Generation is derandomized, so a run is repeatable, and no
+example database is kept; Hypothesis still caches what it derives from the code (character
+tables, constants) under `.hypothesis/` in the working directory, which git ignores.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.python import asgi
+
+from app.main import create_app
+from app.settings import Settings
+from app.tokens import mint_dev_token
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from fastapi import FastAPI
+    from schemathesis import APIOperation, Case, Response
+
+EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "15"))
+APP_ID = "6060"
+API_KEY = "fuzz-api-key-0123456789abcdef"
+SECRETS = (
+    "fuzz-app-secret-0123456789abcdef",
+    "fuzz-jwt-secret-0123456789abcdef-0123456789",
+    API_KEY,
+)
+SETTINGS = Settings.model_validate(
+    {
+        "env": "test",
+        "provider": "local",
+        "app_id": APP_ID,
+        "app_key": "fuzz-key",
+        "app_secret": SECRETS[0],
+        "jwt_secret": SECRETS[1],
+        "api_keys": API_KEY,
+        # Fuzzing sends bursts from one address; buckets would answer 429 before the handlers.
+        "rate_limits": False,
+        "sse_heartbeat_seconds": 0.05,
+    }
+)
+PROBLEM = "application/problem+json"
+PROBLEM_PREFIX = "urn:realtime-relay:problem:"
+CREDENTIALS = {
+    "api-key": {"X-API-Key": API_KEY},
+    "user": {"Authorization": "Bearer " + mint_dev_token(SETTINGS, user_id="fuzz", name="Fuzz")},
+    "anonymous": {},
+}
+# Path parameters that gate everything behind them: fixed to the configured values in the
+# `anchored` mode, so the fuzzer reaches signature checks and the webhook verifier.
+ANCHORS = {"app_id": APP_ID, "provider": "local"}
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    # Rendered once, then cached on the app; any warning (a duplicate operationId) fails here.
+    document: dict[str, Any] = app.openapi()
+    return document
+
+
+APP = create_app(SETTINGS)
+DOCUMENT = _document(APP)
+
+
+def _modes() -> list[Any]:
+    """(method, path, mode) for every operation: positive always; negative where the operation
+    takes a body or a query parameter (a lone path string has no negative form); anchored where
+    a path parameter gates the rest."""
+    params: list[Any] = []
+    for path, methods in DOCUMENT["paths"].items():
+        for method, operation in methods.items():
+            locations = {p["in"] for p in operation.get("parameters", [])}
+            modes = ["positive"]
+            if "requestBody" in operation or "query" in locations:
+                modes.append("negative")
+            if any(p["name"] in ANCHORS for p in operation.get("parameters", [])):
+                modes.append("anchored")
+            label = f"{method.upper()} {path}"
+            params.extend(pytest.param(method, path, m, id=f"{label} {m}") for m in modes)
+    return params
+
+
+@pytest.fixture(scope="module")
+def schema() -> Iterator[schemathesis.BaseSchema]:
+    """The relay's OpenAPI as schemathesis reads it from the app; the app's lifespan runs."""
+    config = schemathesis.Config.from_dict({"max-stream-events": 1})
+    loaded = schemathesis.openapi.from_asgi("/openapi.json", APP, config=config)
+    try:
+        yield loaded
+    finally:
+        asgi.shutdown_lifespans()  # the relay's shutdown (closes the provider and the store)
+
+
+def check(case: Case[Any], response: Response) -> None:
+    """The fuzzing invariants for one answer."""
+    where = f"{case.operation.label}: {case.as_curl_command()}"
+    status = response.status_code
+    for secret in SECRETS:
+        assert secret not in response.text, f"a secret in the answer to {where}"
+    if status < 400:
+        return
+    content_type = response.headers.get("content-type", [""])[0]
+    assert content_type == PROBLEM, f"{status} {content_type!r} from {where}"
+    body = orjson.loads(response.content)
+    assert isinstance(body, dict), where
+    assert isinstance(body.get("type"), str), where
+    assert body["type"].startswith(PROBLEM_PREFIX), where
+    assert isinstance(body.get("title"), str), where
+    assert body["title"], where
+    assert body.get("status") == status, where
+    if status >= 500:
+        assert (status, body["type"]) == (501, PROBLEM_PREFIX + "not-supported"), (
+            f"{status} {body} from {where}"
+        )
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), _modes())
+def test_every_answer_is_a_known_status_and_every_error_a_problem(
+    schema: schemathesis.BaseSchema, method: str, path: str, mode: str
+) -> None:
+    operation: APIOperation[Any, Any, Any, Any] = schema[path][method.upper()]
+    if mode == "anchored":
+        fixed = {k: v for k, v in ANCHORS.items() if k in path}
+        cases = operation.as_strategy(path_parameters=fixed)
+    else:
+        cases = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
+    seen: dict[int, int] = {}
+
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(case=cases, credential=st.sampled_from(sorted(CREDENTIALS)))
+    def run(case: Case[Any], credential: str) -> None:
+        response = case.call(headers=CREDENTIALS[credential], timeout=5)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        check(case, response)
+
+    run()
+    assert sum(seen.values()) >= 1, "no case was sent"
+
+
+def test_operation_ids_are_unique() -> None:
+    ids = [
+        operation["operationId"]
+        for methods in DOCUMENT["paths"].values()
+        for operation in methods.values()
+    ]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
+# The HTTP rows of ARCHITECTURE.md's public interface (the WebSocket is not an OpenAPI operation).
+PUBLIC_INTERFACE = {
+    ("GET", "/health"),
+    ("POST", "/auth/channel"),
+    ("POST", "/auth/user"),
+    ("GET", "/auth/token"),
+    ("POST", "/auth/token"),
+    ("POST", "/v1/events"),
+    ("POST", "/v1/batch"),
+    ("GET", "/v1/channels/{channel}/members"),
+    ("GET", "/v1/channels/{channel}/messages"),
+    ("POST", "/v1/webhooks/{provider}"),
+    ("GET", "/v1/stream"),
+}
+
+
+def test_the_public_interface_is_in_the_document() -> None:
+    """Fuzzing follows the document: a public route missing from it would never be fuzzed."""
+    documented = {(m.upper(), p) for p, ms in DOCUMENT["paths"].items() for m in ms}
+    assert documented >= PUBLIC_INTERFACE, PUBLIC_INTERFACE - documented

@@ -1,0 +1,1 @@
+"""The forgery suite: every forged credential, signature and name is refused and changes nothing."""
