@@ -11,13 +11,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import pusher_publish
+from bench import auth, cold_start, local_fanout, memory, plots, pusher_publish
 
 if TYPE_CHECKING:
     from bench.figures import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = {"pusher_publish": pusher_publish.run}
+BENCHMARKS = {
+    "cold_start": cold_start.run,
+    "auth": auth.run,
+    "pusher_publish": pusher_publish.run,
+    "local_fanout": local_fanout.run,
+    "memory": memory.run,
+}
 
 
 def machine() -> str:
@@ -76,8 +82,10 @@ def main() -> int:
     if not args.quick:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         header = (ROOT / "bench" / "README.md").read_text()
+        images = plots.render(figures, ROOT / "docs" / "bench")
+        links = plots.markdown(images, args.out.parent)
         args.out.write_text(
-            f"{header}\n## Results\n\nMeasured {stamp} on {machine()}.\n\n{report}\n"
+            f"{header}\n## Results\n\nMeasured {stamp} on {machine()}.\n\n{report}\n\n{links}\n"
         )
     missed = [f.name for f in figures if f.met is False]
     for name in missed:

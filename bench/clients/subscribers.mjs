@@ -1,0 +1,179 @@
+// Many Pusher-protocol WebSocket subscribers in one Node process, for the fan-out and memory
+// benchmarks. The same client runs against the relay's local provider and against soketi.
+//
+//   node subscribers.mjs '{"url": "ws://127.0.0.1:PORT/app/KEY?protocol=7", "connections": 500,
+//                          "channel": "bench", "ownChannels": false, "offset": 0, "concurrency": 50,
+//                          "transport": "wire"}'
+//
+// transport "wire" (the default) is the light client of wire.mjs; "ws" is the `ws` package, kept
+// to cross-check it (same counts, same latencies, more CPU per frame).
+// Each socket subscribes to `channel` (or, with ownChannels, to `channel-<offset + i>`). Once every
+// one is subscribed the process prints {"type": "ready"}; then it takes JSON commands on stdin:
+//   {"op": "report"}  -> {"type": "report", "count", "first", "last", "hist", "closed", "cpu"}
+//   {"op": "reset"}   -> clears the counters and the histogram
+//   {"op": "close"}   -> closes every socket and exits
+// An event's data is the publisher's clock (ms, see publisher.mjs); its latency is taken on receipt.
+// The receive path is kept cheap (no JSON parsing of event frames) so the client stays light.
+import readline from 'node:readline';
+import { Histogram, cpuSeconds, nowMs } from './histogram.mjs';
+import { connect } from './wire.mjs';
+
+const options = JSON.parse(process.argv[2]);
+// `ws` arrives with soketi's and pusher-js's dependencies; load it only when asked for.
+const WebSocket = options.transport === 'ws' ? (await import('ws')).default : null;
+const sockets = [];
+const stats = { count: 0, first: 0, last: 0, hist: new Histogram() };
+let ready = false;
+let closed = 0;
+
+function emit(message) {
+  process.stdout.write(`${JSON.stringify(message)}\n`);
+}
+
+// Event frames are {"event": "tick", "channel": ..., "data": "<ms>"}; key order differs by server.
+function onEvent(text) {
+  const at = text.indexOf('"data":"');
+  return at >= 0 && record(Number.parseFloat(text.slice(at + 8, at + 40)));
+}
+
+// The same from raw bytes, without decoding the whole frame.
+function onEventBytes(payload) {
+  const at = payload.indexOf('"data":"');
+  return at >= 0 && record(Number.parseFloat(payload.toString('latin1', at + 8, at + 40)));
+}
+
+function record(sent) {
+  if (Number.isNaN(sent)) return false;
+  const now = nowMs();
+  if (stats.count === 0) stats.first = now;
+  stats.count += 1;
+  stats.last = now;
+  stats.hist.add(now - sent);
+  return true;
+}
+
+// The Pusher handshake both transports go through: subscribe once connected, resolve once in.
+function handshake(index, channel, send, resolve, reject) {
+  return (text) => {
+    if (text.includes('pusher:connection_established')) {
+      send(JSON.stringify({ event: 'pusher:subscribe', data: { channel } }));
+    } else if (text.includes('subscription_succeeded')) {
+      resolve();
+      return true;
+    } else if (text.includes('pusher:error')) {
+      reject(new Error(`socket ${index}: ${text}`));
+    }
+    return false;
+  };
+}
+
+function open(index) {
+  const channel = options.ownChannels ? `${options.channel}-${options.offset + index}` : options.channel;
+  return new Promise((resolveOpen, rejectOpen) => {
+    const timer = setTimeout(() => rejectOpen(new Error(`socket ${index}: not subscribed within 30 s`)), 30_000);
+    const resolve = () => {
+      clearTimeout(timer);
+      resolveOpen();
+    };
+    const reject = (error) => {
+      clearTimeout(timer);
+      rejectOpen(error);
+    };
+    let subscribed = false;
+    if (options.transport === 'ws') {
+      const ws = new WebSocket(options.url, { perMessageDeflate: false });
+      const pusher = handshake(index, channel, (text) => ws.send(text), resolve, reject);
+      ws.on('message', (raw) => {
+        const text = typeof raw === 'string' ? raw : raw.toString();
+        if (subscribed && text.includes('"tick"') && onEvent(text)) return;
+        if (text.includes('pusher:ping')) ws.send('{"event":"pusher:pong","data":{}}');
+        else if (!subscribed) subscribed = pusher(text);
+      });
+      ws.on('error', reject);
+      ws.on('close', () => {
+        if (ready) closed += 1;
+        reject(new Error(`socket ${index}: closed before subscribing`));
+      });
+      sockets.push({ close: () => ws.close(), onceClosed: (fn) => ws.once('close', fn) });
+      return;
+    }
+    let onClosed = null;
+    const client = connect(options.url, {
+      onMessage: (payload) => {
+        if (subscribed && payload.indexOf('"tick"') >= 0 && onEventBytes(payload)) return;
+        const text = payload.toString();
+        if (text.includes('pusher:ping')) client.send('{"event":"pusher:pong","data":{}}');
+        else if (!subscribed) subscribed = pusher(text);
+      },
+      onClose: (error) => {
+        if (ready) closed += 1;
+        reject(error ?? new Error(`socket ${index}: closed before subscribing`));
+        onClosed?.();
+      },
+    });
+    const pusher = handshake(index, channel, (text) => client.send(text), resolve, reject);
+    sockets.push({
+      close: () => client.close(),
+      onceClosed: (fn) => {
+        if (client.closed) fn();
+        else onClosed = fn;
+      },
+    });
+  });
+}
+
+async function openAll() {
+  const started = nowMs();
+  let next = 0;
+  const worker = async () => {
+    while (next < options.connections) {
+      const index = next;
+      next += 1;
+      await open(index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 50) }, worker));
+  ready = true;
+  emit({ type: 'ready', connections: sockets.length, ms: nowMs() - started });
+}
+
+function closeAll() {
+  let pending = sockets.length;
+  const done = () => process.exit(0);
+  if (pending === 0) done();
+  for (const socket of sockets) {
+    socket.onceClosed(() => {
+      pending -= 1;
+      if (pending === 0) done();
+    });
+    socket.close();
+  }
+  setTimeout(done, 3000).unref(); // a server that never answers the close does not keep us
+}
+
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  const command = JSON.parse(line);
+  if (command.op === 'report') {
+    emit({
+      type: 'report',
+      count: stats.count,
+      first: stats.first,
+      last: stats.last,
+      hist: stats.hist.toJSON(),
+      closed,
+      cpu: cpuSeconds(),
+    });
+  } else if (command.op === 'reset') {
+    stats.count = 0;
+    stats.first = 0;
+    stats.last = 0;
+    stats.hist = new Histogram();
+  } else if (command.op === 'close') {
+    closeAll();
+  }
+}).on('close', () => process.exit(0));
+
+openAll().catch((error) => {
+  emit({ type: 'error', error: String(error?.message ?? error) });
+  process.exit(1);
+});

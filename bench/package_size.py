@@ -1,0 +1,64 @@
+"""The Lambda package's zipped size per provider, as `serverless package` (v3) builds it.
+
+Each package holds the relay's code, that provider's module, and the dependencies pip installs
+for python3.12 (tests/e2e/lambda_build.py: no boto3, which the runtime has, no uvicorn, no SDK
+the provider does not import; native libraries stripped). The target is 10 MB. `--jwks` packages
+(cryptography, for RS256/ES256 tokens from a JWKS) are reported without a target.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.figures import Figure
+from tests.e2e.lambda_build import PROVIDERS, build, package
+
+TARGET_MB = 10.0
+MB = 1024 * 1024
+
+
+def _size(provider: str, folder: Path, *, jwks: bool = False) -> float:
+    build(provider, jwks=jwks)
+    return package(provider, folder / f"{provider}{'-jwks' if jwks else ''}").stat().st_size / MB
+
+
+def run(*, quick: bool = False) -> list[Figure]:
+    """Package every provider (quick: apigateway only), and apigateway with --jwks."""
+    providers = ("apigateway",) if quick else PROVIDERS
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="bench-package-") as tmp:
+        folder = Path(tmp)
+        for provider in providers:
+            figures.append(
+                Figure(
+                    f"Lambda package, {provider} provider (zipped)",
+                    "MB",
+                    _size(provider, folder),
+                    TARGET_MB,
+                    "the 10 MB target",
+                    "<= 1.0",
+                    "code + vendored dependencies; boto3 from the Lambda runtime",
+                )
+            )
+        if not quick:
+            jwks = _size("apigateway", folder, jwks=True)
+            build("apigateway")  # leave the default build in place
+            figures.append(
+                Figure(
+                    "Lambda package, apigateway provider with --jwks (zipped)",
+                    "MB",
+                    jwks,
+                    TARGET_MB,
+                    "the 10 MB target",
+                    "",
+                    "adds cryptography (RS256/ES256 via RELAY_JWKS_URL): reported only",
+                )
+            )
+    return figures
+
+
+if __name__ == "__main__":
+    for figure in run(quick="--quick" in sys.argv):
+        print(f"{figure.name}: {figure.value:.2f} {figure.unit} ({figure.ratio:.2f}x of 10 MB)")
