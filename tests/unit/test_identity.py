@@ -428,7 +428,11 @@ async def test_aclose_closes_only_its_own_client(http: httpx.AsyncClient) -> Non
     injected = Authenticator(settings, http=http)
     await injected.aclose()
     assert not http.is_closed
-    owned = Authenticator(settings)
+    unused = Authenticator(settings)
+    await unused.aclose()
+    assert unused._http is None  # nothing is created before the first token needs it
+    owned = Authenticator(settings, clock=lambda: NOW)
+    assert (await owned.verify_jwt(hs256())).id == "alice"
     await owned.aclose()
     assert owned._http is not None
     assert owned._http.is_closed
@@ -441,3 +445,14 @@ async def test_api_key_is_refused_in_the_query_string(make_auth: AuthFactory) ->
     assert API_KEY not in str(caught.value)
     principal = await make_auth().authenticate(authorization=f"Bearer {API_KEY}")
     assert principal.is_backend
+
+
+async def test_a_remembered_token_still_expires(make_auth: AuthFactory, clock: Clock) -> None:
+    # The signature of a token seen before is not checked again; its times always are.
+    auth = make_auth()
+    token = hs256()
+    assert (await auth.verify_jwt(token)).id == "alice"
+    assert (await auth.verify_jwt(token)).id == "alice"
+    clock.now = NOW + 600 + 11  # past exp and the 10 s leeway
+    with pytest.raises(InvalidToken, match="expired"):
+        await auth.verify_jwt(token)
