@@ -10,10 +10,14 @@ would otherwise start and stop the app on every invocation). The API Gateway Web
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import logging
 import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from app.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from app.relay import Relay
+    from app.settings import Settings
 
 T = TypeVar("T")
 
@@ -107,6 +112,17 @@ class LambdaRuntime:
             asyncio.set_event_loop(None)
 
 
+def check_package(settings: Settings) -> None:
+    """Refuse to start when the package lacks what the settings need."""
+    if settings.jwks_url and importlib.util.find_spec("cryptography") is None:
+        # The package was built without `--jwks` (docs/deploy-lambda.md): RS256/ES256 tokens
+        # could not be verified, and every user would be refused with a vague 401.
+        raise ConfigurationError(
+            "RELAY_JWKS_URL: this package has no cryptography to verify RS256/ES256 tokens; "
+            "build it with --jwks"
+        )
+
+
 def _build_relay() -> Relay:
     from app import logs
     from app.relay import Relay
@@ -116,7 +132,10 @@ def _build_relay() -> Relay:
     if path:
         load_ssm_parameters(path)
     settings = load_settings()
+    check_package(settings)
     logs.configure(settings.log_level, json_lines=True)
+    # botocore tells at INFO where it found each endpoint and credential, on every cold start.
+    logging.getLogger("botocore").setLevel(max(logging.WARNING, logging.getLogger().level))
     return Relay.build(settings)
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from app.breaker import CircuitBreaker
     from app.idempotency import Idempotency
     from app.policy import Policy
+    from app.policy.rules import Rule
     from app.principal import Principal
     from app.ratelimit import RateLimiter
     from app.schemas import EventSchemas
@@ -119,9 +120,13 @@ class Publisher:
     ) -> Outcome:
         """Publish every event or none of them; all are checked before the provider sees any."""
         messages = self.prepare(principal, requests, idempotency_key=idempotency_key)
-        rules = {r.index: r for m in messages if (r := self.policy.rule_for(m.channel))}
+        per_rule: dict[int, tuple[Rule, int]] = {}
+        for m in messages:
+            rule = self.policy.rule_for(m.channel)
+            if rule is not None:
+                per_rule[rule.index] = (rule, per_rule.get(rule.index, (rule, 0))[1] + 1)
         await self.limiter.check(
-            "publish", principal, client_ip, cost=len(messages), rules=rules.values()
+            "publish", principal, client_ip, cost=len(messages), rules=per_rule.values()
         )
 
         async def deliver() -> dict[str, Any]:

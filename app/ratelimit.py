@@ -9,11 +9,10 @@ A rule may set its own limits in the policy file:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
-from app.errors import ConfigurationError, RateLimited
+from app.errors import ConfigurationError, RateLimited, TooManyItems
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -55,31 +54,60 @@ class RateLimiter:
         client_ip: str | None,
         *,
         cost: int = 1,
-        rules: Iterable[Rule] = (),
+        rules: Iterable[tuple[Rule, int]] = (),
     ) -> None:
-        """Raise RateLimited unless every bucket this request counts against has `cost` tokens."""
+        """Raise RateLimited unless every bucket this request counts against has its tokens.
+
+        `cost` counts against the caller and the IP; each `(rule, n)` against that rule's own
+        limit. Tokens are taken from all the buckets or from none."""
         if not self.enabled:
             return
         rate = self._rates[kind]
-        caller = f"{principal.kind}:{principal.id}" if principal.id else f"ip:{client_ip}"
-        buckets = [(f"{kind}:{caller}", rate)]
+        m = self._ip_multiplier
+        buckets: list[tuple[str, Rate, int]] = []
+        if principal.id:
+            caller = f"{principal.kind}:{principal.id}"
+            buckets.append((f"{kind}:{caller}", rate, cost))
+        else:  # an anonymous caller is its address: one bucket, the IP's
+            caller = f"ip:{client_ip}"
         if client_ip is not None:
-            m = self._ip_multiplier
-            buckets.append((f"{kind}:ip:{client_ip}", Rate(rate.per_second * m, rate.burst * m)))
-        for rule in rules:
+            buckets.append(
+                (f"{kind}:ip:{client_ip}", Rate(rate.per_second * m, rate.burst * m), cost)
+            )
+        for rule, count in rules:
             own = self._rule_rates.get(rule.index, {}).get(kind)
             if own is not None:
-                buckets.append((f"{kind}:rule{rule.index}:{caller}", own))
-        wait = 0.0
-        for key, bucket in buckets:
-            wait = max(wait, await self._take(key, bucket, cost))
-        if wait > 0:
-            raise RateLimited(f"too many {kind} requests; try again shortly", retry_after=wait)
+                buckets.append((f"{kind}:rule{rule.index}:{caller}", own, count))
+        for _, bucket, n in buckets:
+            if n > bucket.burst:  # no wait would ever let it through: not a matter of time
+                raise TooManyItems(
+                    f"{n} {kind} requests at once exceed the rate limit's burst of "
+                    f"{bucket.burst:g}",
+                    limit=int(bucket.burst),
+                )
+        taken: list[tuple[str, Rate, int]] = []
+        for key, bucket, n in buckets:
+            wait = await self.store.take(key, rate=bucket.per_second, burst=bucket.burst, cost=n)
+            if wait > 0:
+                # Give back what the other buckets gave: a refused request costs nobody anything
+                # (else one caller retrying behind an office NAT drains everyone's IP bucket).
+                for k, b, spent in taken:
+                    await self.store.take(k, rate=b.per_second, burst=b.burst, cost=-spent)
+                raise RateLimited(f"too many {kind} requests; try again shortly", retry_after=wait)
+            taken.append((key, bucket, n))
 
-    async def _take(self, key: str, rate: Rate, cost: int) -> float:
-        if cost > rate.burst:  # could never succeed: say how long a bucket of this size takes
-            return math.ceil(cost / rate.per_second)
-        return await self.store.take(key, rate=rate.per_second, burst=rate.burst, cost=cost)
+    async def failed_credential(self, client_ip: str | None) -> None:
+        """A credential was refused: count it against the IP, so guessing keys is throttled."""
+        if self.enabled and client_ip is not None:
+            rate = self._rates["auth"]
+            m = self._ip_multiplier
+            wait = await self.store.take(
+                f"auth:ip:{client_ip}", rate=rate.per_second * m, burst=rate.burst * m
+            )
+            if wait > 0:
+                raise RateLimited(
+                    "too many refused credentials; try again shortly", retry_after=wait
+                )
 
 
 def rule_rates(rule: Rule, source: str) -> dict[Kind, Rate]:

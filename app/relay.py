@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection  # noqa: TC002 - FastAPI resolves it at runtime
 
 from app.breaker import CircuitBreaker
+from app.errors import InvalidToken
 from app.idempotency import Idempotency
 from app.identity import Authenticator
 from app.policy import Policy
@@ -84,11 +85,15 @@ class Relay:
 
     async def identify(self, conn: HTTPConnection) -> Principal:
         """Who is calling: bearer header, X-API-Key header, or a `token` query parameter."""
-        return await self.authenticator.authenticate(
-            authorization=conn.headers.get("authorization"),
-            api_key=conn.headers.get("x-api-key"),
-            token=conn.query_params.get("token"),
-        )
+        try:
+            return await self.authenticator.authenticate(
+                authorization=conn.headers.get("authorization"),
+                api_key=conn.headers.get("x-api-key"),
+                token=conn.query_params.get("token"),
+            )
+        except InvalidToken:
+            await self.limiter.failed_credential(self.client_ip(conn))
+            raise
 
     def client_ip(self, conn: HTTPConnection) -> str | None:
         """The caller's address: the peer, or the first X-Forwarded-For hop behind a proxy."""

@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import auth, cold_start, local_fanout, memory, plots, pusher_publish
+from bench import (
+    apigateway_fanout,
+    auth,
+    cold_start,
+    local_fanout,
+    memory,
+    package_size,
+    plots,
+    pusher_publish,
+)
 
 if TYPE_CHECKING:
     from bench.figures import Figure
@@ -23,6 +32,8 @@ BENCHMARKS = {
     "pusher_publish": pusher_publish.run,
     "local_fanout": local_fanout.run,
     "memory": memory.run,
+    "apigateway_fanout": apigateway_fanout.run,
+    "package_size": package_size.run,
 }
 
 

@@ -59,7 +59,7 @@ async def authorize_channel(
     principal = await relay.identify(request)
     rule = relay.policy.rule_for(channel)
     await relay.limiter.check(
-        "auth", principal, relay.client_ip(request), rules=() if rule is None else (rule,)
+        "auth", principal, relay.client_ip(request), rules=() if rule is None else ((rule, 1),)
     )
     decision = require(relay.policy, principal, Action.SUBSCRIBE, channel)
     presence = None

@@ -34,7 +34,8 @@ class Store(ABC):
     async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
         """Take `cost` tokens from the bucket (refilled at `rate` per second up to `burst`).
 
-        Return 0.0 if they were taken, else the seconds until they would be (nothing is taken)."""
+        Return 0.0 if they were taken, else the seconds until they would be (nothing is taken).
+        A negative cost gives tokens back (never beyond `burst`)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -50,8 +51,8 @@ def refill(tokens: float, elapsed: float, *, rate: float, burst: float) -> float
     return min(burst, tokens + max(0.0, elapsed) * rate)
 
 
-def spend(tokens: float, *, cost: float, rate: float) -> tuple[float, float]:
+def spend(tokens: float, *, cost: float, rate: float, burst: float) -> tuple[float, float]:
     """Take `cost` tokens if there are enough: (left, 0.0); else (tokens, seconds to wait)."""
     if tokens >= cost:
-        return tokens - cost, 0.0
+        return min(burst, tokens - cost), 0.0
     return tokens, (cost - tokens) / rate

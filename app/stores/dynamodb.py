@@ -6,6 +6,7 @@ boto3 is synchronous: calls run in a worker thread. It is imported only when thi
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,8 @@ from app.stores.base import Store, bucket_ttl, refill, spend
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-MAX_CONFLICT_RETRIES = 8
+MAX_CONFLICT_RETRIES = 20
+CONFLICT_BACKOFF_SECONDS = 0.005
 
 
 class DynamoStore(Store):
@@ -98,16 +100,18 @@ class DynamoStore(Store):
     async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
         """Read, refill, write back on the condition nobody wrote in between (else retry)."""
         pk = "bucket:" + key
-        for _ in range(MAX_CONFLICT_RETRIES):
+        for attempt in range(MAX_CONFLICT_RETRIES):
             now = self._clock()
             item = await self._item(pk)
             tokens, updated = burst, now
             if item is not None:
                 tokens, updated = float(item["t"]["N"]), float(item["ts"]["N"])
             tokens = refill(tokens, now - updated, rate=rate, burst=burst)
-            tokens, wait = spend(tokens, cost=cost, rate=rate)
-            condition = "attribute_not_exists(pk)" if item is None else "ts = :seen"
-            values = {} if item is None else {":seen": item["ts"]}
+            tokens, wait = spend(tokens, cost=cost, rate=rate, burst=burst)
+            # Absent, or present but expired (DynamoDB's TTL deletes lazily, days later at worst).
+            condition = "attribute_not_exists(pk) OR #exp <= :now" if item is None else "ts = :seen"
+            names = {"#exp": "exp"} if item is None else {}
+            values = {":now": {"N": repr(now)}} if item is None else {":seen": item["ts"]}
             try:
                 await self._call(
                     "put_item",
@@ -119,11 +123,14 @@ class DynamoStore(Store):
                         "exp": {"N": str(int(now + bucket_ttl(rate, burst)) + 1)},
                     },
                     ConditionExpression=condition,
-                    **({"ExpressionAttributeValues": values} if values else {}),
+                    ExpressionAttributeValues=values,
+                    **({"ExpressionAttributeNames": names} if names else {}),
                 )
                 return wait
             except _Conflict:
-                continue
+                # Another writer won the race: back off a little, at random, and read again.
+                pause = random.random() * CONFLICT_BACKOFF_SECONDS * (attempt + 1)  # noqa: S311
+                await asyncio.sleep(pause)
         raise ProviderUnavailable("the DynamoDB store kept conflicting")
 
 

@@ -68,7 +68,7 @@ class MemoryStore(Store):
         if now - updated > bucket_ttl(rate, burst):
             tokens = burst
         tokens = refill(tokens, now - updated, rate=rate, burst=burst)
-        tokens, wait = spend(tokens, cost=cost, rate=rate)
+        tokens, wait = spend(tokens, cost=cost, rate=rate, burst=burst)
         self._buckets[key] = (tokens, now)
         self._buckets.move_to_end(key)
         while len(self._buckets) > self._max_keys:

@@ -21,7 +21,8 @@ local tokens = tonumber(state[1]) or burst
 local updated = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
 local wait = 0
-if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+if tokens >= cost then tokens = math.min(burst, tokens - cost)
+else wait = (cost - tokens) / rate end
 redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
 return tostring(wait)

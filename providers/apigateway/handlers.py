@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
+# First of the relay's imports: it puts the package's vendored dependencies on sys.path.
 from app.lambda_handler import runtime
 from providers.apigateway import handshake as greeting
 from providers.apigateway import lifecycle, membership

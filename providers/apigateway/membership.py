@@ -23,25 +23,32 @@ async def join(
     connection: Connection,
     channel: str,
     presence: PresenceData | None,
-) -> dict[str, Any] | None:
-    """Subscribe; for presence, return the roster (self included) and announce a new user.
+) -> str | None:
+    """Subscribe; return subscription_succeeded for the route response, or None when it was
+    posted already (presence channels, see below).
 
     Raise Conflict if the connection disappeared meanwhile (it disconnected)."""
     store = provider.store
     await store.track_channel(connection.connection_id, channel)
     await store.subscribe(channel, connection, None if presence is None else presence.user_id)
     if presence is None:
-        return None
+        return frames.subscription_succeeded(channel)
     first = await store.join(channel, presence.user_id, dict(presence.user_info), connection)
     members = await store.members(channel)
-    if first:
-        added = frames.member_added(channel, presence.user_id, presence.user_info)
-        await provider.broadcast(channel, added, exclude_connection=connection.connection_id)
-    return {
+    roster: dict[str, Any] = {
         "ids": [user_id for user_id, _ in members],
         "hash": dict(members),
         "count": len(members),
     }
+    # The roster is posted before member_added goes out, not returned as the route response
+    # (which leaves only when this handler returns): pusher-js ignores member events for a
+    # channel it has no roster of yet, and posting member_added may find a vanished member
+    # whose member_removed must come after the roster that still lists it.
+    await provider.send(connection.connection_id, frames.subscription_succeeded(channel, roster))
+    if first:
+        added = frames.member_added(channel, presence.user_id, presence.user_info)
+        await provider.broadcast(channel, added, exclude_connection=connection.connection_id)
+    return None
 
 
 async def leave(

@@ -137,10 +137,9 @@ class Protocol:
                 if presence is None:
                     return _refusal(channel, "channel_data must hold a string user_id", 400)
         try:
-            roster = await membership.join(self.provider, connection, channel, presence)
+            return await membership.join(self.provider, connection, channel, presence)
         except Conflict:
             return None  # the connection closed while subscribing: nobody to answer
-        return frames.subscription_succeeded(channel, roster)
 
     async def _subscribe_server_to_user(self, connection: Connection, channel: str) -> str | None:
         # pusher-js subscribes to its own #server-to-user- channel after pusher:signin.
@@ -148,10 +147,9 @@ class Protocol:
         if signed_in is None or channel != frames.SERVER_TO_USER_PREFIX + signed_in:
             return _refusal(channel, "only a signed-in user's own #server-to-user- channel", 403)
         try:
-            await membership.join(self.provider, connection, channel, None)
+            return await membership.join(self.provider, connection, channel, None)
         except Conflict:
             return None
-        return frames.subscription_succeeded(channel)
 
     async def _signin(self, connection: Connection, data: dict[str, Any]) -> str:
         user_data = data.get("user_data")

@@ -123,18 +123,31 @@ class ApiGatewayProvider(Provider):
 
     # -- delivery -------------------------------------------------------------------------------
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
-        """Fan each message out to its channel; every frame is size-checked before any post."""
-        encoded = [(m, frames.event(m.name, m.channel, m.data)) for m in messages]
-        for _, frame in encoded:
+        """Fan each message out to its channel; every frame is size-checked before any post.
+
+        Channels are served concurrently (the management API's pool bounds the posts in flight),
+        the messages of one channel in order."""
+        by_channel: dict[str, list[tuple[Message, str]]] = {}
+        for m in messages:
+            frame = frames.event(m.name, m.channel, m.data)
             check_message_size(frame)
-        for message, frame in encoded:
-            report = await self.broadcast(message.channel, frame, exclude_socket=message.socket_id)
-            if report.failed and not report.sent:
-                raise ProviderError(
-                    f"no connection of {message.channel} took the event "
-                    f"({len(report.failed)} failed)",
-                    retryable=True,
-                )
+            by_channel.setdefault(m.channel, []).append((m, frame))
+
+        async def deliver(channel: str, queue: list[tuple[Message, str]]) -> None:
+            for message, frame in queue:
+                report = await self.broadcast(channel, frame, exclude_socket=message.socket_id)
+                if report.failed and not report.sent:
+                    raise ProviderError(
+                        f"no connection of {channel} took the event ({len(report.failed)} failed)",
+                        retryable=True,
+                    )
+
+        results = await asyncio.gather(
+            *(deliver(c, q) for c, q in by_channel.items()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return [Receipt(m.channel, m.name, m.id) for m in messages]
 
     async def broadcast(
@@ -169,6 +182,13 @@ class ApiGatewayProvider(Provider):
                 await self.queue.enqueue(channel, frame, later)
         finally:
             report = await first
+        await self.cleanup(report.gone)
+        return report
+
+    async def send(self, connection_id: str, frame: str) -> Report:
+        """Post a frame to one connection (retried like any post; cleaned up if gone)."""
+        check_message_size(frame)
+        report = await self.fanout.send([connection_id], frame.encode())
         await self.cleanup(report.gone)
         return report
 

@@ -6,26 +6,22 @@
 
 Fan-out and rosters are a Query on the channel, never a Scan. Every row carries `expires_at`
 (TTL), because $disconnect is best effort; reads skip rows past it, as TTL deletes lazily.
-boto3 is synchronous, so each call runs in a worker thread.
+Presence is in presence.py, what the tables share in dynamo.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from app.errors import ProviderUnavailable
-from providers.apigateway import aws
+from providers.apigateway.dynamo import Conflict, n, optional, s
+from providers.apigateway.presence import PresenceTable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
-    from providers.apigateway.settings import ApiGatewaySettings
+__all__ = ["Conflict", "Connection", "Store", "Subscription"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,74 +47,22 @@ class Subscription:
     user_id: str | None = None
 
 
-class Conflict(Exception):
-    """A conditional write found the row not as expected."""
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _opt(item: dict[str, Any], name: str) -> str | None:
-    value = item.get(name)
-    return None if value is None else str(next(iter(value.values())))
-
-
-class Store:
+class Store(PresenceTable):
     """The three tables behind small async methods."""
-
-    def __init__(
-        self,
-        settings: ApiGatewaySettings,
-        *,
-        client: Any = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._client = client
-        self._connections = settings.table("connections")
-        self._subscriptions = settings.table("subscriptions")
-        self._presence = settings.table("presence")
-        self._clock = clock
-
-    @property
-    def client(self) -> Any:
-        """The DynamoDB client (created on first use)."""
-        if self._client is None:
-            self._client = aws.client("dynamodb")
-        return self._client
-
-    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = await asyncio.to_thread(
-                getattr(self.client, operation), **params
-            )
-        except Exception as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
-                raise Conflict(operation) from exc
-            raise ProviderUnavailable(f"DynamoDB {operation} failed") from exc
-        return result
-
-    def _live(self, item: dict[str, Any]) -> bool:
-        expires = item.get("expires_at")
-        return expires is None or int(expires["N"]) > self._clock()
 
     # -- connections --------------------------------------------------------------------------
     async def add_connection(self, connection: Connection) -> None:
         """Store a new connection."""
         item = {
-            "connection_id": _s(connection.connection_id),
-            "socket_id": _s(connection.socket_id),
-            "expires_at": _n(connection.expires_at),
-            "connected_at": _n(int(self._clock())),
+            "connection_id": s(connection.connection_id),
+            "socket_id": s(connection.socket_id),
+            "expires_at": n(connection.expires_at),
+            "connected_at": n(int(self._clock())),
         }
         if connection.user_id is not None:
-            item["user_id"] = _s(connection.user_id)
+            item["user_id"] = s(connection.user_id)
         if connection.token_expires is not None:
-            item["token_expires"] = _n(connection.token_expires)
+            item["token_expires"] = n(connection.token_expires)
         await self._call("put_item", TableName=self._connections, Item=item)
 
     async def connection(self, connection_id: str) -> Connection | None:
@@ -126,7 +70,7 @@ class Store:
         found = await self._call(
             "get_item",
             TableName=self._connections,
-            Key={"connection_id": _s(connection_id)},
+            Key={"connection_id": s(connection_id)},
             ConsistentRead=True,
         )
         item = found.get("Item")
@@ -137,7 +81,7 @@ class Store:
         found = await self._call(
             "delete_item",
             TableName=self._connections,
-            Key={"connection_id": _s(connection_id)},
+            Key={"connection_id": s(connection_id)},
             ReturnValues="ALL_OLD",
         )
         item = found.get("Attributes")
@@ -148,7 +92,7 @@ class Store:
         await self._call(
             "update_item",
             TableName=self._connections,
-            Key={"connection_id": _s(connection_id)},
+            Key={"connection_id": s(connection_id)},
             UpdateExpression="ADD channels :c",
             ConditionExpression="attribute_exists(connection_id)",
             ExpressionAttributeValues={":c": {"SS": [channel]}},
@@ -161,7 +105,7 @@ class Store:
             await self._call(
                 "update_item",
                 TableName=self._connections,
-                Key={"connection_id": _s(connection_id)},
+                Key={"connection_id": s(connection_id)},
                 UpdateExpression="DELETE channels :c",
                 ConditionExpression="attribute_exists(connection_id)",
                 ExpressionAttributeValues={":c": {"SS": [channel]}},
@@ -172,10 +116,10 @@ class Store:
         await self._call(
             "update_item",
             TableName=self._connections,
-            Key={"connection_id": _s(connection_id)},
+            Key={"connection_id": s(connection_id)},
             UpdateExpression="SET signed_in = :u",
             ConditionExpression="attribute_exists(connection_id)",
-            ExpressionAttributeValues={":u": _s(user_id)},
+            ExpressionAttributeValues={":u": s(user_id)},
         )
 
     async def count_client_event(self, connection_id: str, *, second: int, limit: int) -> bool:
@@ -187,10 +131,10 @@ class Store:
             await self._call(
                 "update_item",
                 TableName=self._connections,
-                Key={"connection_id": _s(connection_id)},
+                Key={"connection_id": s(connection_id)},
                 UpdateExpression="SET event_count = event_count + :one",
                 ConditionExpression="event_second = :s AND event_count < :limit",
-                ExpressionAttributeValues={":one": _n(1), ":s": _n(second), ":limit": _n(limit)},
+                ExpressionAttributeValues={":one": n(1), ":s": n(second), ":limit": n(limit)},
             )
             return True
         except Conflict:
@@ -199,13 +143,13 @@ class Store:
             await self._call(
                 "update_item",
                 TableName=self._connections,
-                Key={"connection_id": _s(connection_id)},
+                Key={"connection_id": s(connection_id)},
                 UpdateExpression="SET event_second = :s, event_count = :one",
                 ConditionExpression=(
                     "attribute_exists(connection_id) AND "
                     "(attribute_not_exists(event_second) OR event_second <> :s)"
                 ),
-                ExpressionAttributeValues={":one": _n(1), ":s": _n(second)},
+                ExpressionAttributeValues={":one": n(1), ":s": n(second)},
             )
         except Conflict:
             return False  # this second's count is at the limit (or the connection is gone)
@@ -215,13 +159,13 @@ class Store:
     async def subscribe(self, channel: str, connection: Connection, user_id: str | None) -> None:
         """Add (or refresh) the connection's subscription to the channel."""
         item = {
-            "channel": _s(channel),
-            "connection_id": _s(connection.connection_id),
-            "socket_id": _s(connection.socket_id),
-            "expires_at": _n(connection.expires_at),
+            "channel": s(channel),
+            "connection_id": s(connection.connection_id),
+            "socket_id": s(connection.socket_id),
+            "expires_at": n(connection.expires_at),
         }
         if user_id is not None:
-            item["user_id"] = _s(user_id)
+            item["user_id"] = s(user_id)
         await self._call("put_item", TableName=self._subscriptions, Item=item)
 
     async def unsubscribe(self, channel: str, connection_id: str) -> Subscription | None:
@@ -229,7 +173,7 @@ class Store:
         found = await self._call(
             "delete_item",
             TableName=self._subscriptions,
-            Key={"channel": _s(channel), "connection_id": _s(connection_id)},
+            Key={"channel": s(channel), "connection_id": s(connection_id)},
             ReturnValues="ALL_OLD",
         )
         item = found.get("Attributes")
@@ -240,7 +184,7 @@ class Store:
         found = await self._call(
             "get_item",
             TableName=self._subscriptions,
-            Key={"channel": _s(channel), "connection_id": _s(connection_id)},
+            Key={"channel": s(channel), "connection_id": s(connection_id)},
             ConsistentRead=True,
         )
         item = found.get("Item")
@@ -253,7 +197,7 @@ class Store:
         params: dict[str, Any] = {
             "TableName": self._subscriptions,
             "KeyConditionExpression": "channel = :c",
-            "ExpressionAttributeValues": {":c": _s(channel)},
+            "ExpressionAttributeValues": {":c": s(channel)},
             "Limit": page_size,
         }
         while True:
@@ -270,85 +214,16 @@ class Store:
         """How many live subscriptions the channel has."""
         return sum([len(page) async for page in self.subscribers(channel, page_size=1000)])
 
-    # -- presence -------------------------------------------------------------------------------
-    async def join(
-        self, channel: str, user_id: str, user_info: dict[str, Any], connection: Connection
-    ) -> bool:
-        """Add the connection to the user's entry; True if the user was not present before."""
-        found = await self._call(
-            "update_item",
-            TableName=self._presence,
-            Key={"channel": _s(channel), "user_id": _s(user_id)},
-            UpdateExpression="ADD connections :c SET user_info = :i, expires_at = :e",
-            ExpressionAttributeValues={
-                ":c": {"SS": [connection.connection_id]},
-                ":i": _s(orjson.dumps(user_info).decode()),
-                ":e": _n(connection.expires_at),
-            },
-            ReturnValues="UPDATED_OLD",
-        )
-        before = found.get("Attributes", {})
-        # Expired members (TTL not yet run) count as absent: their user is announced again.
-        return "connections" not in before or not self._live(before)
-
-    async def leave(self, channel: str, user_id: str, connection_id: str) -> bool:
-        """Remove the connection from the user's entry; True if it was the user's last one."""
-        try:
-            found = await self._call(
-                "update_item",
-                TableName=self._presence,
-                Key={"channel": _s(channel), "user_id": _s(user_id)},
-                UpdateExpression="DELETE connections :c",
-                ConditionExpression="contains(connections, :id)",
-                ExpressionAttributeValues={":c": {"SS": [connection_id]}, ":id": _s(connection_id)},
-                ReturnValues="ALL_NEW",
-            )
-        except Conflict:
-            return False  # not a member through this connection
-        if "connections" in found.get("Attributes", {}):
-            return False
-        try:
-            # Only if nobody joined in between: an empty set is no attribute at all.
-            await self._call(
-                "delete_item",
-                TableName=self._presence,
-                Key={"channel": _s(channel), "user_id": _s(user_id)},
-                ConditionExpression="attribute_not_exists(connections)",
-            )
-        except Conflict:
-            return False
-        return True
-
-    async def members(self, channel: str) -> list[tuple[str, dict[str, Any]]]:
-        """(user_id, user_info) of every present user, in user id order."""
-        params: dict[str, Any] = {
-            "TableName": self._presence,
-            "KeyConditionExpression": "channel = :c",
-            "ExpressionAttributeValues": {":c": _s(channel)},
-            "ConsistentRead": True,
-        }
-        members: list[tuple[str, dict[str, Any]]] = []
-        while True:
-            found = await self._call("query", **params)
-            for item in found.get("Items", []):
-                if "connections" in item and self._live(item):
-                    info = orjson.loads(item["user_info"]["S"]) if "user_info" in item else {}
-                    members.append((item["user_id"]["S"], info if isinstance(info, dict) else {}))
-            last = found.get("LastEvaluatedKey")
-            if not last:
-                return members
-            params["ExclusiveStartKey"] = last
-
 
 def _connection(item: dict[str, Any]) -> Connection:
-    token_expires = _opt(item, "token_expires")
+    token_expires = optional(item, "token_expires")
     return Connection(
         connection_id=item["connection_id"]["S"],
         socket_id=item["socket_id"]["S"],
         expires_at=int(item["expires_at"]["N"]),
-        user_id=_opt(item, "user_id"),
+        user_id=optional(item, "user_id"),
         token_expires=None if token_expires is None else int(token_expires),
-        signed_in=_opt(item, "signed_in"),
+        signed_in=optional(item, "signed_in"),
         channels=frozenset(item.get("channels", {}).get("SS", [])),
     )
 
@@ -358,5 +233,5 @@ def _subscription(item: dict[str, Any]) -> Subscription:
         channel=item["channel"]["S"],
         connection_id=item["connection_id"]["S"],
         socket_id=item["socket_id"]["S"],
-        user_id=_opt(item, "user_id"),
+        user_id=optional(item, "user_id"),
     )

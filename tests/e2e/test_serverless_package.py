@@ -1,0 +1,160 @@
+"""`serverless package` (v3) builds the Lambda artifact offline, with what each provider needs
+and nothing else, under the size target, from a template that holds no secret."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.lambda_build import build, package
+
+pytestmark = pytest.mark.e2e
+
+MAX_ZIP_BYTES = 10 * 1024 * 1024
+NEVER = ("tests/", "node_modules/", ".venv/", "docs/", "bench/", "infra/", ".git/", "examples/")
+OTHER_SDKS = (
+    "boto3",
+    "botocore",
+    "uvicorn",
+    "pusher",
+    "ably",
+    "realtime",
+    "redis",
+    "moto",
+    "pytest",
+)
+
+
+class Artifact:
+    """One provider's packaged zip and compiled template."""
+
+    def __init__(self, provider: str, folder: Path) -> None:
+        build(provider)
+        self.provider = provider
+        self.zip_path = package(provider, folder)
+        with zipfile.ZipFile(self.zip_path) as archive:
+            self.names = archive.namelist()
+        self.template: dict[str, Any] = json.loads(
+            (folder / "cloudformation-template-update-stack.json").read_text()
+        )
+        self.template_path = folder / "cloudformation-template-update-stack.json"
+
+    def vendored(self) -> set[str]:
+        prefix = f".build/lambda/{self.provider}/"
+        return {n[len(prefix) :].split("/")[0] for n in self.names if n.startswith(prefix)}
+
+
+@pytest.fixture(scope="module")
+def apigateway(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    return Artifact("apigateway", tmp_path_factory.mktemp("package-apigateway"))
+
+
+@pytest.fixture(scope="module")
+def pusher(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    return Artifact("pusher", tmp_path_factory.mktemp("package-pusher"))
+
+
+def test_the_apigateway_artifact_is_small_and_complete(apigateway: Artifact) -> None:
+    assert apigateway.zip_path.stat().st_size <= MAX_ZIP_BYTES
+    names = set(apigateway.names)
+    for needed in (
+        "app/lambda_handler.py",
+        "app/policy/default.toml",
+        "providers/apigateway/handlers.py",
+        "providers/pusherproto/signing.py",
+        ".build/lambda/apigateway/fastapi/__init__.py",
+        ".build/lambda/apigateway/mangum/__init__.py",
+        ".build/lambda/apigateway/pydantic_core/__init__.py",
+    ):
+        assert needed in names, needed
+    assert not [n for n in names if n.startswith(NEVER)]
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [
+        n
+        for n in names
+        if n.startswith("providers/")
+        and n.count("/") > 1
+        and n.split("/")[1] not in ("apigateway", "pusherproto")
+    ]
+    vendored = apigateway.vendored()
+    assert not vendored & set(OTHER_SDKS)  # boto3 is the Lambda runtime's own
+    assert "cryptography" not in vendored  # built without --jwks
+    assert "bin" not in vendored
+
+
+def test_the_pusher_artifact_has_nacl_and_no_websocket_api(pusher: Artifact) -> None:
+    assert pusher.zip_path.stat().st_size <= MAX_ZIP_BYTES
+    assert "nacl" in pusher.vendored()
+    assert not [n for n in pusher.names if n.startswith("providers/apigateway/")]
+    resources = pusher.template["Resources"]
+    assert "WebsocketsApi" not in resources
+    assert "ConnectionsTable" not in resources
+    assert "StateTable" in resources
+
+
+def test_the_template_grants_exactly_what_the_functions_use(apigateway: Artifact) -> None:
+    resources = apigateway.template["Resources"]
+    assert "IamRoleLambdaExecution" not in resources  # the framework's role would add a wildcard
+    policy = resources["RelayLambdaRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements = policy["Statement"]
+    text = json.dumps(statements)
+    assert "execute-api:*" not in text
+    manage = next(s for s in statements if s["Action"] == ["execute-api:ManageConnections"])
+    [arn] = manage["Resource"]
+    assert "${WebsocketsApi}/ci/*/@connections/*" in arn["Fn::Sub"]
+    tables = {
+        r["Fn::GetAtt"][0]
+        for s in statements
+        if any(a.startswith("dynamodb:") for a in s["Action"])
+        for r in s["Resource"]
+    }
+    assert tables == {"StateTable", "ConnectionsTable", "SubscriptionsTable", "PresenceTable"}
+    assert all(s["Resource"] != "*" for s in statements)
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            props = resource["Properties"]
+            assert props["BillingMode"] == "PAY_PER_REQUEST", name
+            assert props["TimeToLiveSpecification"]["Enabled"] is True, name
+
+
+def test_no_secret_is_in_the_template(apigateway: Artifact) -> None:
+    functions = [
+        r for r in apigateway.template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert len(functions) == 6  # api, connect, disconnect, message, handshake, fanout
+    for function in functions:
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["RELAY_SSM_PATH"] == "/realtime-relay/ci"
+        assert not [k for k in variables if "SECRET" in k or k.endswith("_KEYS")]
+        handler = function["Properties"]["Handler"]
+        module = handler.rsplit(".", 1)[0].replace(".", "/") + ".py"
+        assert module in apigateway.names, handler
+
+
+def test_the_compiled_template_passes_cfn_lint(apigateway: Artifact) -> None:
+    lint = Path(sys.executable).with_name("cfn-lint")
+    # W3005: the framework adds DependsOn that a GetAtt already implies; harmless.
+    done = subprocess.run(
+        [str(lint), "--ignore-checks", "W3005", "--", str(apigateway.template_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_infra_templates_pass_cfn_lint() -> None:
+    lint = Path(sys.executable).with_name("cfn-lint")
+    templates = sorted(str(p) for p in (Path(__file__).parents[2] / "infra").glob("*.yaml"))
+    assert len(templates) == 2
+    done = subprocess.run(
+        [str(lint), "--", *templates], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,287 @@
+"""One contract for every store backend (app/stores): memory, the real Redis, DynamoDB on moto.
+
+Each test gets a fresh store and its own key namespace, so tests never see each other's keys and
+the Redis keys of a run (one unique prefix) are deleted at the end of the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from app.errors import ConfigurationError
+from app.settings import Settings
+from app.stores import create_store
+from app.stores.base import bucket_ttl
+from app.stores.dynamodb import DynamoStore
+from app.stores.memory import MemoryStore
+from app.stores.redis import RedisStore
+from tests.integration.conftest import AWS_ENV, TABLE
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from app.stores.base import Store
+
+BACKENDS = ("memory", "redis", "dynamodb")
+ROOT = Path(__file__).resolve().parents[2]
+SLOW = 0.001  # tokens per second: nothing refills during a test
+TOLERANCE = 0.05  # seconds of slack for round trips between the calls of a test
+CONTENDERS = 20  # concurrent takes on one bucket of BURST tokens
+SHORT_TTL = 0.6  # long enough for a few round trips to a loaded moto, short enough to wait out
+
+
+@pytest.fixture(autouse=True)
+def _no_relay_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read RELAY_* variables: none of the environment's may leak in."""
+    for name in list(os.environ):
+        if name.startswith("RELAY_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """A fresh store of each backend."""
+    backend: Store
+    if request.param == "memory":
+        backend = MemoryStore()
+    elif request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        backend = RedisStore(url, prefix=request.getfixturevalue("redis_prefix"))
+    else:
+        backend = DynamoStore(TABLE, client=request.getfixturevalue("dynamodb"))
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture
+def ns() -> str:
+    """A key namespace of this test alone."""
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+# --- keys with a time to live ------------------------------------------------------------------
+
+
+async def test_get_of_a_missing_key_is_none(store: Store, ns: str) -> None:
+    assert await store.get(ns + "nothing") is None
+
+
+async def test_set_then_get_then_delete(store: Store, ns: str) -> None:
+    await store.set(ns + "k", b"one", ttl=60)
+    assert await store.get(ns + "k") == b"one"
+    await store.set(ns + "k", b"two", ttl=60)
+    assert await store.get(ns + "k") == b"two"
+    await store.delete(ns + "k")
+    assert await store.get(ns + "k") is None
+    await store.delete(ns + "k")  # deleting an absent key is fine
+    assert await store.get(ns + "k") is None
+
+
+async def test_values_are_bytes_kept_exactly(store: Store, ns: str) -> None:
+    value = bytes(range(256)) + '{"é": "✓"}'.encode()
+    await store.set(ns + "bin", value, ttl=60)
+    assert await store.get(ns + "bin") == value
+
+
+async def test_keys_are_independent(store: Store, ns: str) -> None:
+    await store.set(ns + "a", b"A", ttl=60)
+    await store.set(ns + "b", b"B", ttl=60)
+    await store.delete(ns + "a")
+    assert await store.get(ns + "a") is None
+    assert await store.get(ns + "b") == b"B"
+
+
+async def test_a_value_expires_after_its_ttl(store: Store, ns: str) -> None:
+    await store.set(ns + "short", b"v", ttl=SHORT_TTL)
+    await store.set(ns + "long", b"v", ttl=60)
+    assert await store.get(ns + "short") == b"v"
+    await asyncio.sleep(SHORT_TTL + 0.15)
+    assert await store.get(ns + "short") is None
+    assert await store.get(ns + "long") == b"v"
+
+
+async def test_put_if_absent_stores_once_and_returns_the_live_value(store: Store, ns: str) -> None:
+    assert await store.put_if_absent(ns + "k", b"first", ttl=60) is None
+    assert await store.put_if_absent(ns + "k", b"second", ttl=60) == b"first"
+    assert await store.get(ns + "k") == b"first"
+
+
+async def test_put_if_absent_after_delete_claims_again(store: Store, ns: str) -> None:
+    assert await store.put_if_absent(ns + "k", b"first", ttl=60) is None
+    await store.delete(ns + "k")
+    assert await store.put_if_absent(ns + "k", b"again", ttl=60) is None
+    assert await store.get(ns + "k") == b"again"
+
+
+async def test_an_expired_value_can_be_claimed_again(store: Store, ns: str) -> None:
+    assert await store.put_if_absent(ns + "k", b"old", ttl=SHORT_TTL) is None
+    assert await store.put_if_absent(ns + "k", b"early", ttl=60) == b"old"
+    await asyncio.sleep(SHORT_TTL + 0.15)
+    assert await store.put_if_absent(ns + "k", b"new", ttl=60) is None
+    assert await store.get(ns + "k") == b"new"
+
+
+async def test_put_if_absent_is_atomic_under_concurrency(store: Store, ns: str) -> None:
+    values = [f"claim-{i}".encode() for i in range(50)]
+    results = await asyncio.gather(
+        *(store.put_if_absent(ns + "race", value, ttl=60) for value in values)
+    )
+    winners = [value for value, result in zip(values, results, strict=True) if result is None]
+    assert len(winners) == 1, results
+    # Every loser was told the winner's value, and the winner's value is what stays.
+    assert {result for result in results if result is not None} == {winners[0]}
+    assert await store.get(ns + "race") == winners[0]
+
+
+async def test_set_replaces_the_ttl(store: Store, ns: str) -> None:
+    await store.set(ns + "k", b"v", ttl=SHORT_TTL)
+    await store.set(ns + "k", b"v2", ttl=60)
+    await asyncio.sleep(SHORT_TTL + 0.15)
+    assert await store.get(ns + "k") == b"v2"
+
+
+# --- token buckets -----------------------------------------------------------------------------
+
+
+async def test_a_bucket_starts_full_then_refuses_with_the_wait(store: Store, ns: str) -> None:
+    rate, burst = 2.0, 5
+    started = time.monotonic()
+    for _ in range(burst):
+        assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+    wait = await store.take(ns + "b", rate=rate, burst=burst)
+    elapsed = time.monotonic() - started
+    # One token at 2 per second takes 0.5 s, minus what refilled while the burst went through.
+    assert 0.5 - elapsed * rate - TOLERANCE <= wait <= 0.5 + TOLERANCE, (wait, elapsed)
+    assert wait > 0
+
+
+async def test_a_bucket_refills_over_time(store: Store, ns: str) -> None:
+    rate, burst = 5.0, 2
+    assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+    assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+    wait = await store.take(ns + "b", rate=rate, burst=burst)
+    assert 0 < wait <= 1 / rate + TOLERANCE
+    await asyncio.sleep(wait + 0.05)
+    assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+
+
+async def test_a_bucket_never_refills_beyond_its_burst(store: Store, ns: str) -> None:
+    rate, burst = 10.0, 3
+    assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+    await asyncio.sleep(0.4)  # 4 tokens' worth of time: the bucket holds 3 at most
+    assert await store.take(ns + "b", rate=rate, burst=burst, cost=3) == 0.0
+    assert await store.take(ns + "b", rate=rate, burst=burst, cost=2) > 0
+
+
+async def test_a_cost_above_the_tokens_takes_nothing(store: Store, ns: str) -> None:
+    burst = 5
+    assert await store.take(ns + "b", rate=SLOW, burst=burst, cost=3) == 0.0
+    wait = await store.take(ns + "b", rate=SLOW, burst=burst, cost=3)
+    assert wait == pytest.approx((3 - 2) / SLOW, rel=0.01)  # one token missing
+    # The refused take took nothing: the two tokens left are still there, and no more.
+    assert await store.take(ns + "b", rate=SLOW, burst=burst, cost=2) == 0.0
+    assert await store.take(ns + "b", rate=SLOW, burst=burst, cost=1) > 0
+
+
+async def test_buckets_are_independent(store: Store, ns: str) -> None:
+    assert await store.take(ns + "a", rate=SLOW, burst=1) == 0.0
+    assert await store.take(ns + "a", rate=SLOW, burst=1) > 0
+    assert await store.take(ns + "b", rate=SLOW, burst=1) == 0.0
+
+
+async def test_buckets_and_values_do_not_share_keys(store: Store, ns: str) -> None:
+    await store.set(ns + "same", b"value", ttl=60)
+    assert await store.take(ns + "same", rate=SLOW, burst=1) == 0.0
+    assert await store.get(ns + "same") == b"value"
+
+
+async def test_concurrent_takes_never_exceed_the_burst(store: Store, ns: str) -> None:
+    burst = 10
+    results = await asyncio.gather(
+        *(store.take(ns + "b", rate=SLOW, burst=burst) for _ in range(CONTENDERS)),
+        return_exceptions=True,
+    )
+    taken = [r for r in results if r == 0.0]
+    assert len(taken) <= burst, results
+
+
+async def test_concurrent_takes_are_all_answered(
+    store: Store, ns: str, request: pytest.FixtureRequest
+) -> None:
+    burst = 10
+    results = await asyncio.gather(
+        *(store.take(ns + "b", rate=SLOW, burst=burst) for _ in range(CONTENDERS))
+    )
+    assert sum(1 for wait in results if wait == 0.0) == burst, results
+    assert all(wait > 0 for wait in results if wait != 0.0)
+
+
+async def test_an_untouched_bucket_expires_full(
+    store: Store, ns: str, request: pytest.FixtureRequest
+) -> None:
+    rate, burst = 10.0, 1
+    assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+    assert await store.take(ns + "b", rate=rate, burst=burst) > 0
+    # Past the bucket's time to live (DynamoDB rounds its expiry up to whole seconds, plus one).
+    margin = 1.2 if store.name == "dynamodb" else 0.2
+    await asyncio.sleep(bucket_ttl(rate, burst) + margin)
+    assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+
+
+# --- choosing the backend ----------------------------------------------------------------------
+
+
+def _settings(**values: Any) -> Settings:
+    return Settings(env="test", **values)
+
+
+async def test_the_factory_builds_each_backend(
+    redis_url: str, moto_endpoint: str, dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**AWS_ENV, "AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    memory = create_store(_settings())
+    redis = create_store(_settings(store="redis", redis_url=redis_url))
+    dynamo = create_store(_settings(store="dynamodb", dynamodb_table=TABLE))
+    try:
+        assert (memory.name, redis.name, dynamo.name) == BACKENDS
+        key = f"factory-{uuid.uuid4().hex}"
+        for backend in (memory, redis, dynamo):
+            assert await backend.put_if_absent(key, b"v", ttl=5) is None
+            assert await backend.get(key) == b"v"
+            await backend.delete(key)
+    finally:
+        for backend in (memory, redis, dynamo):
+            await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [({"store": "redis"}, "RELAY_REDIS_URL"), ({"store": "dynamodb"}, "RELAY_DYNAMODB_TABLE")],
+)
+def test_the_factory_names_the_missing_setting(values: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{variable}: required"):
+        create_store(_settings(**values))
+
+
+async def test_dynamodb_items_carry_the_ttl_attribute_infra_enables(dynamodb: Any) -> None:
+    text = (ROOT / "infra" / "relay-tables.yaml").read_text()
+    declared = set(re.findall(r"TimeToLiveSpecification:\s+AttributeName:\s*(\S+)", text))
+    assert len(declared) == 1, declared
+    store = DynamoStore(TABLE, client=dynamodb)
+    key = f"ttl-{uuid.uuid4().hex}"
+    await store.set(key, b"v", ttl=60)
+    item = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": key}})["Item"]
+    (attribute,) = declared
+    assert attribute in item
+    assert float(item[attribute]["N"]) == pytest.approx(time.time() + 60, abs=5)

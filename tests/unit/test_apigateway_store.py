@@ -1,0 +1,128 @@
+"""The DynamoDB store under moto, with the tables deployed from infra/ by CloudFormation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from providers.apigateway.settings import ApiGatewaySettings
+from providers.apigateway.store import Conflict, Connection, Store
+from tests.e2e.apigw_support import PREFIX, aws_environment, deploy_infra
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    aws_environment(monkeypatch)
+    with mock_aws():
+        deploy_infra()
+        yield Store(ApiGatewaySettings(table_prefix=PREFIX), clock=lambda: NOW)
+
+
+def conn(connection_id: str, user: str | None = None, *, expires_at: int = NOW + 60) -> Connection:
+    return Connection(connection_id, f"1.{len(connection_id)}", expires_at, user_id=user)
+
+
+def test_infra_tables_have_ttl_and_on_demand_billing(store: Store) -> None:
+    client = boto3.client("dynamodb")
+    names = client.list_tables()["TableNames"]
+    assert sorted(names) == [
+        f"{PREFIX}-{t}" for t in ("connections", "presence", "state", "subscriptions")
+    ]
+    for name in names:
+        table = client.describe_table(TableName=name)["Table"]
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    keys = client.describe_table(TableName=f"{PREFIX}-subscriptions")["Table"]["KeySchema"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in keys] == [
+        ("channel", "HASH"),
+        ("connection_id", "RANGE"),
+    ]
+
+
+async def test_connection_round_trip_and_channels(store: Store) -> None:
+    await store.add_connection(
+        Connection("c1", "11.22", NOW + 60, user_id="ann", token_expires=NOW + 30)
+    )
+    await store.track_channel("c1", "news")
+    await store.track_channel("c1", "private-x")
+    await store.untrack_channel("c1", "news")
+    await store.sign_in("c1", "ann")
+    found = await store.connection("c1")
+    assert found == Connection(
+        "c1",
+        "11.22",
+        NOW + 60,
+        user_id="ann",
+        token_expires=NOW + 30,
+        signed_in="ann",
+        channels=frozenset({"private-x"}),
+    )
+    removed = await store.remove_connection("c1")
+    assert removed is not None
+    assert removed.channels == {"private-x"}
+    assert await store.remove_connection("c1") is None  # a second cleanup finds nothing
+    assert await store.connection("c1") is None
+    with pytest.raises(Conflict):
+        await store.track_channel("c1", "late")  # never recreates a removed connection
+    await store.untrack_channel("c1", "late")  # quietly nothing
+
+
+async def test_expired_rows_are_not_read(store: Store) -> None:
+    await store.add_connection(conn("old", expires_at=NOW - 1))
+    await store.subscribe("news", conn("old", expires_at=NOW - 1), None)
+    await store.subscribe("news", conn("new"), None)
+    assert await store.connection("old") is None
+    assert [
+        s.connection_id
+        for p in [p async for p in store.subscribers("news", page_size=10)]
+        for s in p
+    ] == ["new"]
+
+
+async def test_subscribers_come_in_query_pages(store: Store) -> None:
+    for i in range(7):
+        await store.subscribe("big", conn(f"c{i}"), None)
+    await store.subscribe("other", conn("x"), None)
+    pages = [page async for page in store.subscribers("big", page_size=3)]
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert sorted(s.connection_id for p in pages for s in p) == [f"c{i}" for i in range(7)]
+    assert await store.count("big") == 7
+    assert await store.subscription("big", "c4") is not None
+    gone = await store.unsubscribe("big", "c4")
+    assert gone is not None
+    assert gone.socket_id == "1.2"
+    assert await store.unsubscribe("big", "c4") is None
+    assert await store.count("big") == 6
+
+
+async def test_presence_counts_users_not_connections(store: Store) -> None:
+    ann1, ann2, ben = conn("a1", "ann"), conn("a2", "ann"), conn("b1", "ben")
+    assert await store.join("presence-x", "ann", {"name": "Ann"}, ann1) is True
+    assert await store.join("presence-x", "ann", {"name": "Ann"}, ann2) is False
+    assert await store.join("presence-x", "ben", {}, ben) is True
+    assert await store.members("presence-x") == [("ann", {"name": "Ann"}), ("ben", {})]
+    assert await store.leave("presence-x", "ann", "a1") is False  # Ann is still here via a2
+    assert await store.leave("presence-x", "ann", "a1") is False  # not a member through a1
+    assert await store.leave("presence-x", "ann", "a2") is True
+    assert await store.leave("presence-x", "nobody", "zz") is False
+    assert await store.members("presence-x") == [("ben", {})]
+    assert await store.join("presence-x", "ann", {"name": "Ann"}, ann1) is True  # back again
+
+
+async def test_client_events_are_counted_per_connection_and_second(store: Store) -> None:
+    await store.add_connection(conn("c1"))
+    assert [await store.count_client_event("c1", second=100, limit=3) for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert await store.count_client_event("c1", second=101, limit=3)  # a new second
+    assert not await store.count_client_event("gone", second=100, limit=3)
