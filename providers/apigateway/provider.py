@@ -22,8 +22,9 @@ from providers.apigateway.settings import MAX_MESSAGE_BYTES, ApiGatewaySettings
 from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
 from providers.apigateway.slices import Slice, SliceQueue
 from providers.apigateway.store import Store
-from providers.base import Limits, Member, Message, Occupancy, PresenceData, Provider, Receipt
-from providers.pusherproto import answers, frames
+from providers.base import Limits, Member, Message, Occupancy, Provider, Receipt
+from providers.pusherproto import frames
+from providers.pusherproto.server import RelaySigned
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ApiGatewayProvider(Provider):
+class ApiGatewayProvider(RelaySigned, Provider):
     """Pusher-protocol clients on API Gateway WebSockets, fanned out from DynamoDB."""
 
     name = "apigateway"
@@ -69,11 +70,6 @@ class ApiGatewayProvider(Provider):
         return cls(settings, read_env(ApiGatewaySettings))
 
     @property
-    def app_secret(self) -> str:
-        """The secret that signs subscriptions (the relay's own, as for the local provider)."""
-        return self.settings.app_secret.get_secret_value()
-
-    @property
     def api(self) -> ManagementApi:
         """The management API client (created on first use)."""
         if self._api is None:
@@ -101,25 +97,6 @@ class ApiGatewayProvider(Provider):
                 attempts=self.gateway.post_attempts,
             )
         return self._fanout
-
-    # -- client answers -------------------------------------------------------------------------
-    def authorize_channel(
-        self, *, socket_id: str, channel: str, presence: PresenceData | None
-    ) -> dict[str, str]:
-        """Pusher's channel auth (`key:HMAC`), checked again by $default on subscribe."""
-        return answers.channel_answer(
-            self.settings.app_key,
-            self.app_secret,
-            socket_id=socket_id,
-            channel=channel,
-            presence=presence,
-        )
-
-    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
-        """Pusher's user auth for pusher:signin."""
-        return answers.user_answer(
-            self.settings.app_key, self.app_secret, socket_id=socket_id, user=user
-        )
 
     # -- delivery -------------------------------------------------------------------------------
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:

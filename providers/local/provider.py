@@ -10,13 +10,13 @@ from providers.base import (
     Member,
     Message,
     Occupancy,
-    PresenceData,
     Provider,
     Receipt,
 )
 from providers.local.hub import Delivery, Hub
-from providers.pusherproto import answers, frames
+from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
+from providers.pusherproto.server import RelaySigned
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class LocalProvider(Provider):
+class LocalProvider(RelaySigned, Provider):
     """Pusher protocol 7 over WebSocket, SSE, and the Pusher HTTP API, served in-process."""
 
     name = "local"
@@ -54,29 +54,6 @@ class LocalProvider(Provider):
     def from_settings(cls, settings: Settings) -> Self:
         """The local provider needs nothing beyond the relay's own settings."""
         return cls(settings)
-
-    @property
-    def app_secret(self) -> str:
-        """The secret that signs subscriptions for this app."""
-        return self.settings.app_secret.get_secret_value()
-
-    def authorize_channel(
-        self, *, socket_id: str, channel: str, presence: PresenceData | None
-    ) -> dict[str, str]:
-        """Pusher's channel auth: `key:HMAC`, plus channel_data for presence."""
-        return answers.channel_answer(
-            self.settings.app_key,
-            self.app_secret,
-            socket_id=socket_id,
-            channel=channel,
-            presence=presence,
-        )
-
-    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
-        """Pusher's user auth for pusher:signin."""
-        return answers.user_answer(
-            self.settings.app_key, self.app_secret, socket_id=socket_id, user=user
-        )
 
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
         """Deliver to this process's subscribers (encoded once per message)."""
