@@ -63,7 +63,6 @@ class RateLimiter:
         if not self.enabled:
             return
         rate = self._rates[kind]
-        m = self._ip_multiplier
         buckets: list[tuple[str, Rate, int]] = []
         if principal.id:
             caller = f"{principal.kind}:{principal.id}"
@@ -71,9 +70,7 @@ class RateLimiter:
         else:  # an anonymous caller is its address: one bucket, the IP's
             caller = f"ip:{client_ip}"
         if client_ip is not None:
-            buckets.append(
-                (f"{kind}:ip:{client_ip}", Rate(rate.per_second * m, rate.burst * m), cost)
-            )
+            buckets.append((f"{kind}:ip:{client_ip}", self._ip_rate(kind), cost))
         for rule, count in rules:
             own = self._rule_rates.get(rule.index, {}).get(kind)
             if own is not None:
@@ -96,13 +93,17 @@ class RateLimiter:
                 raise RateLimited(f"too many {kind} requests; try again shortly", retry_after=wait)
             taken.append((key, bucket, n))
 
+    def _ip_rate(self, kind: Kind) -> Rate:
+        """An IP may carry many callers (offices, carriers): its bucket is that much larger."""
+        rate, m = self._rates[kind], self._ip_multiplier
+        return Rate(rate.per_second * m, rate.burst * m)
+
     async def failed_credential(self, client_ip: str | None) -> None:
         """A credential was refused: count it against the IP, so guessing keys is throttled."""
         if self.enabled and client_ip is not None:
-            rate = self._rates["auth"]
-            m = self._ip_multiplier
+            rate = self._ip_rate("auth")
             wait = await self.store.take(
-                f"auth:ip:{client_ip}", rate=rate.per_second * m, burst=rate.burst * m
+                f"auth:ip:{client_ip}", rate=rate.per_second, burst=rate.burst
             )
             if wait > 0:
                 raise RateLimited(
