@@ -36,6 +36,21 @@ class Coalescer(Generic[T]):
 
     async def submit(self, items: Sequence[T]) -> None:
         """Queue the items and wait until every one was sent; raise the first failure."""
+        if (
+            not self._pending
+            and self._in_flight < self._max_in_flight
+            and len(items) <= self._batch_size
+        ):
+            # A free slot and nothing waiting: send from the caller's own task, with no hand-off
+            # to another (the light-load latency); what arrives meanwhile queues as usual.
+            self._in_flight += 1
+            try:
+                self.calls += 1
+                await self._send(list(items))
+            finally:
+                self._in_flight -= 1
+                self._dispatch()
+            return
         loop = asyncio.get_running_loop()
         futures = []
         for item in items:
@@ -74,6 +89,10 @@ class Coalescer(Generic[T]):
             self._dispatch()
 
     async def aclose(self) -> None:
-        """Wait until everything queued has been sent (each finished call dispatches the next)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait until everything queued has been sent (each finished call dispatches the next,
+        and calls sent from a caller's own task count as in flight too)."""
+        while self._tasks or self._in_flight or self._pending:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0.005)
