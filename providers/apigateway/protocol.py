@@ -29,8 +29,7 @@ from app.validation import (
 from providers.apigateway import membership
 from providers.apigateway.settings import MAX_FRAME_BYTES
 from providers.apigateway.store import Conflict
-from providers.base import PresenceData
-from providers.pusherproto import frames, signing
+from providers.pusherproto import answers, frames, signing
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from app.principal import Principal
     from providers.apigateway.provider import ApiGatewayProvider
     from providers.apigateway.store import Connection
+    from providers.base import PresenceData
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Protocol:
             ):
                 return _refusal(channel, "Invalid signature", 401)
             if channel_data is not None:
-                presence = presence_data(channel_data)
+                presence = answers.parse_channel_data(channel_data)
                 if presence is None:
                     return _refusal(channel, "channel_data must hold a string user_id", 400)
         try:
@@ -212,20 +212,3 @@ class Protocol:
 
 def _refusal(channel: str, message: str, status: int) -> str:
     return frames.subscription_error(channel, kind="AuthError", message=message, status=status)
-
-
-def presence_data(channel_data: str) -> PresenceData | None:
-    """The signed presence identity in channel_data, or None if it is malformed."""
-    try:
-        parsed = orjson.loads(channel_data)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(parsed, dict):
-        return None
-    user_id = parsed.get("user_id")
-    if isinstance(user_id, int) and not isinstance(user_id, bool):
-        user_id = str(user_id)
-    info = parsed.get("user_info", {})
-    if not isinstance(user_id, str) or not user_id or not isinstance(info, dict):
-        return None
-    return PresenceData(user_id, info)

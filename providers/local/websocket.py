@@ -23,15 +23,15 @@ from app.validation import (
     validate_channel,
     validate_event_name,
 )
-from providers.base import PresenceData
 from providers.local.hub import Delivery
-from providers.pusherproto import frames, signing
+from providers.pusherproto import answers, frames, signing
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
     from app.policy import Policy
     from app.principal import Principal
     from app.schemas import EventSchemas
+    from providers.base import PresenceData
     from providers.local.provider import LocalProvider
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class PusherConnection:
                 self._refuse(channel, "Invalid signature", 401)
                 return
             if channel_data is not None:
-                presence = _presence_data(channel_data)
+                presence = answers.parse_channel_data(channel_data)
                 if presence is None:
                     self._refuse(channel, "channel_data must hold a string user_id", 400)
                     return
@@ -293,19 +293,3 @@ class PusherConnection:
         provider.broadcast(
             Delivery(name, channel, encoded, exclude=self.socket_id, user_id=user_id)
         )
-
-
-def _presence_data(channel_data: str) -> PresenceData | None:
-    try:
-        parsed = orjson.loads(channel_data)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(parsed, dict):
-        return None
-    user_id = parsed.get("user_id")
-    if isinstance(user_id, int) and not isinstance(user_id, bool):
-        user_id = str(user_id)
-    info = parsed.get("user_info", {})
-    if not isinstance(user_id, str) or not user_id or not isinstance(info, dict):
-        return None
-    return PresenceData(user_id, info)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING
 
 import orjson
 
+from providers.base import PresenceData
 from providers.pusherproto import signing
-
-if TYPE_CHECKING:
-    from providers.base import PresenceData
 
 
 def channel_answer(
@@ -45,3 +42,20 @@ def user_answer(key: str, secret: str, *, socket_id: str, user: PresenceData) ->
     user_data = orjson.dumps({"id": user.user_id, "user_info": dict(user.user_info)}).decode()
     auth = signing.user_auth(key, secret, socket_id=socket_id, user_data=user_data)
     return {"auth": auth, "user_data": user_data}
+
+
+def parse_channel_data(channel_data: str) -> PresenceData | None:
+    """The presence identity a (signature-checked) channel_data carries, or None if malformed."""
+    try:
+        parsed = orjson.loads(channel_data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    user_id = parsed.get("user_id")
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    info = parsed.get("user_info", {})
+    if not isinstance(user_id, str) or not user_id or not isinstance(info, dict):
+        return None
+    return PresenceData(user_id, info)
