@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.envsettings import EnvSettings
 from app.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,13 @@ DEV_JWT_SECRET = "relay-dev-jwt-secret-change-me-0123456789"  # noqa: S105
 DEV_API_KEY = "relay-dev-api-key"
 
 ENV_PREFIX = "RELAY_"
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+SettingsT = TypeVar("SettingsT", bound=EnvSettings)
 
 
-class Settings(BaseSettings):
+class Settings(EnvSettings):
     """Everything the relay itself is configured with."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    env_prefix = ENV_PREFIX
 
     env: Literal["development", "production", "test"] = "development"
     provider: Literal["local", "pusher", "ably", "supabase", "apigateway"] = "local"
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)
     jwt_max_ttl_seconds: int = Field(default=24 * 3600, ge=60)
-    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_API_KEY),)
+    api_keys: tuple[SecretStr, ...] = (SecretStr(DEV_API_KEY),)
 
     # Policy.
     policy_file: Path | None = None
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
 
     # Browser origins allowed on the auth endpoints and the local WebSocket ("*": any). Unset:
     # any origin in development, none in production (deny by default).
-    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_origins: tuple[str, ...] = ()
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -164,8 +164,7 @@ def read_env(cls: type[SettingsT]) -> SettingsT:
         return cls()
     except ValidationError as exc:
         first = exc.errors()[0]
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        name = prefix + str(first["loc"][0]).upper() if first["loc"] else f"{prefix}*"
+        name = cls.variable(first["loc"][0]) if first["loc"] else f"{cls.env_prefix}*"
         raise ConfigurationError(f"{name}: {first['msg']}") from exc
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.envsettings import EnvSettings
 
 # An Ably API key is "appId.keyId:keySecret"; the part before the colon is the key name.
 _KEY = re.compile(r"[^\s.:]+\.[^\s.:]+:\S+")
@@ -19,10 +20,10 @@ def _check_key(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
-class AblySettings(BaseSettings):
+class AblySettings(EnvSettings):
     """Where the Ably app is and how to talk to it."""
 
-    model_config = SettingsConfigDict(env_prefix="ABLY_", extra="ignore", frozen=True)
+    env_prefix = "ABLY_"
 
     api_key: SecretStr
     rest_host: str = Field(default=DEFAULT_REST_HOST, pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")

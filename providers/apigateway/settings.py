@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.envsettings import EnvSettings
 
 # API Gateway's own limits (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
 MAX_MESSAGE_BYTES = 128 * 1024  # one @connections post, and one client message
@@ -14,12 +15,10 @@ IDLE_TIMEOUT_SECONDS = 10 * 60
 CONNECTION_LIMIT_SECONDS = 2 * 3600
 
 
-class ApiGatewaySettings(BaseSettings):
+class ApiGatewaySettings(EnvSettings):
     """Where the tables, the queue and the management API are, and how to fan out."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="APIGW_", extra="ignore", frozen=True, populate_by_name=True
-    )
+    env_prefix = "APIGW_"
 
     # Tables `<prefix>-connections`, `-subscriptions`, `-presence`; queue `<prefix>-fanout`.
     table_prefix: str = Field(default="realtime-relay-dev", pattern=r"^[A-Za-z0-9_.-]{3,200}$")

@@ -6,13 +6,14 @@ import base64
 import binascii
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.envsettings import EnvSettings
 
 
-class PusherSettings(BaseSettings):
+class PusherSettings(EnvSettings):
     """Where the Pusher app is and how to talk to it."""
 
-    model_config = SettingsConfigDict(env_prefix="PUSHER_", extra="ignore", frozen=True)
+    env_prefix = "PUSHER_"
 
     app_id: str = Field(pattern=r"^[0-9]{1,20}$")
     key: str = Field(min_length=1, max_length=64, pattern=r"^[\w.-]+$")

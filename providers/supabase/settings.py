@@ -5,7 +5,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.envsettings import EnvSettings
 
 # Realtime's documented broadcast payload limit is 256 KB on the Free plan and 3,000 KB on Pro,
 # Team and Enterprise (supabase.com/docs/guides/realtime/limits). The Free figure is the default
@@ -16,10 +17,10 @@ FREE_PLAN_PAYLOAD_BYTES = 256 * 1024
 FREE_PLAN_MESSAGES_PER_SECOND = 100
 
 
-class SupabaseSettings(BaseSettings):
+class SupabaseSettings(EnvSettings):
     """Where the Supabase project is, the keys it trusts, and how hard to try."""
 
-    model_config = SettingsConfigDict(env_prefix="SUPABASE_", extra="ignore", frozen=True)
+    env_prefix = "SUPABASE_"
 
     url: str
     service_role_key: SecretStr

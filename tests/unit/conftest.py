@@ -47,7 +47,7 @@ def relay_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     for name in list(os.environ):
         if name.startswith("RELAY_"):
             monkeypatch.delenv(name)
-    return Settings(**UNIT_SETTINGS)  # type: ignore[arg-type]
+    return Settings(**UNIT_SETTINGS)
 
 
 @pytest.fixture

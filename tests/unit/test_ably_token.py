@@ -13,6 +13,7 @@ from ably import AblyRest  # type: ignore[import-untyped]  # the SDK ships no ty
 
 from app.policy import Policy
 from app.principal import ANONYMOUS, user
+from app.settings import read_env
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
 from providers.ably.token import new_nonce, sign_token_request, token_mac
@@ -87,7 +88,9 @@ async def test_token_request_equals_the_sdks(
 
 async def test_provider_token_request_equals_the_sdks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABLY_API_KEY", KEY)
-    provider = AblyProvider(AblySettings(), clock=lambda: TIMESTAMP / 1000, nonce=lambda: NONCE)
+    provider = AblyProvider(
+        read_env(AblySettings), clock=lambda: TIMESTAMP / 1000, nonce=lambda: NONCE
+    )
     got = await provider.issue_token(user("alice"), Policy.default())
     capability = {"private-user-alice": ["history", "subscribe"]}
     expected = await _sdk({"ttl": 3_600_000, "capability": capability, "client_id": "alice"})
@@ -97,7 +100,9 @@ async def test_provider_token_request_equals_the_sdks(monkeypatch: pytest.Monkey
 
 async def test_anonymous_token_request_has_no_client_id(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABLY_API_KEY", KEY)
-    provider = AblyProvider(AblySettings(), clock=lambda: TIMESTAMP / 1000, nonce=lambda: NONCE)
+    provider = AblyProvider(
+        read_env(AblySettings), clock=lambda: TIMESTAMP / 1000, nonce=lambda: NONCE
+    )
     got = await provider.issue_token(ANONYMOUS, Policy.default(), channels=["news"])
     expected = await _sdk({"ttl": 3_600_000, "capability": {"news": ["history", "subscribe"]}})
     assert got == expected

@@ -222,7 +222,7 @@ class App:
 @pytest.fixture
 async def app(relay_settings: Settings) -> AsyncIterator[App]:
     settings = Settings(
-        **{**UNIT_SETTINGS, "breaker_failures": 3, "breaker_cooldown_seconds": COOLDOWN}  # type: ignore[arg-type]
+        **{**UNIT_SETTINGS, "breaker_failures": 3, "breaker_cooldown_seconds": COOLDOWN}
     )
     provider = FlakyProvider(settings)
     recorder = Recorder("9999.1")

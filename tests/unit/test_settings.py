@@ -38,7 +38,7 @@ SECRET_VARIABLES = ("RELAY_APP_SECRET", "RELAY_JWT_SECRET", "RELAY_API_KEYS")
 
 @pytest.fixture(autouse=True)
 def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # pydantic-settings matches names case-insensitively, so clear relay_* spellings too.
+    # Names match case-insensitively (app/envsettings.py), so clear relay_* spellings too.
     for name in list(os.environ):
         if name.upper().startswith("RELAY_"):
             monkeypatch.delenv(name)

@@ -58,7 +58,7 @@ def realtime() -> Realtime:
 @pytest.fixture
 def relay_settings() -> Settings:
     """The unit settings on the supabase provider."""
-    return Settings(**{**UNIT_SETTINGS, "provider": "supabase"})  # type: ignore[arg-type]
+    return Settings(**{**UNIT_SETTINGS, "provider": "supabase"})
 
 
 def _supabase(realtime: Realtime, **changes: Any) -> SupabaseProvider:
@@ -241,7 +241,7 @@ def test_from_settings_reads_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
     monkeypatch.setenv("SUPABASE_JWT_SECRET", SECRET)
     monkeypatch.setenv("SUPABASE_MAX_MESSAGES_PER_CALL", "25")
-    made = SupabaseProvider.from_settings(Settings(**{**UNIT_SETTINGS, "provider": "supabase"}))  # type: ignore[arg-type]
+    made = SupabaseProvider.from_settings(Settings(**{**UNIT_SETTINGS, "provider": "supabase"}))
     assert made.name == "supabase"
     assert made.limits.max_events_per_batch_call == 25
     assert made.limits.supports_encrypted_channels is False
