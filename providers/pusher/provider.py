@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Self
 
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, ProviderUnavailable
 from app.settings import read_env
 from app.validation import ChannelKind, channel_kind
 from providers.base import (
@@ -19,7 +19,6 @@ from providers.base import (
     chunked,
 )
 from providers.pusher import crypto, webhooks
-from providers.pusher.api import PusherApi
 from providers.pusher.coalescer import Coalescer
 from providers.pusher.settings import PusherSettings
 from providers.pusherproto import answers, frames
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
 
     from app.settings import Settings
     from providers.base import ChannelEvent
+    from providers.pusher.api import PusherApi
 
 # Pusher's documented limits for one HTTP call.
 CHANNELS_PER_EVENT_CALL = 100
@@ -54,7 +54,9 @@ class PusherProvider(Provider):
             supports_presence_query=True,
             supports_user_auth=True,
         )
-        self.api = PusherApi(settings, http=http)
+        self._http = http
+        self._api: PusherApi | None = None
+        self._closed = False
         self.batches: Coalescer[dict[str, str]] = Coalescer(
             self._send_batch,
             batch_size=EVENTS_PER_BATCH_CALL,
@@ -65,6 +67,18 @@ class PusherProvider(Provider):
     def from_settings(cls, settings: Settings) -> Self:
         """Read PUSHER_* (the relay's own settings hold nothing Pusher needs)."""
         return cls(read_env(PusherSettings))
+
+    @property
+    def api(self) -> PusherApi:
+        """The HTTP API client, built on the first call: httpx is imported then, so a cold start
+        that only signs subscriptions (no HTTP call to Pusher) never loads it."""
+        if self._api is None:
+            if self._closed:
+                raise ProviderUnavailable("the relay is shutting down")
+            from providers.pusher.api import PusherApi
+
+            self._api = PusherApi(self.settings, http=self._http)
+        return self._api
 
     @property
     def _secret(self) -> str:
@@ -191,7 +205,9 @@ class PusherProvider(Provider):
     async def aclose(self) -> None:
         """Finish calls in flight, then close the pool."""
         await self.batches.aclose()
-        await self.api.aclose()
+        self._closed = True
+        if self._api is not None:
+            await self._api.aclose()
 
 
 def _runs(

@@ -74,6 +74,9 @@ def test_pusher_app_imports_the_provider_but_no_sdk() -> None:
     roots = result["roots"]
     assert isinstance(roots, list)
     assert [m for m in NOT_FOR_PUSHER if m in roots] == []
+    # The HTTP client is built on the first call to Pusher: signing subscriptions needs none.
+    assert "httpx" not in roots
+    assert "providers.pusher.api" not in modules
     # Nor the local provider's socket machinery.
     assert "providers.local.provider" not in modules
 

@@ -158,6 +158,19 @@ def msgs(*specs: tuple[str, str], name: str = "ev", socket_id: str | None = None
     ]
 
 
+@pytest.mark.parametrize("used_before", [False, True])
+async def test_a_closed_provider_refuses_calls_and_sends_nothing(
+    fake: FakePusher, make_provider: Callable[..., PusherProvider], used_before: bool
+) -> None:
+    relay = make_provider()
+    if used_before:
+        await relay.publish(msgs(("a", "1")))
+    await relay.aclose()
+    with pytest.raises(ProviderUnavailable):
+        await relay.publish(msgs(("a", "2")))
+    assert len(fake.calls) == int(used_before)
+
+
 # -- signing ---------------------------------------------------------------------------------
 async def test_every_call_is_signed_as_pusher_checks(
     fake: FakePusher, make_provider: Callable[..., PusherProvider]
