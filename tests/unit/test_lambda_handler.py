@@ -132,6 +132,46 @@ assert lambda_handler.handler(sample, None)["statusCode"] == 200
 """
 
 
+SAMPLE = ROOT / "tests" / "events" / "httpapi_health.json"
+COLLECTOR = f"""
+import gc, json
+from pathlib import Path
+from app import lambda_handler, relay as relay_module
+seen = []
+build = relay_module.Relay.build
+def spy(*args, **kwargs):
+    seen.append(gc.isenabled())
+    return build(*args, **kwargs)
+relay_module.Relay.build = spy
+sample = json.loads(Path({str(SAMPLE)!r}).read_text())
+assert lambda_handler.handler(sample, None)["statusCode"] == 200
+seen.append(gc.isenabled())
+seen.append(gc.get_freeze_count())
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_the_cold_build_pauses_the_collector_then_freezes_what_it_built(
+    enabled_before: bool,
+) -> None:
+    first = "" if enabled_before else "import gc; gc.disable()"
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", f"{first}\n{COLLECTOR}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}, **LOCAL_ENV},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    during, after, frozen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert during is False  # the relay was built with the collector paused
+    assert after is enabled_before  # and the collector is back as it was
+    assert frozen > 20_000  # the cold start's objects are out of the collector's way
+
+
 def test_the_local_cold_path_never_imports_boto3() -> None:
     loaded = _loaded("", HEALTH)
     assert "mangum" in loaded  # the probe sees what the handler imported
