@@ -5,7 +5,9 @@ exists, else `create_app()` wrapped in Mangum with lifespan="off", as that modul
 answers one API Gateway HTTP API event for GET /health. The figure is the sum, import + first
 response: what a cold invocation waits, however a handler splits its work between module import
 and first call (app.lambda_handler builds the relay on its first call). The baseline is a bare
-FastAPI app with one constant route behind Mangum, measured the same way in the same run. Runs are
+FastAPI app with one constant route behind Mangum (bench/bare_lambda.py), measured the same way in
+the same run; the same app built with the garbage collector paused, as app.lambda_handler builds,
+is measured too and reported beside each figure. Runs are
 interleaved (every variant once per round) and medians reported; the interpreter's own start-up is
 the same for every variant and not counted.
 """
@@ -120,15 +122,27 @@ else:
 """
 
 BARE_BUILD = """
-from fastapi import FastAPI
-from mangum import Mangum
-bare = FastAPI()
-@bare.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
-handler = Mangum(bare, lifespan="off")
-how = "bare FastAPI + Mangum"
+from bench.bare_lambda import handler
+how = "bare FastAPI + Mangum (bench/bare_lambda.py)"
 """
+
+# The same baseline built the way app.lambda_handler builds: collector paused, then frozen. The
+# figure against it (reported, not targeted) shows what the relay adds beyond that technique.
+PAUSED = "paused"
+PAUSED_BUILD = """
+import gc
+gc.disable()
+from bench.bare_lambda import handler
+gc.freeze()
+gc.enable()
+how = "bare FastAPI + Mangum, collector paused"
+"""
+
+
+def _build(variant: str | None) -> str:
+    if variant is None:
+        return BARE_BUILD
+    return PAUSED_BUILD if variant == PAUSED else RELAY_BUILD
 
 
 def probe_program(build: str) -> str:
@@ -157,14 +171,14 @@ class Unavailable(Exception):
 
 def _env(provider: str | None) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PYTHON"))}
-    if provider is None:
+    if provider is None or provider == PAUSED:
         return base
     return {**base, **RELAY, "RELAY_PROVIDER": provider, **PROVIDER_ENV[provider]}
 
 
 def sample(provider: str | None) -> Sample:
     """Run one fresh process (provider None: the bare baseline)."""
-    build = BARE_BUILD if provider is None else RELAY_BUILD
+    build = _build(provider)
     done = subprocess.run(
         [sys.executable, "-c", probe_program(build)],
         capture_output=True,
@@ -185,7 +199,7 @@ def sample(provider: str | None) -> Sample:
 
 def import_profile(provider: str | None) -> dict[str, float]:
     """Import time (ms) per top-level package in one fresh `-X importtime` process."""
-    build = BARE_BUILD if provider is None else RELAY_BUILD
+    build = _build(provider)
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", probe_program(build)],
         capture_output=True,
@@ -225,7 +239,7 @@ def added_imports(relay: dict[str, float], bare: dict[str, float]) -> list[tuple
 def run(*, quick: bool = False) -> list[Figure]:
     """Median import and first-response times per provider against the bare app."""
     rounds = 1 if quick else 15
-    variants: list[str | None] = [None, *PROVIDER_ENV]
+    variants: list[str | None] = [None, PAUSED, *PROVIDER_ENV]
     for variant in [] if quick else variants:  # one discarded run each: caches written, disk warm
         with contextlib.suppress(Unavailable):
             sample(variant)
@@ -238,7 +252,7 @@ def run(*, quick: bool = False) -> list[Figure]:
             try:
                 samples[variant].append(sample(variant))
             except Unavailable as exc:
-                if variant is None:
+                if variant in (None, PAUSED):
                     raise RuntimeError(f"the bare baseline failed: {exc}") from exc
                 skipped[variant] = str(exc)
     profile = [] if quick else added_imports(import_profile("local"), import_profile(None))
@@ -253,14 +267,19 @@ def _figures(
     bare = samples[None]
     bare_total = statistics.median(s.total_ms for s in bare)
     bare_split = _split(bare)
+    paused_total = statistics.median(s.total_ms for s in samples[PAUSED])
     plots.collect(LATENCY_GROUP, "bare FastAPI + Mangum", _hist(bare))
+    plots.collect(LATENCY_GROUP, "bare, collector paused", _hist(samples[PAUSED]))
     figures = []
     for provider, runs in samples.items():
-        if provider is None or provider in skipped or not runs:
+        if provider in (None, PAUSED) or provider in skipped or not runs:
             continue
         sdks = sorted({m for s in runs for m in s.sdks})
+        total = statistics.median(s.total_ms for s in runs)
         notes = [
             f"{runs[0].how}; median of {len(runs)}: {_split(runs)} (bare: {bare_split})",
+            f"against the bare app built with the collector paused too ({paused_total:.0f} ms): "
+            f"{total / paused_total:.2f}x",
             f"SDKs loaded: {', '.join(sdks) or 'none'}",
         ]
         if provider == "local":
@@ -273,7 +292,7 @@ def _figures(
             Figure(
                 f"Cold start, {provider}: import + first response (GET /health)",
                 "ms",
-                statistics.median(s.total_ms for s in runs),
+                total,
                 bare_total,
                 "bare FastAPI + Mangum",
                 "<= 1.15" if provider in TARGETED else "",

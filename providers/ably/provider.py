@@ -29,10 +29,10 @@ from app.principal import PrincipalKind
 from app.settings import read_env
 from providers.ably import webhooks
 from providers.ably.capability import compile_capability
-from providers.ably.rest import AblyRest
 from providers.ably.settings import AblySettings
 from providers.ably.token import new_nonce, sign_token_request
 from providers.base import Limits, Member, Message, Provider, Receipt
+from providers.lazyclient import LazyClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from app.policy import Policy
     from app.principal import Principal
     from app.settings import Settings
+    from providers.ably.rest import AblyRest
     from providers.base import ChannelEvent
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class AblyProvider(Provider):
             supports_presence_query=True,
             supports_history=True,
         )
-        self.rest = rest or AblyRest(settings, http=http)
+        self._rest = LazyClient(lambda: _ably_rest(settings, http), ready=rest)
         self._clock = clock
         self._nonce = nonce
 
@@ -188,9 +189,14 @@ class AblyProvider(Provider):
         webhooks.check_fresh(events, now=self._clock())
         return events
 
+    @property
+    def rest(self) -> AblyRest:
+        """The REST client, built on the first call to Ably (providers/lazyclient.py)."""
+        return self._rest.get()
+
     async def aclose(self) -> None:
         """Close the pool."""
-        await self.rest.aclose()
+        await self._rest.aclose()
 
 
 def _batches(specs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -258,3 +264,9 @@ def _info(item: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     return {} if value is None else {"data": value if isinstance(value, str) else _text(item)}
+
+
+def _ably_rest(settings: AblySettings, http: httpx.AsyncClient | None) -> AblyRest:
+    from providers.ably.rest import AblyRest
+
+    return AblyRest(settings, http=http)

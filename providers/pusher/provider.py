@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Self
 
-from app.errors import PayloadTooLarge, ProviderUnavailable
+from app.errors import PayloadTooLarge
 from app.settings import read_env
 from app.validation import ChannelKind, channel_kind
 from providers.base import (
@@ -18,6 +18,7 @@ from providers.base import (
     Receipt,
     chunked,
 )
+from providers.lazyclient import LazyClient
 from providers.pusher import crypto, webhooks
 from providers.pusher.coalescer import Coalescer
 from providers.pusher.settings import PusherSettings
@@ -54,9 +55,7 @@ class PusherProvider(Provider):
             supports_presence_query=True,
             supports_user_auth=True,
         )
-        self._http = http
-        self._api: PusherApi | None = None
-        self._closed = False
+        self._api = LazyClient(lambda: _pusher_api(settings, http))
         self.batches: Coalescer[dict[str, str]] = Coalescer(
             self._send_batch,
             batch_size=EVENTS_PER_BATCH_CALL,
@@ -70,15 +69,8 @@ class PusherProvider(Provider):
 
     @property
     def api(self) -> PusherApi:
-        """The HTTP API client, built on the first call: httpx is imported then, so a cold start
-        that only signs subscriptions (no HTTP call to Pusher) never loads it."""
-        if self._api is None:
-            if self._closed:
-                raise ProviderUnavailable("the relay is shutting down")
-            from providers.pusher.api import PusherApi
-
-            self._api = PusherApi(self.settings, http=self._http)
-        return self._api
+        """The HTTP API client, built on the first call to Pusher (providers/lazyclient.py)."""
+        return self._api.get()
 
     @property
     def _secret(self) -> str:
@@ -205,9 +197,13 @@ class PusherProvider(Provider):
     async def aclose(self) -> None:
         """Finish calls in flight, then close the pool."""
         await self.batches.aclose()
-        self._closed = True
-        if self._api is not None:
-            await self._api.aclose()
+        await self._api.aclose()
+
+
+def _pusher_api(settings: PusherSettings, http: httpx.AsyncClient | None) -> PusherApi:
+    from providers.pusher.api import PusherApi
+
+    return PusherApi(settings, http=http)
 
 
 def _runs(

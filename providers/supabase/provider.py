@@ -25,8 +25,8 @@ from app.errors import (
 from app.settings import read_env
 from app.validation import ChannelKind, channel_kind
 from providers.base import Limits, Member, Message, Provider, Receipt, chunked
+from providers.lazyclient import LazyClient
 from providers.supabase import tokens
-from providers.supabase.broadcast import BroadcastApi
 from providers.supabase.settings import SupabaseSettings
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from app.policy import Policy
     from app.principal import Principal
     from app.settings import Settings
+    from providers.supabase.broadcast import BroadcastApi
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class SupabaseProvider(Provider):
             max_channels_per_call=settings.max_messages_per_call,
             max_events_per_batch_call=settings.max_messages_per_call,
         )
-        self.api = BroadcastApi(settings, http=http)
+        self._api = LazyClient(lambda: _broadcast_api(settings, http))
         self._clock = clock
 
     @classmethod
@@ -151,6 +152,17 @@ class SupabaseProvider(Provider):
             "read the members in the client with channel.presenceState()"
         )
 
+    @property
+    def api(self) -> BroadcastApi:
+        """The broadcast client, built on the first publish (providers/lazyclient.py)."""
+        return self._api.get()
+
     async def aclose(self) -> None:
         """Close the HTTP pool."""
-        await self.api.aclose()
+        await self._api.aclose()
+
+
+def _broadcast_api(settings: SupabaseSettings, http: httpx.AsyncClient | None) -> BroadcastApi:
+    from providers.supabase.broadcast import BroadcastApi
+
+    return BroadcastApi(settings, http=http)

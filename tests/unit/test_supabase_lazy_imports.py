@@ -1,4 +1,5 @@
-"""Choosing the supabase provider imports no other provider's SDK, nor the `realtime` SDK."""
+"""Choosing the supabase provider imports no other provider's SDK, nor the `realtime` SDK, nor
+httpx before the first publish."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = (
     "pusher", "nacl", "ably", "boto3", "botocore", "redis", "mangum",
     "realtime", "supabase", "websockets", "psycopg",
+    "httpx",  # the broadcast client is built on the first publish
 )  # fmt: skip
 
 PROGRAM = f"""
