@@ -91,17 +91,19 @@ def _not_a_user(principal: Principal) -> Verdict:
     return Verdict(False, f"{principal.describe()} is not a signed-in user", needs_login=True)
 
 
-@dataclass(frozen=True, slots=True)
 class Anyone(Term):
     """Every caller, anonymous included."""
+
+    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         return Verdict(True, "anyone may")
 
 
-@dataclass(frozen=True, slots=True)
 class AnyUser(Term):
     """Any signed-in end user."""
+
+    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         if ctx.principal.is_user:
@@ -109,9 +111,10 @@ class AnyUser(Term):
         return _not_a_user(ctx.principal)
 
 
-@dataclass(frozen=True, slots=True)
 class Backend(Term):
     """A backend holding an API key."""
+
+    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         if ctx.principal.is_backend:
@@ -168,9 +171,10 @@ class ClaimIs(Term):
         return Verdict(False, f"claim {self.claim!r} is not {expected!r}", needs_login=True)
 
 
-@dataclass(frozen=True, slots=True)
 class HookTerm(Term):
     """Whatever the policy's Python hook decides; a failing hook denies."""
+
+    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         """Call the hook, turning anything but a decision into a denying verdict."""
