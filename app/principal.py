@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -18,8 +19,7 @@ class PrincipalKind(StrEnum):
     BACKEND = "backend"  # a server, proven by an API key or the app secret
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(Struct, frozen=True):
     """An authenticated (or anonymous) caller; `claims` are the verified JWT claims of a user."""
 
     kind: PrincipalKind

@@ -4,10 +4,10 @@ then the provider behind its circuit breaker."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from msgspec import Struct
 
 from app.access import require
 from app.errors import TooManyItems
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from providers.base import Provider
 
 
-@dataclass(frozen=True, slots=True)
-class EventRequest:
+class EventRequest(Struct, frozen=True):
     """One event to one or more channels, as a caller asked for it."""
 
     name: object
@@ -46,8 +45,7 @@ class EventRequest:
     socket_id: object = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Struct, frozen=True):
     """The answer to a publish, and whether it was replayed for a repeated Idempotency-Key."""
 
     answer: dict[str, Any]

@@ -9,8 +9,9 @@ A rule may set its own limits in the policy file:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard
+
+from msgspec import Struct
 
 from app.errors import ConfigurationError, RateLimited, TooManyItems
 
@@ -26,8 +27,7 @@ if TYPE_CHECKING:
 Kind = Literal["auth", "publish"]
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
+class Rate(Struct, frozen=True):
     """Tokens per second, and the bucket's size (the largest burst)."""
 
     per_second: float

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from msgspec import Struct
 from starlette.requests import HTTPConnection  # noqa: TC002 - FastAPI resolves it at runtime
 
 from app.breaker import CircuitBreaker
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from providers.base import Provider
 
 
-@dataclass(slots=True)
-class Relay:
+class Relay(Struct):
     """Settings, the gates, the shared store and the provider."""
 
     settings: Settings

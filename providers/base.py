@@ -8,8 +8,9 @@ cannot do it refuses with NotSupported, which routes turn into a 501 problem.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from msgspec import Struct, field
 
 from app.errors import NotSupported
 
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(Struct, frozen=True):
     """A provider's limits and capabilities, as data, so routes can refuse early."""
 
     max_payload_bytes: int = 10_240
@@ -38,8 +38,7 @@ class Limits:
     supports_user_auth: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(Struct, frozen=True):
     """One event on one channel, ready for delivery."""
 
     channel: str
@@ -49,8 +48,7 @@ class Message:
     id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(Struct, frozen=True):
     """What the provider accepted for one message."""
 
     channel: str
@@ -58,16 +56,14 @@ class Receipt:
     id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(Struct, frozen=True):
     """One user present on a presence channel."""
 
     user_id: str
     user_info: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Occupancy:
+class Occupancy(Struct, frozen=True):
     """How busy a channel is (user_count for presence channels only)."""
 
     occupied: bool
@@ -75,16 +71,14 @@ class Occupancy:
     user_count: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PresenceData:
+class PresenceData(Struct, frozen=True):
     """The signed identity a presence subscription carries."""
 
     user_id: str
     user_info: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelEvent:
+class ChannelEvent(Struct, frozen=True):
     """A provider webhook event in the relay's own schema."""
 
     kind: str  # channel_occupied, channel_vacated, member_added, member_removed, client_event

@@ -7,9 +7,10 @@ true, so callers must say which outcome they mean (`isinstance` or `match`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+
+from msgspec import Struct
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,14 +28,13 @@ class Action(StrEnum):
 
 
 def _no_truth_value(self: object) -> NoReturn:
-    # A dataclass instance is always truthy, which would make `if decision:` allow every Deny.
+    # A record instance is always truthy, which would make `if decision:` allow every Deny.
     raise TypeError(
         f"{type(self).__name__} has no truth value: test isinstance(decision, Deny) instead"
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Allow:
+class Allow(Struct, frozen=True):
     """The action is allowed by `rule` (a pattern, or a hook's own label)."""
 
     rule: str
@@ -43,8 +43,7 @@ class Allow:
     __bool__ = _no_truth_value
 
 
-@dataclass(frozen=True, slots=True)
-class AllowPresence:
+class AllowPresence(Struct, frozen=True):
     """A presence subscription is allowed; `user_id` and `user_info` are what other members see."""
 
     rule: str
@@ -55,8 +54,7 @@ class AllowPresence:
     __bool__ = _no_truth_value
 
 
-@dataclass(frozen=True, slots=True)
-class Deny:
+class Deny(Struct, frozen=True):
     """The action is denied; `unauthenticated` says a login would help (401 rather than 403)."""
 
     reason: str
@@ -69,8 +67,7 @@ class Deny:
 Decision: TypeAlias = Allow | AllowPresence | Deny
 
 
-@dataclass(frozen=True)
-class Explanation:
+class Explanation(Struct, frozen=True):
     """Why the policy decided what it did: the rule that matched, its bindings, each term tried."""
 
     channel: str

@@ -7,10 +7,12 @@ prints is always what the routes enforce.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
+from msgspec.structs import force_setattr
 
 from app.errors import ConfigurationError
 from app.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
@@ -28,8 +30,7 @@ DEFAULT_SOURCE = "built-in default"
 PRESENCE_PREFIX = "presence-"
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(Struct, frozen=True):
     """An ordered list of rules, first match decides, and the optional hook its terms may call."""
 
     rules: tuple[Rule, ...]
@@ -37,7 +38,7 @@ class Policy:
     hook: Hook | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rules", tuple(self.rules))
+        force_setattr(self, "rules", tuple(self.rules))  # a list given stays immutable
         unserved = next((rule for rule in self.rules if rule.uses_hook), None)
         if self.hook is None and unserved is not None:
             raise ConfigurationError(

@@ -24,9 +24,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import tomllib
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
+
+from msgspec import Struct
 
 from app.errors import ConfigurationError
 from app.policy.patterns import Pattern, PatternError
@@ -40,8 +41,7 @@ _TOP_KEYS = frozenset({"hook", "rule"})
 _RULE_KEYS = frozenset({"pattern", "presence_info", "options", *ACTION_KEYS})
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyDocument:
+class PolicyDocument(Struct, frozen=True):
     """A checked policy source: its rules in order and its imported hook."""
 
     rules: tuple[Rule, ...]

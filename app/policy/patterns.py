@@ -13,8 +13,9 @@ the pattern's placeholders are substituted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
@@ -30,8 +31,7 @@ class PatternError(ValueError):
     """A pattern or template is malformed; the loader turns this into a ConfigurationError."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Placeholder:
+class _Placeholder(Struct, frozen=True):
     name: str
 
 
@@ -63,13 +63,12 @@ def _tokens(text: str) -> list[_Token]:
     return tokens
 
 
-@dataclass(frozen=True, slots=True)
-class Pattern:
+class Pattern(Struct, frozen=True):
     """A compiled channel pattern; `match` returns the bound placeholders or None."""
 
     text: str
     placeholders: tuple[str, ...]
-    regex: re.Pattern[str] = field(repr=False)
+    regex: re.Pattern[str]
 
     @classmethod
     def compile(cls, text: str) -> Pattern:
@@ -105,12 +104,11 @@ class Pattern:
         return self.text
 
 
-@dataclass(frozen=True, slots=True)
-class Template:
+class Template(Struct, frozen=True):
     """A term value such as `{id}` or `org-{org}`, filled in from a pattern's bound placeholders."""
 
     text: str
-    parts: tuple[_Token, ...] = field(repr=False)
+    parts: tuple[_Token, ...]
 
     @classmethod
     def parse(cls, text: str, placeholders: Collection[str]) -> Template:

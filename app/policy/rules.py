@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+
+from msgspec import Struct, field
 
 from app.policy.decisions import Action, Allow, AllowPresence, Decision, Deny
 from app.policy.patterns import PatternError, Template
@@ -62,8 +62,7 @@ class Verdict(NamedTuple):
         return f"{'yes' if self.granted else 'no'}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(Struct, frozen=True):
     """What a term is evaluated against."""
 
     principal: Principal
@@ -73,15 +72,14 @@ class Context:
     hook: Hook | None
 
 
-@dataclass(frozen=True, slots=True)
-class Term(ABC):
+class Term(Struct, frozen=True):
     """One way to be granted an action; `text` is the term as written in the policy."""
 
     text: str
 
-    @abstractmethod
     def evaluate(self, ctx: Context) -> Verdict:
-        """Whether this term grants the action in this context."""
+        """Whether this term grants the action in this context (each kind of term says)."""
+        raise NotImplementedError
 
     def __str__(self) -> str:
         return self.text
@@ -91,19 +89,15 @@ def _not_a_user(principal: Principal) -> Verdict:
     return Verdict(False, f"{principal.describe()} is not a signed-in user", needs_login=True)
 
 
-class Anyone(Term):
+class Anyone(Term, frozen=True):
     """Every caller, anonymous included."""
-
-    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         return Verdict(True, "anyone may")
 
 
-class AnyUser(Term):
+class AnyUser(Term, frozen=True):
     """Any signed-in end user."""
-
-    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         if ctx.principal.is_user:
@@ -111,10 +105,8 @@ class AnyUser(Term):
         return _not_a_user(ctx.principal)
 
 
-class Backend(Term):
+class Backend(Term, frozen=True):
     """A backend holding an API key."""
-
-    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         if ctx.principal.is_backend:
@@ -123,8 +115,7 @@ class Backend(Term):
         return Verdict(False, f"{ctx.principal.describe()} is not a backend", needs_login=True)
 
 
-@dataclass(frozen=True, slots=True)
-class UserIs(Term):
+class UserIs(Term, frozen=True):
     """The user whose id equals the value, by exact string equality."""
 
     value: Template
@@ -145,8 +136,7 @@ def _claim_text(value: object) -> str | None:
     return str(value)
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimIs(Term):
+class ClaimIs(Term, frozen=True):
     """A user whose claim equals the value, or contains it when the claim is a list."""
 
     claim: str
@@ -171,10 +161,8 @@ class ClaimIs(Term):
         return Verdict(False, f"claim {self.claim!r} is not {expected!r}", needs_login=True)
 
 
-class HookTerm(Term):
+class HookTerm(Term, frozen=True):
     """Whatever the policy's Python hook decides; a failing hook denies."""
-
-    __slots__ = ()  # Term's dataclass methods serve: no fields of its own
 
     def evaluate(self, ctx: Context) -> Verdict:
         """Call the hook, turning anything but a decision into a denying verdict."""
@@ -226,8 +214,7 @@ def parse_term(text: str, placeholders: Collection[str]) -> Term:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Struct, frozen=True):
     """A channel pattern, the terms that grant each action, and what presence shares."""
 
     compiled: Pattern

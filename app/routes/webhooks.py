@@ -1,10 +1,10 @@
 """Inbound provider webhooks: verified by the provider, normalized into the relay's schema."""
 
 import logging
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from msgspec.structs import asdict
 from pydantic import BaseModel
 
 from app.errors import NotFound

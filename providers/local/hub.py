@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+from msgspec import Struct, field
 
 from providers.base import Member, PresenceData
 from providers.pusherproto import frames
@@ -79,8 +79,7 @@ class Subscriber(Protocol):
         """Queue the delivery without blocking."""
 
 
-@dataclass(slots=True)
-class _Presence:
+class _Presence(Struct):
     user_info: Mapping[str, Any]
     sockets: set[str] = field(default_factory=set)
 
