@@ -1,14 +1,15 @@
 """Client authorization: pusher-js channelAuthorization and userAuthentication endpoints."""
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+import orjson
+from fastapi import APIRouter, Request, Response
 
 from app.access import require
 from app.errors import BadRequest, Forbidden, TooManyItems, Unauthenticated
 from app.forms import read_fields
 from app.policy import Action, AllowPresence
-from app.relay import Relay, get_relay
+from app.relay import relay_of
 from app.validation import (
     ChannelKind,
     channel_kind,
@@ -19,6 +20,14 @@ from app.validation import (
 from providers.base import PresenceData
 
 router = APIRouter(tags=["auth"])
+
+
+def json_answer(answer: dict[str, str]) -> Response:
+    """The signed answer as JSON, serialized once here: the route's `response_model` documents
+    it, and FastAPI's own validation and encoding of a dict of strings would only repeat work
+    on the relay's busiest route."""
+    return Response(orjson.dumps(answer), media_type="application/json")
+
 
 _FORM_BODY = {
     "requestBody": {
@@ -45,11 +54,11 @@ _FORM_BODY = {
     "/auth/channel",
     summary="Authorize a channel subscription (pusher-js channelAuthorization)",
     openapi_extra=_FORM_BODY,
+    response_model=dict[str, str],
 )
-async def authorize_channel(
-    request: Request, relay: Annotated[Relay, Depends(get_relay)]
-) -> dict[str, str]:
+async def authorize_channel(request: Request) -> Response:
     """Sign a private, presence or encrypted channel subscription the policy allows."""
+    relay = relay_of(request)
     fields = await read_fields(request)
     socket_id = validate_socket_id(fields.get("socket_id"))
     channel = validate_channel(fields.get("channel_name"), relay.provider.limits)
@@ -68,17 +77,20 @@ async def authorize_channel(
             raise Forbidden("presence channels need a signed-in user", channel=channel)
         encode_user_info(decision.user_info)  # size check before signing
         presence = PresenceData(decision.user_id, decision.user_info)
-    return relay.provider.authorize_channel(socket_id=socket_id, channel=channel, presence=presence)
+    answer = relay.provider.authorize_channel(
+        socket_id=socket_id, channel=channel, presence=presence
+    )
+    return json_answer(answer)
 
 
 @router.post(
     "/auth/user",
     summary="Authenticate a user for pusher:signin (pusher-js userAuthentication)",
+    response_model=dict[str, str],
 )
-async def authenticate_user(
-    request: Request, relay: Annotated[Relay, Depends(get_relay)]
-) -> dict[str, str]:
+async def authenticate_user(request: Request) -> Response:
     """Sign the user data of a signed-in end user for this socket."""
+    relay = relay_of(request)
     fields = await read_fields(request)
     socket_id = validate_socket_id(fields.get("socket_id"))
     principal = await relay.identify(request)
@@ -87,9 +99,10 @@ async def authenticate_user(
     await relay.limiter.check("auth", principal, relay.client_ip(request))
     info = {k: principal.claims[k] for k in ("name",) if k in principal.claims}
     encode_user_info(info)
-    return relay.provider.authenticate_user(
+    answer = relay.provider.authenticate_user(
         socket_id=socket_id, user=PresenceData(principal.id, info)
     )
+    return json_answer(answer)
 
 
 MAX_TOKEN_CHANNELS = 100
@@ -105,13 +118,12 @@ MAX_TOKEN_CHANNELS = 100
     operation_id="issue_token_post",
     summary="A client token for token-based providers (Ably authUrl, Supabase setAuth)",
 )
-async def issue_token(
-    request: Request, relay: Annotated[Relay, Depends(get_relay)]
-) -> dict[str, Any]:
+async def issue_token(request: Request) -> dict[str, Any]:
     """The provider's token for this caller, granting exactly what the channel policy allows.
 
     `channels` (comma-separated, query or body) names channels the client wants, for rules whose
     pattern cannot be granted as a whole (for example `presence-{name}`)."""
+    relay = relay_of(request)
     fields = dict(request.query_params)
     if request.method == "POST":
         fields.update(await read_fields(request))

@@ -2,13 +2,13 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from app.access import require
 from app.errors import InvalidChannel
 from app.policy import Action
-from app.relay import Relay, get_relay
+from app.relay import Relay, relay_of
 from app.validation import ChannelKind, channel_kind, validate_channel
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
@@ -61,10 +61,9 @@ async def _may_read(relay: Relay, request: Request, action: Action, channel: str
 
 
 @router.get("/{channel}", summary="Channel occupancy")
-async def occupancy(
-    channel: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
-) -> ChannelInfo:
+async def occupancy(channel: str, request: Request) -> ChannelInfo:
     """Backends, and callers the policy lets subscribe, may ask how busy a channel is."""
+    relay = relay_of(request)
     channel = validate_channel(channel, relay.provider.limits)
     await _may_read(relay, request, Action.SUBSCRIBE, channel)
     found = await relay.provider.occupancy(channel)
@@ -77,10 +76,9 @@ async def occupancy(
 
 
 @router.get("/{channel}/members", summary="Presence members of a channel")
-async def members(
-    channel: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
-) -> Members:
+async def members(channel: str, request: Request) -> Members:
     """Backends, and users the policy lets subscribe, may list a presence channel's members."""
+    relay = relay_of(request)
     channel = validate_channel(channel, relay.provider.limits)
     if channel_kind(channel) is not ChannelKind.PRESENCE:
         raise InvalidChannel("only presence- channels have members", channel=channel)
@@ -97,10 +95,10 @@ async def members(
 async def messages(
     channel: str,
     request: Request,
-    relay: Annotated[Relay, Depends(get_relay)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> History:
     """History, where the channel's policy grants it (backends always may read it)."""
+    relay = relay_of(request)
     channel = validate_channel(channel, relay.provider.limits)
     await _may_read(relay, request, Action.HISTORY, channel)
     found = await relay.provider.history(channel, limit=limit)

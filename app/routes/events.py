@@ -2,12 +2,12 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidChannel
 from app.publishing import EventRequest
-from app.relay import Relay, get_relay
+from app.relay import Relay, relay_of
 from app.validation import validate_idempotency_key
 
 router = APIRouter(prefix="/v1", tags=["publish"])
@@ -83,10 +83,10 @@ async def publish_event(
     event: Event,
     request: Request,
     response: Response,
-    relay: Annotated[Relay, Depends(get_relay)],
     idempotency_key: IdempotencyKey = None,
 ) -> Published:
     """Publish an event; 200 means the provider accepted it on every channel."""
+    relay = relay_of(request)
     return await _publish(relay, request, response, [event.request()], idempotency_key)
 
 
@@ -95,10 +95,10 @@ async def publish_batch(
     batch: Batch,
     request: Request,
     response: Response,
-    relay: Annotated[Relay, Depends(get_relay)],
     idempotency_key: IdempotencyKey = None,
 ) -> Published:
     """Publish every event of the batch, or none if any is refused."""
+    relay = relay_of(request)
     requests = [EventRequest(i.name, [i.channel], i.data, i.socket_id) for i in batch.batch]
     return await _publish(relay, request, response, requests, idempotency_key)
 

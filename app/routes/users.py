@@ -1,12 +1,12 @@
 """Backend-only actions on one user's connections: send to the user, terminate them."""
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
 from app.errors import Forbidden, Unauthenticated
-from app.relay import Relay, get_relay
+from app.relay import Relay, relay_of
 from app.validation import (
     check_payload_size,
     encode_data,
@@ -43,10 +43,9 @@ async def _require_backend(relay: Relay, request: Request) -> None:
 
 
 @router.post("/{user_id}/events", summary="Send an event to one user's connections")
-async def send_to_user(
-    user_id: str, event: UserEvent, request: Request, relay: Annotated[Relay, Depends(get_relay)]
-) -> Done:
+async def send_to_user(user_id: str, event: UserEvent, request: Request) -> Done:
     """Deliver to the connections that signed in (pusher:signin) as the user."""
+    relay = relay_of(request)
     await _require_backend(relay, request)
     user_id = validate_user_id(user_id)
     name = validate_event_name(event.name, relay.provider.limits)
@@ -57,10 +56,9 @@ async def send_to_user(
 
 
 @router.post("/{user_id}/terminate", summary="Close every connection of one user")
-async def terminate_user(
-    user_id: str, request: Request, relay: Annotated[Relay, Depends(get_relay)]
-) -> Done:
+async def terminate_user(user_id: str, request: Request) -> Done:
     """Disconnect the user's signed-in connections; pusher-js does not reconnect them."""
+    relay = relay_of(request)
     await _require_backend(relay, request)
     user_id = validate_user_id(user_id)
     await relay.provider.terminate_user(user_id)

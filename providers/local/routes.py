@@ -5,12 +5,12 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, WebSocket
+from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
 
 from app.access import require
 from app.policy import Action
-from app.relay import Relay, get_relay
+from app.relay import relay_of
 from app.validation import validate_channel
 from providers.local.pusher_http import build_pusher_http_router
 from providers.local.sse import SseStream
@@ -30,10 +30,9 @@ def build_router(provider: LocalProvider) -> APIRouter:
     settings = provider.settings
 
     @router.websocket("/app/{key}")
-    async def pusher_socket(
-        websocket: WebSocket, key: str, relay: Annotated[Relay, Depends(get_relay)]
-    ) -> None:
+    async def pusher_socket(websocket: WebSocket, key: str) -> None:
         """Pusher Channels protocol 7, for pusher-js pointed at this relay."""
+        relay = relay_of(websocket)
         await websocket.accept()
         refusal = _refusal(key, settings.app_key, websocket.query_params.get("protocol"))
         if refusal is not None:
@@ -57,10 +56,10 @@ def build_router(provider: LocalProvider) -> APIRouter:
     )
     async def stream(
         request: Request,
-        relay: Annotated[Relay, Depends(get_relay)],
         channel: Annotated[list[str], Query(min_length=1, max_length=MAX_STREAM_CHANNELS)],
     ) -> StreamingResponse:
         """Each event as `data: {"type": "event", ...}`; `: heartbeat` comments keep it open."""
+        relay = relay_of(request)
         channels = [validate_channel(c, provider.limits) for c in dict.fromkeys(channel)]
         principal = await relay.identify(request)
         for name in channels:
