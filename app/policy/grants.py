@@ -16,8 +16,9 @@ say in advance which channels it opens. `grants` bridges the two without ever wi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from app.policy.decisions import Action, Allow, AllowPresence
 from app.policy.patterns import CHANNEL_CHARS, Pattern, PatternError
@@ -36,8 +37,7 @@ MAX_CLAIM_VALUES = 100
 _CHANNEL_TEXT = re.compile(f"[{CHANNEL_CHARS}]+")
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelGrant:
+class ChannelGrant(Struct, frozen=True):
     """One exact channel and every action the policy allows on it; `presence` for members."""
 
     channel: str
@@ -45,8 +45,7 @@ class ChannelGrant:
     presence: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PatternGrant:
+class PatternGrant(Struct, frozen=True):
     """A rule's pattern, with the placeholders terms bound filled in, that grants `actions`.
 
     `open` names the placeholders left free; `by_hook` says a hook grants some of the actions,
@@ -63,8 +62,7 @@ class PatternGrant:
     shadowed_by: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Grants:
+class Grants(Struct, frozen=True):
     """Everything `grants` found: exact channels, and the patterns it could not enumerate."""
 
     channels: tuple[ChannelGrant, ...]

@@ -25,8 +25,9 @@ Operations:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from app.errors import InvalidChannel
 from app.policy import Action
@@ -47,8 +48,7 @@ PRESENCE = "presence"
 HISTORY = "history"
 
 
-@dataclass(frozen=True, slots=True)
-class Capability:
+class Capability(Struct, frozen=True):
     """Resource name -> sorted operations, and the policy patterns that could not be included."""
 
     resources: Mapping[str, tuple[str, ...]]

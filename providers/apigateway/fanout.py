@@ -13,8 +13,9 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from msgspec import Struct, field
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -27,8 +28,7 @@ BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 1.0
 
 
-@dataclass(slots=True)
-class Report:
+class Report(Struct):
     """What happened to each post of a fan-out."""
 
     sent: int = 0

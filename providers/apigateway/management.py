@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import orjson
+from msgspec import Struct
 
 if TYPE_CHECKING:
     from providers.apigateway.sigv4 import Signer
@@ -29,8 +29,7 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(Struct, frozen=True):
     """What the management API said: the status, and AWS's error code when it is an error."""
 
     status: int

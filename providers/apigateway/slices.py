@@ -10,10 +10,10 @@ is split in two.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from msgspec import Struct
 
 from app.errors import ProviderUnavailable
 from providers.apigateway import aws
@@ -26,8 +26,7 @@ MAX_BATCH_ENTRIES = 10  # SQS SendMessageBatch
 VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Slice:
+class Slice(Struct, frozen=True):
     """One queued part of a fan-out."""
 
     channel: str

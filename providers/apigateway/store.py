@@ -12,8 +12,9 @@ Presence is in presence.py, what the tables share in dynamo.py.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
 
 from providers.apigateway.dynamo import Conflict, n, optional, s
 from providers.apigateway.presence import PresenceTable
@@ -24,8 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Conflict", "Connection", "Store", "Subscription"]
 
 
-@dataclass(frozen=True, slots=True)
-class Connection:
+class Connection(Struct, frozen=True):
     """One WebSocket connection, as $connect stored it."""
 
     connection_id: str
@@ -37,8 +37,7 @@ class Connection:
     channels: frozenset[str] = field(default_factory=frozenset)
 
 
-@dataclass(frozen=True, slots=True)
-class Subscription:
+class Subscription(Struct, frozen=True):
     """One connection subscribed to one channel (user_id on presence channels)."""
 
     channel: str

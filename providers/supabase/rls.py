@@ -21,9 +21,10 @@ warning, as does a claim that Supabase reserves (`role`, `aud`, ...).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from app.policy import Action
 from app.policy.rules import Anyone, AnyUser, Backend, ClaimIs, HookTerm, UserIs
@@ -55,8 +56,7 @@ _PRESENCE = "realtime.messages.extension = 'presence'"
 _ON_PRESENCE = f"starts_with((select realtime.topic()), '{PRESENCE_PREFIX}')"
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
+class Compiled(Struct, frozen=True):
     """The migration's SQL and the warnings about what SQL could not express."""
 
     sql: str

@@ -10,10 +10,10 @@ from the relay's own token, normalized the way the relay compares them (strings 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jwt
+from msgspec import Struct
 
 from app.errors import InvalidToken
 from app.policy.rules import ClaimIs
@@ -33,8 +33,7 @@ RESERVED_CLAIMS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class MintedToken:
+class MintedToken(Struct, frozen=True):
     """A signed token and the moment it stops working."""
 
     token: str
