@@ -52,9 +52,9 @@ _vendor_path()
 def collector_paused() -> Iterator[None]:
     """Build without the cyclic garbage collector, then freeze what was built.
 
-    A cold start imports FastAPI, pydantic and the relay: hundreds of thousands of new objects,
-    over which the collector would run its full (oldest-generation) pass several times, about
-    75 ms of a 700 ms cold start here (docs/benchmarks.md). Those objects live as long as the
+    A cold start imports FastAPI, pydantic and the relay: some 80,000 tracked objects, over
+    which the collector would run its full (oldest-generation) pass several times, about 75 ms
+    of a 700 ms cold start here (bench/README.md). Those objects live as long as the
     container, so after the build `gc.freeze()` moves them where later collections never walk
     them (shorter pauses on warm invocations too). What the build left as cyclic garbage stays
     allocated: a bounded, one-time cost.
