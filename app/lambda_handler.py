@@ -63,8 +63,8 @@ def collector_paused() -> Iterator[None]:
     gc.disable()
     try:
         yield
+        gc.freeze()  # only a build that succeeded: a failed one is retried and would pile up
     finally:
-        gc.freeze()
         if enabled:
             gc.enable()
 

@@ -33,6 +33,12 @@ def provider_class(name: str) -> type[Provider]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("app", "providers"):
+            # The relay's own module is absent: an incomplete deployment package, not an extra.
+            raise ConfigurationError(
+                f"RELAY_PROVIDER: {name!r}: the relay's module {exc.name} is missing from "
+                "this installation (check the package's file list)"
+            ) from exc
         raise ConfigurationError(
             f"RELAY_PROVIDER: {name!r} needs its extra: "
             f"pip install 'realtime-relay[{name}]' (missing {exc.name})"

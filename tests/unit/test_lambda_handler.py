@@ -4,6 +4,7 @@ not need it."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -170,6 +171,22 @@ def test_the_cold_build_pauses_the_collector_then_freezes_what_it_built(
     assert during is False  # the relay was built with the collector paused
     assert after is enabled_before  # and the collector is back as it was
     assert frozen > 20_000  # the cold start's objects are out of the collector's way
+
+
+def test_a_failed_build_freezes_nothing_and_restores_the_collector() -> None:
+    before = gc.get_freeze_count()
+    during: list[bool] = []
+
+    def failing_build() -> None:
+        with lambda_handler.collector_paused():
+            during.append(gc.isenabled())
+            raise RuntimeError("the build failed")
+
+    with pytest.raises(RuntimeError):
+        failing_build()
+    assert during == [False]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == before
 
 
 def test_the_local_cold_path_never_imports_boto3() -> None:
