@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from msgspec import Struct
 
 from app.breaker import CircuitBreaker
+from app.clientaddr import ClientAddress
 from app.errors import InvalidToken
 from app.idempotency import Idempotency
 from app.identity import Authenticator
@@ -37,6 +38,7 @@ class Relay(Struct):
     limiter: RateLimiter
     schemas: EventSchemas
     publisher: Publisher
+    addresses: ClientAddress | None = None  # built on first use from the settings
 
     @classmethod
     def build(
@@ -96,12 +98,14 @@ class Relay(Struct):
             raise
 
     def client_ip(self, conn: HTTPConnection) -> str | None:
-        """The caller's address: the peer, or the first X-Forwarded-For hop behind a proxy."""
-        if self.settings.trust_proxy_headers:
-            forwarded = conn.headers.get("x-forwarded-for", "").split(",")[0].strip()
-            if forwarded:
-                return forwarded[:64]
-        return conn.client.host if conn.client else None
+        """The caller's address: the peer, the right-most untrusted X-Forwarded-For hop behind
+        configured proxies, or API Gateway's `sourceIp` on Lambda (app/clientaddr.py)."""
+        if self.addresses is None:
+            self.addresses = ClientAddress(
+                trust_proxy_headers=self.settings.trust_proxy_headers,
+                trusted_proxies=self.settings.trusted_proxies,
+            )
+        return self.addresses.of(conn)
 
     async def aclose(self) -> None:
         """Release the provider's, the store's and the authenticator's connections."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -60,7 +61,8 @@ class Settings(EnvSettings):
     # Limits that are the relay's own (provider limits live on the provider).
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_events: int = Field(default=100, ge=1, le=10_000)
-    max_channels_per_event: int = Field(default=1000, ge=1, le=10_000)
+    # Pusher's own limit: 100 channels per trigger (and 10 events per batch_events call).
+    max_channels_per_event: int = Field(default=100, ge=1, le=10_000)
 
     # Local provider.
     activity_timeout_seconds: int = Field(default=120, ge=5, le=3600)
@@ -81,10 +83,26 @@ class Settings(EnvSettings):
     rate_publish_burst: int = Field(default=2000, ge=1)
     # An IP may carry many callers (offices, mobile carriers): its buckets are this much larger.
     rate_ip_multiplier: float = Field(default=5.0, ge=1.0)
-    trust_proxy_headers: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)
+    # Behind a reverse proxy: take the client address from X-Forwarded-For, walking it from the
+    # right and skipping `trusted_proxies` (CIDRs), as nginx's realip module does. With the flag on
+    # and no CIDRs, the immediate peer is the one trusted proxy. Never read on Lambda (sourceIp).
+    trust_proxy_headers: bool = False
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     idempotency_wait_seconds: float = Field(default=10.0, ge=0)
+    # One caller's share of the idempotency records: past it the caller gets 429; nobody else's
+    # records are ever evicted to make room. The memory store is also bounded in bytes.
+    idempotency_keys_per_caller: int = Field(default=10_000, ge=1)
+    memory_store_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+
+    # Connections (relay serve): slow clients, caps, and a bounded drain on shutdown.
+    request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_connections: int = Field(default=10_000, ge=1)  # HTTP, WebSocket and SSE together
+    max_connections_per_ip: int = Field(default=200, ge=1)  # WebSocket and SSE per address
+    max_subscriptions_per_connection: int = Field(default=100, ge=1, le=100_000)
+    max_invalid_frames: int = Field(default=20, ge=1)  # a socket that keeps sending them is closed
+    drain_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # Provider circuit breaker: open after this many failures in a row, probe after the cooldown.
     breaker_failures: int = Field(default=5, ge=1)
@@ -111,6 +129,21 @@ class Settings(EnvSettings):
         if self.allowed_origins:
             return self.allowed_origins
         return () if self.env == "production" else ("*",)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            proxies = []
+            for item in (v.strip() for v in value.split(",")):
+                if not item:
+                    continue
+                try:
+                    proxies.append(ip_network(item, strict=False))
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an address or CIDR") from None
+            return tuple(proxies)
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -380,10 +380,11 @@ def _request(peer: str, forwarded: str | None) -> Request:
     [
         (False, "203.0.113.7", "10.1.1.1"),
         (True, "203.0.113.7", "203.0.113.7"),
-        (True, "203.0.113.7, 10.0.0.2", "203.0.113.7"),
-        (True, " , 10.0.0.2", "10.1.1.1"),  # no first hop: the peer
+        # One trusted hop (the peer): the address it appended, not what the client wrote.
+        (True, "203.0.113.7, 10.0.0.2", "10.0.0.2"),
+        (True, " , 10.0.0.2", "10.0.0.2"),
         (True, None, "10.1.1.1"),
-        (True, "x" * 100, "x" * 64),  # never an unbounded key
+        (True, "x" * 100, "10.1.1.1"),  # not an address: the peer, never an unbounded key
     ],
 )
 def test_client_ip(
