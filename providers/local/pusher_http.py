@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import APIRouter, Request
 
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, TooManyItems
 from app.principal import Principal, PrincipalKind
 from app.publishing import EventRequest
 from app.relay import relay_of
@@ -17,6 +17,10 @@ from providers.pusherproto import signing
 
 if TYPE_CHECKING:
     from providers.local.provider import LocalProvider
+
+# Pusher's own limits, whatever the relay's settings say: what works here works on Pusher.
+PUSHER_MAX_CHANNELS_PER_TRIGGER = 100
+PUSHER_MAX_BATCH_EVENTS = 10
 
 
 def build_pusher_http_router(provider: LocalProvider) -> APIRouter:
@@ -27,14 +31,15 @@ def build_pusher_http_router(provider: LocalProvider) -> APIRouter:
     async def app_principal(request: Request, app_id: str) -> Principal:
         if not hmac.compare_digest(app_id.encode(), settings.app_id.encode()):
             raise NotFound("no app with that id")
-        params = dict(request.query_params)
+        # The raw query, parsed once here: every pair, duplicates included, goes to the check.
+        pairs = signing.query_pairs(request.scope.get("query_string", b""))
         body = await request.body()
         signing.verify_request(
             settings.app_key,
             provider.app_secret,
             request.method,
             request.url.path,
-            params,
+            pairs,
             body,
         )
         return Principal(PrincipalKind.BACKEND, id=f"app:{settings.app_key}")
@@ -48,6 +53,12 @@ def build_pusher_http_router(provider: LocalProvider) -> APIRouter:
         channels = body.get("channels")
         if channels is None and "channel" in body:
             channels = [body["channel"]]
+        if isinstance(channels, list) and len(channels) > PUSHER_MAX_CHANNELS_PER_TRIGGER:
+            raise TooManyItems(
+                f"{len(channels)} channels given; Pusher takes at most "
+                f"{PUSHER_MAX_CHANNELS_PER_TRIGGER} per trigger",
+                limit=PUSHER_MAX_CHANNELS_PER_TRIGGER,
+            )
         event = EventRequest(body.get("name"), channels, body.get("data"), body.get("socket_id"))
         await relay.publisher.publish(principal, [event], client_ip=relay.client_ip(request))
         return {}
@@ -60,6 +71,12 @@ def build_pusher_http_router(provider: LocalProvider) -> APIRouter:
         batch = _json_object(await request.body()).get("batch")
         if not isinstance(batch, list) or not all(isinstance(e, dict) for e in batch):
             raise BadRequest("batch must be a list of event objects")
+        if len(batch) > PUSHER_MAX_BATCH_EVENTS:
+            raise TooManyItems(
+                f"{len(batch)} events given; Pusher takes at most {PUSHER_MAX_BATCH_EVENTS} "
+                "per batch_events call",
+                limit=PUSHER_MAX_BATCH_EVENTS,
+            )
         events = [
             EventRequest(e.get("name"), [e.get("channel")], e.get("data"), e.get("socket_id"))
             for e in batch

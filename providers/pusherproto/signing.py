@@ -9,16 +9,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from app.errors import InvalidSignature
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable
 
 AUTH_VERSION = "1.0"
 # Pusher refuses HTTP API requests whose auth_timestamp is more than 600 s off.
 MAX_CLOCK_SKEW_SECONDS = 600
+# A signed Pusher request carries about six parameters; past this many the query is refused.
+MAX_QUERY_PARAMS = 64
 
 
 def hmac_hex(secret: str, message: str) -> str:
@@ -107,37 +111,79 @@ def sign_request(
     return signed
 
 
+def query_pairs(query: str | bytes) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a raw query string, percent-decoded once, in order."""
+    raw = query.decode("latin-1") if isinstance(query, bytes) else query
+    try:
+        return parse_qsl(
+            raw,
+            keep_blank_values=True,
+            strict_parsing=False,
+            errors="strict",
+            max_num_fields=MAX_QUERY_PARAMS,
+        )
+    except UnicodeDecodeError:
+        raise InvalidSignature("the query string is not valid UTF-8") from None
+    except ValueError:
+        raise InvalidSignature(f"more than {MAX_QUERY_PARAMS} query parameters") from None
+
+
+def normalize_query(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The one form that is signed and checked: lower-case names, each given exactly once.
+
+    A name that repeats, exactly or in another case, is refused rather than resolved: "last one
+    wins" let a replay sign one value while the checks read another. Names holding `=` or `&`
+    and values holding `&` are refused too, so that the string to sign (`name=value` pairs
+    joined by `&`) has one reading only."""
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        lowered = name.lower()
+        if lowered in found:
+            raise InvalidSignature(f"query parameter {lowered[:40]!r} is given more than once")
+        if "=" in lowered or "&" in lowered or "&" in value:
+            raise InvalidSignature("a query parameter holds a reserved character (= or &)")
+        found[lowered] = value
+    return found
+
+
 def verify_request(
     key: str,
     secret: str,
     method: str,
     path: str,
-    params: Mapping[str, str],
+    pairs: Iterable[tuple[str, str]],
     body: bytes,
     *,
     now: float | None = None,
 ) -> None:
-    """Raise InvalidSignature unless the HTTP API request is signed by this app, recently."""
-    signature = params.get("auth_signature")
+    """Raise InvalidSignature unless the HTTP API request is signed by this app, recently.
+
+    `pairs` are the query's raw (name, value) pairs, duplicates included (see query_pairs):
+    every check below reads the one normalized map that the signature covers."""
+    if isinstance(pairs, Mapping | str | bytes):
+        # A mapping has already resolved duplicates one way or another: refuse to guess.
+        raise TypeError("verify_request takes the query's (name, value) pairs, not a mapping")
+    params = normalize_query(pairs)
+    signature = params.pop("auth_signature", "")
     if not signature:
         raise InvalidSignature("auth_signature is missing")
     if not _same(params.get("auth_key", ""), key):
         raise InvalidSignature("auth_key is not this app's key")
     if params.get("auth_version") != AUTH_VERSION:
         raise InvalidSignature("auth_version must be 1.0")
-    try:
-        stamp = int(params.get("auth_timestamp", ""))
-    except ValueError:
-        raise InvalidSignature("auth_timestamp must be an integer") from None
+    stamp_text = params.get("auth_timestamp", "")
+    if not stamp_text.isascii() or not stamp_text.isdigit():
+        raise InvalidSignature("auth_timestamp must be an integer")
     current = time.time() if now is None else now
-    if abs(current - stamp) > MAX_CLOCK_SKEW_SECONDS:
+    if abs(current - int(stamp_text)) > MAX_CLOCK_SKEW_SECONDS:
         raise InvalidSignature(f"auth_timestamp is more than {MAX_CLOCK_SKEW_SECONDS} s off")
-    if body or "body_md5" in params:
+    if body and "body_md5" not in params:
+        raise InvalidSignature("body_md5 is missing: a request with a body must sign it")
+    if "body_md5" in params:
         md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        if not _same(params.get("body_md5", ""), md5):
+        if not _same(params["body_md5"], md5):
             raise InvalidSignature("body_md5 does not match the body")
-    unsigned = {k: v for k, v in params.items() if k != "auth_signature"}
-    if not _same(signature, request_signature(secret, method, path, unsigned)):
+    if not _same(signature, request_signature(secret, method, path, params)):
         raise InvalidSignature("auth_signature does not match")
 
 

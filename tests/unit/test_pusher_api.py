@@ -88,7 +88,8 @@ class FakePusher:
         params = dict(request.url.params)
         raw = request.content
         # Raises InvalidSignature, which fails the test, if the relay signed it wrongly.
-        signing.verify_request(KEY, SECRET, request.method, request.url.path, params, raw)
+        pairs = signing.query_pairs(request.url.query)
+        signing.verify_request(KEY, SECRET, request.method, request.url.path, pairs, raw)
         call = Call(request.method, request.url.path, params, orjson.loads(raw) if raw else None)
         self.calls.append(call)
         if self.reply is None:

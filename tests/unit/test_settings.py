@@ -84,7 +84,7 @@ def test_defaults_load() -> None:
     assert [k.get_secret_value() for k in settings.api_keys] == [DEV_API_KEY]
     assert settings.jwks_url is None
     assert settings.policy_file is None
-    assert settings.max_channels_per_event == 1000
+    assert settings.max_channels_per_event == 100
 
 
 def test_every_dev_default_is_listed_and_warned(caplog: pytest.LogCaptureFixture) -> None:

@@ -333,7 +333,7 @@ def test_sign_request_get_signs_the_documented_string() -> None:
         "auth_version": AUTH_VERSION,
         "auth_signature": expected,
     }
-    verify_request(KEY, SECRET, "GET", "/apps/1/channels", signed, b"", now=5)
+    verify_request(KEY, SECRET, "GET", "/apps/1/channels", [*signed.items()], b"", now=5)
 
 
 def test_sign_request_uses_the_clock_when_no_timestamp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,7 +341,7 @@ def test_sign_request_uses_the_clock_when_no_timestamp(monkeypatch: pytest.Monke
     signed = sign_request(KEY, SECRET, "POST", EVENTS_PATH, body=b"{}")
     assert signed["auth_timestamp"] == str(NOW)
     assert signed["body_md5"] == hashlib.md5(b"{}", usedforsecurity=False).hexdigest()
-    verify_request(KEY, SECRET, "POST", EVENTS_PATH, signed, b"{}")
+    verify_request(KEY, SECRET, "POST", EVENTS_PATH, [*signed.items()], b"{}")
 
 
 @pytest.fixture
@@ -358,16 +358,16 @@ def sdk_get(frozen_sdk_clock: None) -> dict[str, str]:
 
 def test_verify_request_accepts_sdk_signed_post(sdk_post: tuple[dict[str, str], bytes]) -> None:
     params, body = sdk_post
-    verify_request(KEY, SECRET, "POST", EVENTS_PATH, params, body, now=NOW)
+    verify_request(KEY, SECRET, "POST", EVENTS_PATH, [*params.items()], body, now=NOW)
 
 
 def test_verify_request_accepts_sdk_signed_get(sdk_get: dict[str, str]) -> None:
-    verify_request(KEY, SECRET, "GET", f"/apps/{APP_ID}/channels", sdk_get, b"", now=NOW)
+    verify_request(KEY, SECRET, "GET", f"/apps/{APP_ID}/channels", [*sdk_get.items()], b"", now=NOW)
 
 
 def test_verify_request_accepts_lowercase_method(sdk_post: tuple[dict[str, str], bytes]) -> None:
     params, body = sdk_post
-    verify_request(KEY, SECRET, "post", EVENTS_PATH, params, body, now=NOW)
+    verify_request(KEY, SECRET, "post", EVENTS_PATH, [*params.items()], body, now=NOW)
 
 
 @pytest.mark.parametrize("offset", [-599, 599, -600, 600, 0.5, -0.5])
@@ -375,7 +375,7 @@ def test_verify_request_accepts_skew_within_limit(
     sdk_post: tuple[dict[str, str], bytes], offset: float
 ) -> None:
     params, body = sdk_post
-    verify_request(KEY, SECRET, "POST", EVENTS_PATH, params, body, now=NOW + offset)
+    verify_request(KEY, SECRET, "POST", EVENTS_PATH, [*params.items()], body, now=NOW + offset)
 
 
 def _resign(
@@ -396,7 +396,7 @@ def _refusal(
     key: str = KEY,
 ) -> InvalidSignature:
     with pytest.raises(InvalidSignature) as caught:
-        verify_request(key, SECRET, method, path, params, body, now=now)
+        verify_request(key, SECRET, method, path, [*params.items()], body, now=now)
     error = caught.value
     assert SECRET not in error.detail
     assert SECRET not in str(error)
