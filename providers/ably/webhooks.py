@@ -57,10 +57,15 @@ def verify(
     allow_unsigned: bool,
 ) -> None:
     """Raise InvalidSignature (and log why, without the secret) unless the body verifies."""
-    got_signature = headers.get("x-ably-signature", "")
-    got_key = headers.get("x-ably-key", "")
+    signatures = _values(headers, "x-ably-signature")
+    keys = _values(headers, "x-ably-key")
+    got_signature = signatures[0] if signatures else ""
+    got_key = keys[0] if keys else ""
     reason = None
-    if not got_signature:
+    if len(signatures) > 1 or len(keys) > 1:
+        # Refused, not resolved (and never taken for "unsigned"): one copy of each, or none.
+        reason = "X-Ably-Signature or X-Ably-Key is given more than once"
+    elif not got_signature:
         if allow_unsigned:
             log.info("ably webhook accepted unsigned (ABLY_ALLOW_UNSIGNED_WEBHOOKS=true)")
             return
@@ -72,6 +77,15 @@ def verify(
     if reason is not None:
         log.warning("ably webhook refused: %s", reason)
         raise InvalidSignature(reason)
+
+
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    # Every value of the header, repeats and case variants included: Starlette's Headers keep a
+    # repeated header and answer .get() with its first value only.
+    getlist = getattr(headers, "getlist", None)
+    if callable(getlist):
+        return [str(value) for value in getlist(name)]
+    return [value for key, value in headers.items() if key.lower() == name]
 
 
 def check_fresh(events: list[ChannelEvent], *, now: float) -> None:

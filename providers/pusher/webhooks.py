@@ -34,12 +34,26 @@ MAX_EVENTS = 1000
 MAX_AGE_SECONDS = 300
 
 
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    # Every value of the header, repeats and case variants included: Starlette's Headers keep a
+    # repeated header and answer .get() with its first value only.
+    getlist = getattr(headers, "getlist", None)
+    if callable(getlist):
+        return [str(value) for value in getlist(name)]
+    return [value for key, value in headers.items() if key.lower() == name]
+
+
 def verify(key: str, secret: str, headers: Mapping[str, str], body: bytes) -> None:
     """Raise InvalidSignature (and log why, without the secret) unless Pusher signed the body."""
-    got_key = headers.get("x-pusher-key", "")
-    got_signature = headers.get("x-pusher-signature", "")
+    keys = _values(headers, "x-pusher-key")
+    signatures = _values(headers, "x-pusher-signature")
+    got_key = keys[0] if keys else ""
+    got_signature = signatures[0] if signatures else ""
     reason = None
-    if not got_key or not got_signature:
+    if len(keys) > 1 or len(signatures) > 1:
+        # Refused, not resolved: which copy counts must never be a choice left to a proxy.
+        reason = "X-Pusher-Key or X-Pusher-Signature is given more than once"
+    elif not got_key or not got_signature:
         reason = "X-Pusher-Key or X-Pusher-Signature is missing"
     elif not hmac.compare_digest(got_key.encode(), key.encode()):
         reason = "X-Pusher-Key is not this app's key"
