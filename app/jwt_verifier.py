@@ -7,7 +7,9 @@ the same token on every request, and its times are checked again each time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import math
 import time
 from collections import OrderedDict
@@ -46,6 +48,32 @@ _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.DecodeError, "malformed token"),
     (jwt.InvalidKeyError, "bad signature"),
 )
+
+
+class _DuplicateKey(Exception):
+    """A JSON object of the token names one member twice (not a ValueError on purpose)."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _DuplicateKey
+    return found
+
+
+def _refuse_duplicate_keys(token: str) -> None:
+    """Refuse a token whose header or payload names a member twice.
+
+    PyJWT's json.loads keeps the last of two equal keys; another parser (the issuer's, an
+    audit log's) may keep the first. A signed name read two ways is refused, never resolved."""
+    for segment in token.split(".", 2)[:2]:
+        try:
+            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+            json.loads(raw, object_pairs_hook=_unique_object)
+        except _DuplicateKey:
+            raise InvalidToken("duplicate key in token") from None
+        except ValueError:  # not base64url or not JSON: PyJWT says what is wrong with it
+            return
 
 
 def _timestamp(claims: dict[str, Any], name: str) -> float | None:
@@ -91,6 +119,7 @@ class JwtVerifier:
             claims = remembered[0]
             self._check_times(claims)  # expiry moves on even when the signature is known good
             return Principal(PrincipalKind.USER, id=claims["sub"], claims=claims)
+        _refuse_duplicate_keys(token)  # once per token: a remembered one passed it already
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
