@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING
 
 import orjson
 
+from app.errors import BadRequest
 from providers.local.websocket import new_socket_id
 
 if TYPE_CHECKING:
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
     from providers.local.provider import LocalProvider
 
 RETRY_MS = 3000
+# What `Hub.event_id` writes, with room for another release's epoch: ASCII only (`\d` and
+# `str.isdigit` take other scripts' digits, which `int` then refuses or reads differently).
+_EVENT_ID = re.compile(r"(?P<epoch>[0-9A-Za-z]{1,32})-(?P<seq>[0-9]{1,20})", re.ASCII)
 
 
 class SseStream:
@@ -77,10 +82,15 @@ class SseStream:
 
 
 def _seq_after(last_event_id: str | None, epoch: str) -> int | None:
-    """The sequence number to resume after, if the id comes from this process's epoch."""
+    """The sequence number to resume after, if the id comes from this process's epoch.
+
+    An id of another epoch (a restarted process) is well formed and replays nothing; an id of
+    no shape the relay ever sends is a client bug, refused before the stream starts."""
     if not last_event_id:
         return None
-    got_epoch, _, seq = last_event_id.partition("-")
-    if got_epoch != epoch or not seq.isdigit():
+    found = _EVENT_ID.fullmatch(last_event_id)
+    if found is None:
+        raise BadRequest("Last-Event-ID is not an id this relay sends (<epoch>-<number>)")
+    if found["epoch"] != epoch:
         return None
-    return int(seq)
+    return int(found["seq"])

@@ -184,7 +184,7 @@ async def test_resume_merges_several_channels_in_order(
         assert (await reader.event())[1]["event"] == "b2"
 
 
-@pytest.mark.parametrize("last_event_id", ["deadbeef-1", "garbage", "-1", "EPOCH-x"])
+@pytest.mark.parametrize("last_event_id", ["deadbeef-1", "0badf00d-12345", "OtherEpoch-0"])
 async def test_ids_from_another_epoch_replay_nothing(
     open_stream: Callable[..., Any],
     publish: Callable[..., Delivery],
@@ -193,12 +193,28 @@ async def test_ids_from_another_epoch_replay_nothing(
 ) -> None:
     for name in ("one", "two"):
         publish("news", name)
-    last_event_id = last_event_id.replace("EPOCH", relay_provider.hub.epoch)
-    assert not last_event_id.startswith(relay_provider.hub.epoch + "-1")
+    assert not last_event_id.startswith(relay_provider.hub.epoch + "-")
     async with open_stream("news", last_event_id=last_event_id) as reader:
         publish("news", "live")
         _, data = await reader.event()
         assert data["event"] == "live"
+
+
+@pytest.mark.parametrize("last_event_id", ["garbage", "-1", "EPOCH-x", "EPOCH-\u00b2"])
+async def test_malformed_last_event_id_is_400_before_the_stream(
+    stream_client: httpx.AsyncClient, relay_provider: LocalProvider, last_event_id: str
+) -> None:
+    last_event_id = last_event_id.replace("EPOCH", relay_provider.hub.epoch)
+    async with stream_client.stream(
+        "GET",
+        "/v1/stream",
+        params={"channel": "news"},
+        headers={b"Last-Event-ID": last_event_id.encode("latin-1")},  # "\u00b2" is byte 0xb2
+    ) as response:
+        assert response.status_code == 400
+        await response.aread()
+    assert response.json()["type"] == PROBLEM + "invalid-request"
+    assert relay_provider.hub.subscriber_count("news") == 0
 
 
 async def test_private_channel_with_the_right_users_token(
