@@ -9,9 +9,11 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
 
 from app.access import require
-from app.policy import Action
+from app.errors import Forbidden
+from app.policy import Action, AllowPresence
 from app.relay import relay_of
-from app.validation import validate_channel
+from app.validation import ChannelKind, channel_kind, encode_user_info, validate_channel
+from providers.base import PresenceData
 from providers.local.pusher_http import build_pusher_http_router
 from providers.local.sse import SseStream
 from providers.local.websocket import PusherConnection
@@ -19,6 +21,7 @@ from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
+    from app.policy import Allow
     from providers.local.provider import LocalProvider
 
 MAX_STREAM_CHANNELS = 100
@@ -62,9 +65,13 @@ def build_router(provider: LocalProvider) -> APIRouter:
         relay = relay_of(request)
         channels = [validate_channel(c, provider.limits) for c in dict.fromkeys(channel)]
         principal = await relay.identify(request)
+        presence: dict[str, PresenceData] = {}
         for name in channels:
-            require(relay.policy, principal, Action.SUBSCRIBE, name)
-        sse = SseStream(provider, channels, request.headers.get("last-event-id"))
+            decision = require(relay.policy, principal, Action.SUBSCRIBE, name)
+            member = _member(decision, name)
+            if member is not None:
+                presence[name] = member
+        sse = SseStream(provider, channels, request.headers.get("last-event-id"), presence=presence)
         return StreamingResponse(
             sse.frames(),
             media_type="text/event-stream",
@@ -73,6 +80,17 @@ def build_router(provider: LocalProvider) -> APIRouter:
 
     router.include_router(build_pusher_http_router(provider))
     return router
+
+
+def _member(decision: Allow | AllowPresence, channel: str) -> PresenceData | None:
+    """Who a stream joins a presence channel as: what /auth/channel signs for the same caller
+    (the policy's AllowPresence, size-checked), or 403 when the policy allowed no member."""
+    if channel_kind(channel) is not ChannelKind.PRESENCE:
+        return None
+    if not isinstance(decision, AllowPresence):
+        raise Forbidden("presence channels need a signed-in user", channel=channel)
+    encode_user_info(decision.user_info)
+    return PresenceData(decision.user_id, decision.user_info)
 
 
 def _refusal(key: str, app_key: str, protocol: str | None) -> tuple[int, str] | None:

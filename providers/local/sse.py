@@ -1,4 +1,12 @@
-"""Server-sent events: `connected`, then events and heartbeats; resume by Last-Event-ID."""
+"""Server-sent events: `connected`, then events and heartbeats; resume by Last-Event-ID.
+
+On a presence channel the stream joins the roster as its caller, with the user_id and user_info
+that /auth/channel would sign for that user (the route passes them in): WebSocket members get
+`pusher_internal:member_added` when the stream opens, and `member_removed` when the user's last
+socket or stream on the channel closes. The stream itself carries application events only, never
+presence changes (member_added, member_removed, the roster): an SSE client that wants the roster
+asks `GET /v1/channels/{channel}/members`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +20,9 @@ from app.errors import BadRequest
 from providers.local.websocket import new_socket_id
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
+    from providers.base import PresenceData
     from providers.local.hub import Delivery
     from providers.local.provider import LocalProvider
 
@@ -27,9 +36,15 @@ class SseStream:
     """One EventSource client: a hub subscriber whose frames feed a streaming response."""
 
     def __init__(
-        self, provider: LocalProvider, channels: list[str], last_event_id: str | None
+        self,
+        provider: LocalProvider,
+        channels: list[str],
+        last_event_id: str | None,
+        *,
+        presence: Mapping[str, PresenceData] | None = None,
     ) -> None:
         self.provider = provider
+        self._presence = dict(presence or {})  # channel -> the member this stream joins as
         self.socket_id = new_socket_id()
         self.channels: set[str] = set()
         self._wanted = channels
@@ -54,7 +69,7 @@ class SseStream:
         hub = self.provider.hub
         heartbeat = self.provider.settings.sse_heartbeat_seconds
         for channel in self._wanted:
-            hub.subscribe(self, channel)
+            hub.subscribe(self, channel, self._presence.get(channel))
         try:
             hello = {"type": "connected", "socket_id": self.socket_id, "channels": self._wanted}
             yield b"retry: %d\ndata: %s\n\n" % (RETRY_MS, orjson.dumps(hello))
