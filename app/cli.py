@@ -15,18 +15,15 @@ from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import FrameType
-
-WS_MAX_FRAME_BYTES = 64 * 1024
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from app import serving
     from app.main import create_app
 
     host = args.host or settings.host
     port = args.port or settings.port
+    settings = serving.fit_to_descriptors(settings)
     app = create_app(settings)
     print(f"relay: serving provider {settings.provider!r} on http://{host}:{port}", flush=True)
     if settings.provider == "local":
@@ -35,25 +32,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"wsPort: {port}, forceTLS: false, enabledTransports: ['ws'], cluster: '' }})",
             flush=True,
         )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,  # the relay's own access log leaves query strings (tokens) out
-        ws_max_size=WS_MAX_FRAME_BYTES,
-        ws_ping_interval=None,  # pusher-js pings at the protocol level
-        lifespan="on",
-    )
+    config = serving.build_config(app, settings, host=host, port=port)
     provider = app.state.relay.provider
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # Before uvicorn closes the sockets itself: tell clients to reconnect (Pusher 4200).
-            provider.drain()
-            super().handle_exit(sig, frame)
-
-    Server(config).run()
+    serving.RelayServer(config, provider=provider, drain_seconds=settings.drain_seconds).run()
     return 0
 
 

@@ -49,7 +49,11 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     provider_routes = relay.provider.routes()
     if provider_routes is not None:
         app.include_router(provider_routes)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        read_timeout=settings.request_read_timeout_seconds,
+    )
     app.add_middleware(OriginGuard, origins=settings.origins)
     app.add_middleware(
         CORSMiddleware,

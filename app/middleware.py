@@ -1,14 +1,16 @@
-"""ASGI middleware: a body size limit enforced before parsing, and a secret-free access log."""
+"""ASGI middleware: a body size limit and read deadline enforced before parsing, and a
+secret-free access log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.errors import PROBLEM_CONTENT_TYPE, PayloadTooLarge
+from app.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, PayloadTooLarge
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,15 +18,45 @@ if TYPE_CHECKING:
 access_log = logging.getLogger("app.access")
 
 
+def request_timeout_problem(seconds: float, instance: str | None = None) -> dict[str, Any]:
+    """The 408 problem for a request not fully received within `seconds`."""
+    detail = f"the request was not received within {seconds:g} seconds"
+    return _problem(408, "request-timeout", "Request timeout", detail, instance)
+
+
+def over_capacity_problem(detail: str, instance: str | None = None) -> dict[str, Any]:
+    """The 503 problem for a connection over the relay's connection cap."""
+    return _problem(503, "over-capacity", "Over capacity", detail, instance)
+
+
+def _problem(
+    status: int, slug: str, title: str, detail: str, instance: str | None
+) -> dict[str, Any]:
+    # Also written below the app (in uvicorn's protocol), where no RelayError handler runs.
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    return body
+
+
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413 before any route parses them.
+    """Refuse request bodies over `max_bytes` with 413, and bodies not received within
+    `read_timeout` seconds with 408, before any route parses them.
 
     The body is read here, up to the limit, and handed on from memory: a route's own parser can
-    then never see (or swallow the error of) an oversized or under-declared body."""
+    then never see (or swallow the error of) an oversized or under-declared body. The deadline
+    covers the whole body, not each read: a client trickling a byte at a time cannot hold a
+    connection (and its file descriptor) for longer than `read_timeout`."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, read_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,18 +68,23 @@ class BodyLimit:
                 return
         chunks: list[bytes] = []
         seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left before sending it all
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._refuse(scope, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client left before sending it all
+                        return
+                    chunk = message.get("body", b"")
+                    seen += len(chunk)
+                    if seen > self.max_bytes:
+                        await self._refuse(scope, send)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._time_out(scope, send)
+            return
         buffered: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
 
         async def replay() -> Message:
@@ -60,6 +97,19 @@ class BodyLimit:
         body = orjson.dumps(error.problem(instance=scope["path"]))
         headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode()), (b"connection", b"close")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _time_out(self, scope: Scope, send: Send) -> None:
+        assert self.read_timeout is not None
+        body = orjson.dumps(request_timeout_problem(self.read_timeout, scope["path"]))
+        # `connection: close`: the rest of the body may still arrive; it must not be read as the
+        # next request.
+        headers = [
+            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 408, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

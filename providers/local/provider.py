@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Self
 
+from app.errors import ProviderUnavailable
 from providers.base import (
     Limits,
     Member,
@@ -13,6 +14,7 @@ from providers.base import (
     Provider,
     Receipt,
 )
+from providers.local.admission import Admission
 from providers.local.hub import Delivery, Hub
 from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
@@ -24,9 +26,12 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from app.settings import Settings
+    from providers.local.sse import SseStream
     from providers.local.websocket import PusherConnection
 
 log = logging.getLogger(__name__)
+
+DRAINING_RETRY_AFTER = 1  # seconds: the next process is expected to be listening by then
 
 
 class LocalProvider(RelaySigned, Provider):
@@ -49,6 +54,11 @@ class LocalProvider(RelaySigned, Provider):
         self.settings = settings
         self.hub = hub or Hub(replay_messages=settings.sse_replay_messages)
         self.connections: set[PusherConnection] = set()
+        self.streams: set[SseStream] = set()
+        self.admission = Admission(
+            total=settings.max_connections, per_address=settings.max_connections_per_ip
+        )
+        self.draining = False  # set by drain(): the process is stopping
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -57,6 +67,7 @@ class LocalProvider(RelaySigned, Provider):
 
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
         """Deliver to this process's subscribers (encoded once per message)."""
+        self.refuse_if_draining()
         for m in messages:
             self.broadcast(Delivery(m.name, m.channel, m.data, exclude=m.socket_id))
         return [Receipt(m.channel, m.name, m.id) for m in messages]
@@ -77,6 +88,7 @@ class LocalProvider(RelaySigned, Provider):
 
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """Deliver on the user's #server-to-user- channel, which pusher-js joins after signin."""
+        self.refuse_if_draining()
         self.broadcast(Delivery(event, frames.SERVER_TO_USER_PREFIX + user_id, data))
 
     async def terminate_user(self, user_id: str) -> None:
@@ -96,10 +108,22 @@ class LocalProvider(RelaySigned, Provider):
 
         return build_router(self)
 
+    def refuse_if_draining(self) -> None:
+        """Raise 503 once draining: a 200 now would reach nobody, every client is leaving."""
+        if self.draining:
+            raise ProviderUnavailable(
+                "the relay is shutting down: retry, the next instance takes it",
+                retry_after=DRAINING_RETRY_AFTER,
+            )
+
     def drain(self) -> None:
-        """Close every socket with 4200, which pusher-js answers by reconnecting at once."""
+        """Refuse publishes from now on; close every socket with 4200 (pusher-js reconnects at
+        once) and end every SSE stream with a short `retry:`, each after what it had queued."""
+        self.draining = True
         for connection in list(self.connections):
             connection.close(ErrorCode.GENERIC_RECONNECT)
+        for stream in list(self.streams):
+            stream.end()
 
     async def aclose(self) -> None:
         """Tell any client still connected to reconnect (to the next process)."""

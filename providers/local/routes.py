@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from app.access import require
-from app.errors import Forbidden
+from app.errors import Forbidden, RateLimited, TooManyItems
+from app.middleware import over_capacity_problem
 from app.policy import Action, AllowPresence
+from app.problems import problem_response
 from app.relay import relay_of
 from app.validation import ChannelKind, channel_kind, encode_user_info, validate_channel
 from providers.base import PresenceData
+from providers.local.admission import Refusal, Ticket
 from providers.local.pusher_http import build_pusher_http_router
 from providers.local.sse import SseStream
 from providers.local.websocket import PusherConnection
@@ -21,10 +24,16 @@ from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.types import Receive, Scope, Send
+
     from app.policy import Allow
     from providers.local.provider import LocalProvider
 
-MAX_STREAM_CHANNELS = 100
+# An address at its cap must first close a stream; a full server waits for others to leave.
+ADDRESS_FULL_RETRY_AFTER = 10
+SERVER_FULL_RETRY_AFTER = 5
 
 
 def build_router(provider: LocalProvider) -> APIRouter:
@@ -37,9 +46,13 @@ def build_router(provider: LocalProvider) -> APIRouter:
         """Pusher Channels protocol 7, for pusher-js pointed at this relay."""
         relay = relay_of(websocket)
         await websocket.accept()
+        # Refusals come after the handshake, as Pusher's do: a browser shows a script nothing of
+        # a refused handshake, while pusher-js acts on a close code (4000-4099: do not retry,
+        # 4100-4199: retry after a backoff, 4200-4299: retry at once).
         refusal = _refusal(key, settings.app_key, websocket.query_params.get("protocol"))
-        if refusal is not None:
-            code, message = refusal
+        ticket = refusal or _admit(provider, relay.client_ip(websocket))
+        if not isinstance(ticket, Ticket):
+            code, message = ticket
             await websocket.send_text(frames.error(message, code))
             await websocket.close(code)
             return
@@ -49,6 +62,7 @@ def build_router(provider: LocalProvider) -> APIRouter:
             await connection.run()
         finally:
             provider.connections.discard(connection)
+            ticket.release()
 
     @router.get(
         "/v1/stream",
@@ -59,10 +73,14 @@ def build_router(provider: LocalProvider) -> APIRouter:
     )
     async def stream(
         request: Request,
-        channel: Annotated[list[str], Query(min_length=1, max_length=MAX_STREAM_CHANNELS)],
-    ) -> StreamingResponse:
+        channel: Annotated[list[str], Query(min_length=1)],
+    ) -> Response:
         """Each event as `data: {"type": "event", ...}`; `: heartbeat` comments keep it open."""
         relay = relay_of(request)
+        limit = settings.max_subscriptions_per_connection
+        if len(channel) > limit:
+            raise TooManyItems(f"{len(channel)} channels given; the limit is {limit}", limit=limit)
+        provider.refuse_if_draining()
         channels = [validate_channel(c, provider.limits) for c in dict.fromkeys(channel)]
         principal = await relay.identify(request)
         presence: dict[str, PresenceData] = {}
@@ -72,14 +90,61 @@ def build_router(provider: LocalProvider) -> APIRouter:
             if member is not None:
                 presence[name] = member
         sse = SseStream(provider, channels, request.headers.get("last-event-id"), presence=presence)
-        return StreamingResponse(
+        admitted = provider.admission.admit(relay.client_ip(request))
+        if admitted is Refusal.ADDRESS_FULL:
+            raise RateLimited(
+                f"{settings.max_connections_per_ip} streams and sockets are open from this address",
+                retry_after=ADDRESS_FULL_RETRY_AFTER,
+            )
+        if admitted is Refusal.SERVER_FULL:
+            return problem_response(
+                503,
+                over_capacity_problem(_SERVER_FULL, request.url.path),
+                {"Retry-After": str(SERVER_FULL_RETRY_AFTER)},
+            )
+        assert isinstance(admitted, Ticket)
+        return _Stream(
             sse.frames(),
+            admitted,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     router.include_router(build_pusher_http_router(provider))
     return router
+
+
+_SERVER_FULL = "the relay holds as many sockets and streams as it is allowed; retry later"
+
+
+def _admit(provider: LocalProvider, address: str | None) -> Ticket | tuple[int, str]:
+    if provider.draining:  # a socket that got in just before the listener closed
+        return ErrorCode.GENERIC_RECONNECT, "Server shutting down: reconnect"
+    admitted = provider.admission.admit(address)
+    if admitted is Refusal.SERVER_FULL:
+        return ErrorCode.OVER_CAPACITY, f"Over capacity: {_SERVER_FULL}"
+    if admitted is Refusal.ADDRESS_FULL:
+        return ErrorCode.APP_OVER_CONNECTION_QUOTA, (
+            f"Over connection quota: {provider.admission.per_address} connections are open "
+            "from this address"
+        )
+    return admitted
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that gives its admission ticket back however it ends, even when
+    the client leaves before the body's first read (when the generator's own `finally` never
+    runs)."""
+
+    def __init__(self, content: AsyncIterator[bytes], ticket: Ticket, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ticket.release()
 
 
 def _member(decision: Allow | AllowPresence, channel: str) -> PresenceData | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from typing import TYPE_CHECKING
 
 import orjson
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from providers.local.provider import LocalProvider
 
 RETRY_MS = 3000
+# On shutdown a stream ends with `retry: 250..999`: soon enough to land on the next process within
+# a second of its start, spread so that every EventSource does not reconnect in the same instant.
+DRAIN_RETRY_MIN_MS = 250
+DRAIN_RETRY_SPREAD_MS = 750
 # What `Hub.event_id` writes, with room for another release's epoch: ASCII only (`\d` and
 # `str.isdigit` take other scripts' digits, which `int` then refuses or reads differently).
 _EVENT_ID = re.compile(r"(?P<epoch>[0-9A-Za-z]{1,32})-(?P<seq>[0-9]{1,20})", re.ASCII)
@@ -49,7 +54,8 @@ class SseStream:
         self.channels: set[str] = set()
         self._wanted = channels
         self._last_seq = _seq_after(last_event_id, provider.hub.epoch)
-        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()  # bounded by `deliver`
+        # Bounded by `deliver`; None, put by `end`, ends the stream.
+        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._limit = provider.settings.send_buffer_frames
         self._overflowed = False
 
@@ -64,10 +70,17 @@ class SseStream:
             return
         self._queue.put_nowait(delivery)
 
+    def end(self) -> None:
+        """End the stream after what is queued, telling EventSource to reconnect soon."""
+        self._queue.put_nowait(None)
+
     async def frames(self) -> AsyncIterator[bytes]:
         """The response body; unsubscribes when the client goes away."""
         hub = self.provider.hub
         heartbeat = self.provider.settings.sse_heartbeat_seconds
+        self.provider.streams.add(self)
+        if self.provider.draining:  # drain() ran between the route's check and this first read
+            self.end()
         for channel in self._wanted:
             hub.subscribe(self, channel, self._presence.get(channel))
         try:
@@ -89,11 +102,16 @@ class SseStream:
                 except TimeoutError:
                     yield b": heartbeat\n\n"
                     continue
+                if delivery is None:
+                    retry = DRAIN_RETRY_MIN_MS + secrets.randbelow(DRAIN_RETRY_SPREAD_MS)
+                    yield b"retry: %d\n\n" % retry
+                    return
                 if sent is not None and delivery.seq <= sent:
                     continue  # already sent from the replay log
                 yield delivery.sse_frame(hub.epoch)
         finally:
             hub.remove(self)
+            self.provider.streams.discard(self)
 
 
 def _seq_after(last_event_id: str | None, epoch: str) -> int | None:

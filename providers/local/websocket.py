@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 
 PONG_TIMEOUT_SECONDS = 30
 CLIENT_EVENTS_PER_SECOND = 10  # Pusher's per-connection limit for client events
+# More than RELAY_MAX_INVALID_FRAMES frames that are no protocol 7 frame at all (not UTF-8, not a
+# JSON object with an event) within this window close the socket. pusher-js never sends one.
+INVALID_FRAME_WINDOW_SECONDS = 60.0
+# In Pusher's 4000-4099 range, which pusher-js does not reconnect after (the same client would
+# send the same frames again); unassigned by Pusher, so never confused with one of its errors.
+TOO_MANY_INVALID_FRAMES = 4010
 
 
 def new_socket_id() -> str:
@@ -68,6 +74,7 @@ class PusherConnection:
         )
         self._close_code: int | None = None
         self._event_times: list[float] = []
+        self._invalid_times: list[float] = []
 
     # -- outbound -------------------------------------------------------------------------
     def deliver(self, delivery: Delivery) -> None:
@@ -143,7 +150,7 @@ class PusherConnection:
                 try:
                     text = (message.get("bytes") or b"").decode("utf-8")
                 except UnicodeDecodeError:
-                    self.send(frames.error("Invalid frame: not UTF-8"))
+                    self._invalid("Invalid frame: not UTF-8")
                     continue
             self._handle(text)
 
@@ -152,7 +159,7 @@ class PusherConnection:
         try:
             frame = frames.parse(text)
         except ValueError:
-            self.send(frames.error("Invalid JSON: a frame must be an object with an event"))
+            self._invalid("Invalid JSON: a frame must be an object with an event")
             return
         name: str = frame["event"]
         data = frame.get("data")
@@ -171,6 +178,24 @@ class PusherConnection:
         elif name.startswith("client-"):
             self._client_event(name, frame.get("channel"), data)
         # Other events are ignored, as Pusher ignores them.
+
+    def _invalid(self, message: str) -> None:
+        # Each costs a parse and an answer: a socket sending nothing else is closed, not served.
+        now = time.monotonic()
+        window = INVALID_FRAME_WINDOW_SECONDS
+        self._invalid_times = [t for t in self._invalid_times if now - t < window]
+        self._invalid_times.append(now)
+        limit = self.provider.settings.max_invalid_frames
+        if len(self._invalid_times) <= limit:
+            self.send(frames.error(message))
+            return
+        self.send(
+            frames.error(
+                f"Too many invalid frames: more than {limit} in {window:g} seconds",
+                TOO_MANY_INVALID_FRAMES,
+            )
+        )
+        self.close(TOO_MANY_INVALID_FRAMES)
 
     def _principal(self) -> Principal:
         return principals.ANONYMOUS if self.user_id is None else principals.user(self.user_id)
@@ -193,6 +218,17 @@ class PusherConnection:
             return
         if provider.hub.is_subscribed(self, channel):
             return  # pusher-js never resubscribes; a duplicate changes nothing
+        limit = provider.settings.max_subscriptions_per_connection
+        if self._subscription_count() >= limit:
+            self.send(
+                frames.subscription_error(
+                    channel,
+                    kind="TooManySubscriptions",
+                    message=f"this connection is subscribed to {limit} channels, the limit",
+                    status=400,
+                )
+            )
+            return
         kind = channel_kind(channel)
         presence: PresenceData | None = None
         if kind is ChannelKind.PUBLIC:
@@ -223,6 +259,11 @@ class PusherConnection:
                 self.user_id = self.user_id or presence.user_id
         roster = provider.hub.subscribe(self, channel, presence)
         self.send(frames.subscription_succeeded(channel, roster))
+
+    def _subscription_count(self) -> int:
+        # The #server-to-user- channel pusher-js joins by itself after signin is not counted.
+        own = frames.SERVER_TO_USER_PREFIX + self.signed_in if self.signed_in else None
+        return len(self.channels) - (own in self.channels)
 
     def _subscribe_server_to_user(self, channel: str) -> None:
         # pusher-js subscribes to its own #server-to-user- channel after pusher:signin.

@@ -278,7 +278,9 @@ async def test_malformed_or_missing_channel_is_refused(stream_client: httpx.Asyn
     too_many = await stream_client.get(
         "/v1/stream", params=[("channel", f"c{i}") for i in range(101)]
     )
-    assert too_many.status_code == 422
+    assert too_many.status_code == 400
+    assert too_many.json()["type"] == PROBLEM + "too-many-items"
+    assert too_many.json()["limit"] == 100
 
 
 async def test_presence_bookkeeping_is_not_streamed(
