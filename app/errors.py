@@ -23,6 +23,7 @@
     └── ProviderError               502 provider-error (retryable or not)
         ├── ProviderUnavailable     503 provider-unavailable
         └── ProviderTimeout         504 provider-timeout (delivery unknown)
+            └── TimeoutReplayed     504 provider-timeout, Idempotent-Replayed: nothing sent again
 
 The `type` of each problem is `urn:realtime-relay:problem:<slug>`, stable across releases. A
 `detail` never carries a secret, a signature or a payload.
@@ -271,3 +272,11 @@ class ProviderTimeout(ProviderError):
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail, retryable=True, **extra)
         self.extra["accepted"] = None  # unknown: the request reached the provider unanswered
+
+
+class TimeoutReplayed(ProviderTimeout):
+    """The answer of an earlier request with this Idempotency-Key, whose outcome is still unknown:
+    this repeat sent nothing."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Idempotent-Replayed": "true"}

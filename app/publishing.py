@@ -80,17 +80,23 @@ class Publisher:
         requests: Sequence[EventRequest],
         *,
         idempotency_key: str | None = None,
+        client_ip: str | None = None,
     ) -> list[Message]:
         """Validate and authorize every event; raise on the first refusal, before any delivery.
 
-        Message ids are `<Idempotency-Key>:<index>` when the caller gave a key, so a provider
-        with idempotent publishing (Ably) drops a retried duplicate; otherwise random."""
+        Message ids are `<base>:<index>`, the base a hash of the caller and its Idempotency-Key
+        when it gave one (a retry gets the same ids, so a provider with idempotent publishing
+        drops a duplicate; another caller's same key never does), otherwise random."""
         if len(requests) > self.settings.max_batch_events:
             raise TooManyItems(
                 f"{len(requests)} events given; the limit is {self.settings.max_batch_events}",
                 limit=self.settings.max_batch_events,
             )
-        base = uuid.uuid4().hex if idempotency_key is None else idempotency_key
+        base = (
+            uuid.uuid4().hex
+            if idempotency_key is None
+            else message_id_base(caller_scope(principal, client_ip), idempotency_key)
+        )
         limits = self.provider.limits
         messages: list[Message] = []
         for request in requests:
@@ -117,7 +123,9 @@ class Publisher:
         client_ip: str | None = None,
     ) -> Outcome:
         """Publish every event or none of them; all are checked before the provider sees any."""
-        messages = self.prepare(principal, requests, idempotency_key=idempotency_key)
+        messages = self.prepare(
+            principal, requests, idempotency_key=idempotency_key, client_ip=client_ip
+        )
         per_rule: dict[int, tuple[Rule, int]] = {}
         for m in messages:
             rule = self.policy.rule_for(m.channel)
@@ -140,6 +148,23 @@ class Publisher:
         request = fingerprint(
             orjson.dumps([(m.channel, m.name, m.data, m.socket_id) for m in messages])
         )
-        scope = f"{principal.kind}:{principal.id}"
-        answer, replayed = await self.idempotency.once(scope, idempotency_key, request, deliver)
+        answer, replayed = await self.idempotency.once(
+            caller_scope(principal, client_ip),
+            idempotency_key,
+            request,
+            deliver,
+            resend_within=self.provider.limits.idempotent_ids_seconds,
+        )
         return Outcome(answer, replayed)
+
+
+def caller_scope(principal: Principal, client_ip: str | None) -> str:
+    """Whose Idempotency-Keys these are: the principal, or an anonymous caller's address."""
+    if principal.id:
+        return f"{principal.kind}:{principal.id}"
+    return f"{principal.kind}:ip:{client_ip}"
+
+
+def message_id_base(scope: str, key: str) -> str:
+    """The message-id base for one caller's key: 128 bits of SHA-256 over both."""
+    return fingerprint(scope.encode(), key.encode())[:32]

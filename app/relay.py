@@ -69,6 +69,7 @@ class Relay(Struct):
                 store,
                 ttl=settings.idempotency_ttl_seconds,
                 wait=settings.idempotency_wait_seconds,
+                per_caller=settings.idempotency_keys_per_caller,
             ),
             breaker=CircuitBreaker(
                 failures=settings.breaker_failures, cooldown=settings.breaker_cooldown_seconds

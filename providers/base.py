@@ -36,6 +36,10 @@ class Limits(Struct, frozen=True):
     supports_presence_query: bool = False
     supports_history: bool = False
     supports_user_auth: bool = False
+    # How long after a publish the provider still drops a repeat of its message ids (Ably: two
+    # minutes, less its own retries). 0: it never does, so a publish whose outcome is unknown is
+    # never sent again (app/idempotency.py).
+    idempotent_ids_seconds: float = 0.0
 
 
 class Message(Struct, frozen=True):

@@ -83,6 +83,8 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
         "SUPABASE_JWT_SECRET",
         "SUPABASE_SERVICE_KEY",
     ),
+    "tests.security.test_idempotency_unknown_outcome": ("API_KEY", "JWT_SECRET", "PUSHER_SECRET"),
+    "tests.security.test_idempotency_isolation": ("API_KEY", "OTHER_API_KEY", "JWT_SECRET"),
     "tests.e2e.conftest": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
     "tests.e2e.test_pusher_soketi": ("PUSHER_SECRET",),
     "tests.e2e.test_supabase_js": ("SUPABASE_SECRET", "SERVICE_KEY"),

@@ -27,4 +27,4 @@ def create_store(settings: Settings) -> Store:
         return DynamoStore(settings.dynamodb_table)
     from app.stores.memory import MemoryStore
 
-    return MemoryStore()
+    return MemoryStore(max_bytes=settings.memory_store_max_bytes)

@@ -1,45 +1,120 @@
-"""The in-process store: one process only (the embedded default and the tests)."""
+"""The in-process store: one process only (the embedded default and the tests).
+
+Bounded in bytes (RELAY_MEMORY_STORE_MAX_BYTES, default 64 MiB), each entry counted as the size of
+its key and value objects plus a fixed overhead for the containers that hold it:
+
+- values (idempotency records) are never evicted while they live. A new one that does not fit
+  first makes room from expired values and from rate-limit buckets untouched past their TTL; if
+  it still does not fit, it is refused (503 provider-unavailable, with Retry-After): a full store
+  refuses new keys, it never forgets a caller's record. Replacing a live value is never refused
+  (a publish that happened must be able to store its answer), so the bound can be exceeded by
+  the answers of the publishes in flight.
+- rate-limit buckets take at most a quarter of the bound; past it the least recently used goes.
+  A bucket that comes back starts full, which can only favour its owner.
+"""
 
 from __future__ import annotations
 
+import heapq
+import math
+import sys
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from app.errors import ProviderUnavailable
 from app.stores.base import Store, bucket_ttl, refill, spend
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-MAX_KEYS = 100_000  # least recently used keys go first: memory stays bounded under any load
+MAX_BYTES = 64 * 1024 * 1024
+BUCKET_SHARE = 4  # buckets hold at most 1/BUCKET_SHARE of the bytes
+# Beyond the key and value objects, measured with tracemalloc (CPython 3.11, 33,000 entries):
+# about 170 bytes per value (dict slot, (value, expiry) tuple, expiry heap entry) and 210 per
+# bucket (dict slot, linked-list node, (tokens, updated, expires) tuple): counted with a margin.
+VALUE_OVERHEAD = 128
+BUCKET_OVERHEAD = 224
+HEAP_ENTRY = 64
+MAX_RETRY_AFTER = 60
 
 
 class MemoryStore(Store):
-    """A dict with expiry times and LRU eviction."""
+    """A dict with expiry times, bounded in bytes; live values are never evicted."""
 
     name = "memory"
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = MAX_KEYS):
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_bytes: int = MAX_BYTES
+    ) -> None:
         self._clock = clock
-        self._max_keys = max_keys
-        self._values: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._values: dict[str, tuple[bytes, float]] = {}
+        self._expiries: list[tuple[float, str]] = []  # a heap; entries of replaced values linger
+        self._buckets: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
+        self.value_bytes = 0  # values and the heap
+        self.bucket_bytes = 0
 
+    @property
+    def used_bytes(self) -> int:
+        """What the store counts against its bound."""
+        return self.value_bytes + self.bucket_bytes
+
+    # -- values -------------------------------------------------------------------------------
     def _live(self, key: str) -> bytes | None:
         entry = self._values.get(key)
         if entry is None:
             return None
         if entry[1] <= self._clock():
-            del self._values[key]
+            self._forget(key)
             return None
-        self._values.move_to_end(key)
         return entry[0]
 
+    def _forget(self, key: str) -> None:
+        entry = self._values.pop(key, None)
+        if entry is not None:
+            self.value_bytes -= _value_size(key, entry[0])
+
     def _store(self, key: str, value: bytes, ttl: float) -> None:
-        self._values[key] = (value, self._clock() + ttl)
-        self._values.move_to_end(key)
-        while len(self._values) > self._max_keys:
-            self._values.popitem(last=False)
+        now = self._clock()
+        old = self._values.get(key)
+        size = _value_size(key, value) + HEAP_ENTRY
+        if old is None or old[1] <= now:  # a new key: it must fit
+            self._purge(now)
+            if self.used_bytes + size > self.max_bytes:
+                self._drop_stale_buckets(now)
+            if self.used_bytes + size > self.max_bytes:
+                wait = self._expiries[0][0] - now if self._expiries else 1.0
+                raise ProviderUnavailable(
+                    f"the relay's memory store is full ({self.max_bytes} bytes); it evicts no "
+                    "live record, so new Idempotency-Keys wait until records expire",
+                    retry_after=min(MAX_RETRY_AFTER, max(1, math.ceil(wait))),
+                )
+        self._forget(key)
+        expires = now + ttl
+        # A copy is allocated at its size; orjson's output can take twice its length (measured).
+        self._values[key] = (bytes(memoryview(value)), expires)
+        self.value_bytes += size
+        heapq.heappush(self._expiries, (expires, key))
+        if len(self._expiries) > 2 * len(self._values) + 1024:
+            self._rebuild_heap()
+
+    def _purge(self, now: float) -> None:
+        """Forget every expired value, earliest first."""
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            expires, key = heapq.heappop(heap)
+            self.value_bytes -= HEAP_ENTRY
+            entry = self._values.get(key)
+            if entry is not None and entry[1] == expires:
+                self._forget(key)
+
+    def _rebuild_heap(self) -> None:
+        """Drop the heap entries of replaced and deleted values."""
+        self.value_bytes -= HEAP_ENTRY * len(self._expiries)
+        self._expiries = [(expires, key) for key, (_, expires) in self._values.items()]
+        heapq.heapify(self._expiries)
+        self.value_bytes += HEAP_ENTRY * len(self._expiries)
 
     async def get(self, key: str) -> bytes | None:
         """The value, or None."""
@@ -54,23 +129,48 @@ class MemoryStore(Store):
         return None
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
-        """Store, replacing."""
+        """Store, replacing; a new key is refused (503) when there is no room for it."""
         self._store(key, value, ttl)
 
     async def delete(self, key: str) -> None:
-        """Forget."""
-        self._values.pop(key, None)
+        """Forget (its heap entry goes when it comes up)."""
+        self._forget(key)
 
+    # -- token buckets ------------------------------------------------------------------------
     async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
         """Token bucket, refilled lazily on each call."""
         now = self._clock()
-        tokens, updated = self._buckets.get(key, (burst, now))
-        if now - updated > bucket_ttl(rate, burst):
+        lifetime = bucket_ttl(rate, burst)
+        found = self._buckets.get(key)
+        tokens, updated = (burst, now) if found is None else found[:2]
+        if now - updated > lifetime:
             tokens = burst
         tokens = refill(tokens, now - updated, rate=rate, burst=burst)
         tokens, wait = spend(tokens, cost=cost, rate=rate, burst=burst)
-        self._buckets[key] = (tokens, now)
+        if found is None:
+            self.bucket_bytes += _bucket_size(key)
+        self._buckets[key] = (tokens, now, now + lifetime)
         self._buckets.move_to_end(key)
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
+        while self.bucket_bytes > self.max_bytes // BUCKET_SHARE and len(self._buckets) > 1:
+            self._drop_bucket()
         return wait
+
+    def _drop_bucket(self) -> None:
+        old, _ = self._buckets.popitem(last=False)
+        self.bucket_bytes -= _bucket_size(old)
+
+    def _drop_stale_buckets(self, now: float) -> None:
+        """Drop least recently used buckets that are full again (as good as absent)."""
+        while self._buckets:
+            expires = next(iter(self._buckets.values()))[2]
+            if expires > now:
+                return
+            self._drop_bucket()
+
+
+def _value_size(key: str, value: bytes) -> int:
+    return sys.getsizeof(key) + sys.getsizeof(value) + VALUE_OVERHEAD
+
+
+def _bucket_size(key: str) -> int:
+    return sys.getsizeof(key) + BUCKET_OVERHEAD

@@ -8,7 +8,9 @@ get no clientId: Ably then lets them neither enter presence nor claim an identit
 Publishing sends each relay message as its own Ably message, with the relay's message id as
 Ably's idempotency key: one message over `POST /channels/{id}/messages`, several through the
 batch request (one spec per message, so each id stands alone and Ably's `<base>:<index>` rule
-for atomic multi-message publishes never applies). Retries resend the same bytes.
+for atomic multi-message publishes never applies). Retries resend the same bytes. Ably drops a
+repeated id for two minutes only: `Limits.idempotent_ids_seconds` says how long after a first
+attempt the relay may still resend it (app/idempotency.py).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ BATCH_SPECS_PER_CALL = 100  # our bound, so one slow request holds back little
 BATCH_MAX_BODY_BYTES = 2 * 1024 * 1024 - 1  # "must be less than 2MiB"
 MAX_TOKEN_CHANNELS = 100  # channels a caller may name for one token
 PRESENCE_LIMIT = 1000  # the REST API's largest page
+IDEMPOTENCY_WINDOW_SECONDS = 120.0  # Ably drops a repeated message id within two minutes
+RETRY_BACKOFF_CAP_SECONDS = 2.0  # providers.ably.rest.BACKOFF_CAP_SECONDS (httpx stays unloaded)
 
 
 class AblyProvider(Provider):
@@ -75,6 +79,7 @@ class AblyProvider(Provider):
             max_events_per_batch_call=BATCH_SPECS_PER_CALL,
             supports_presence_query=True,
             supports_history=True,
+            idempotent_ids_seconds=resend_window(settings),
         )
         self._rest = LazyClient(lambda: _ably_rest(settings, http), ready=rest)
         self._clock = clock
@@ -197,6 +202,16 @@ class AblyProvider(Provider):
     async def aclose(self) -> None:
         """Close the pool."""
         await self._rest.aclose()
+
+
+def resend_window(settings: AblySettings) -> float:
+    """How long after a first attempt a resend under its ids still lands in Ably's window.
+
+    The first attempt's messages reached Ably after it started; a resend reaches Ably within one
+    whole call (every attempt timing out, every wait at its longest)."""
+    wait = max(settings.max_retry_wait_seconds, RETRY_BACKOFF_CAP_SECONDS)
+    call = settings.max_attempts * settings.timeout_seconds + (settings.max_attempts - 1) * wait
+    return max(0.0, IDEMPOTENCY_WINDOW_SECONDS - call)
 
 
 def _batches(specs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -16,6 +16,8 @@ What the REST API reference (docs/api/rest-api) specifies and this module relies
 
 Retries: timeouts, transport errors, 5xx and 429 (waiting for its Retry-After when given) are
 tried again with the very same body, so message ids repeat and Ably discards what it already has.
+When every attempt failed and one of them was sent but never answered (a read timeout, a reset),
+Ably may have the message: that is ProviderTimeout (`accepted: null`), not "unavailable".
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from app.errors import ProviderError, ProviderUnavailable
+from app.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from providers.outbound import Outbound
 
 if TYPE_CHECKING:
@@ -135,7 +137,7 @@ class AblyRest(Outbound):
             headers["Content-Type"] = "application/json"
         settings = self.settings
         failure = ""
-        unreachable = limited = False
+        unreachable = limited = unanswered = False
         hint: float | None = None
         for attempt in range(1, settings.max_attempts + 1):
             wait = self.backoff(attempt)
@@ -143,10 +145,13 @@ class AblyRest(Outbound):
                 response = await self.http.request(
                     method, path, content=content, params=params, headers=headers
                 )
-            except httpx.TimeoutException:
-                failure, unreachable, limited = "timed out", True, False
-            except httpx.TransportError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Never sent.
                 failure, unreachable, limited = f"unreachable ({type(exc).__name__})", True, False
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                # Sent, unanswered: Ably may have it (a retry carries the same ids).
+                failure, unreachable, limited = f"unanswered ({type(exc).__name__})", True, False
+                unanswered = True
             else:
                 if response.status_code < 300:
                     return orjson.loads(response.content) if response.content else None
@@ -167,6 +172,11 @@ class AblyRest(Outbound):
             log.warning("ably %s %s attempt %d %s", method, path, attempt, failure)
             if attempt < settings.max_attempts:
                 await self._sleep(wait)
+        if unanswered:
+            raise ProviderTimeout(
+                f"ably {failure} after {settings.max_attempts} attempts; the message may or may "
+                "not have been delivered"
+            )
         if unreachable:
             raise ProviderUnavailable(f"ably {failure} after {settings.max_attempts} attempts")
         if limited:

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from app.errors import ConfigurationError
+from app.errors import (
+    ConfigurationError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    TimeoutReplayed,
+)
+from app.idempotency import Idempotency
 from app.settings import Settings
 from app.stores import create_store
 from app.stores.base import bucket_ttl
@@ -238,6 +245,81 @@ async def test_an_untouched_bucket_expires_full(
     assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
 
 
+# --- idempotency records on each backend (app/idempotency.py) ---------------------------------
+
+
+async def test_an_idempotency_quota_bucket_refuses_then_takes_a_refund(
+    store: Store, ns: str
+) -> None:
+    # The quota's shape: `per_caller` tokens, refilled at `per_caller` per day.
+    per_caller, day = 3, 86_400.0
+    for _ in range(per_caller):
+        assert await store.take(ns + "q", rate=per_caller / day, burst=per_caller) == 0.0
+    wait = await store.take(ns + "q", rate=per_caller / day, burst=per_caller)
+    assert wait == pytest.approx(day / per_caller, rel=0.01)
+    await store.take(ns + "q", rate=per_caller / day, burst=per_caller, cost=-1)  # released
+    assert await store.take(ns + "q", rate=per_caller / day, burst=per_caller) == 0.0
+    assert await store.take(ns + "q", rate=per_caller / day, burst=per_caller) > 0
+
+
+async def test_idempotency_keeps_an_unknown_outcome_and_replays_it(store: Store, ns: str) -> None:
+    idem = Idempotency(store, ttl=3600, wait=0)
+    calls: list[str] = []
+
+    async def late() -> Any:
+        calls.append("late")
+        raise ProviderTimeout("pusher did not answer (ReadTimeout)")
+
+    with pytest.raises(ProviderTimeout):
+        await idem.once(ns + "caller", "k", "req", late)
+    for _ in range(3):
+        with pytest.raises(TimeoutReplayed) as replayed:
+            await idem.once(ns + "caller", "k", "req", late)
+        assert replayed.value.detail == "pusher did not answer (ReadTimeout)"
+        assert replayed.value.extra["accepted"] is None
+    assert calls == ["late"]
+
+
+async def test_idempotency_resends_within_the_window_then_replays(store: Store, ns: str) -> None:
+    idem = Idempotency(store, ttl=3600, wait=0)
+    answers: list[Any] = [ProviderTimeout("no answer"), {"accepted": 1}]
+
+    async def publish() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with pytest.raises(ProviderTimeout):
+        await idem.once(ns + "caller", "k", "req", publish, resend_within=60)
+    assert await idem.once(ns + "caller", "k", "req", publish, resend_within=60) == (
+        {"accepted": 1},
+        False,
+    )
+    assert await idem.once(ns + "caller", "k", "req", publish) == ({"accepted": 1}, True)
+
+
+async def test_idempotency_quota_is_per_caller_and_a_release_refunds(store: Store, ns: str) -> None:
+    idem = Idempotency(store, ttl=3600, wait=0, per_caller=2)
+
+    async def ok() -> Any:
+        return {"accepted": 1}
+
+    async def down() -> Any:
+        raise ProviderUnavailable("down")
+
+    with pytest.raises(ProviderUnavailable):
+        await idem.once(ns + "a", "k0", "req", down)  # released, refunded
+    assert await idem.once(ns + "a", "k1", "req", ok) == ({"accepted": 1}, False)
+    assert await idem.once(ns + "a", "k2", "req", ok) == ({"accepted": 1}, False)
+    with pytest.raises(RateLimited) as refused:
+        await idem.once(ns + "a", "k3", "req", ok)
+    assert refused.value.retry_after >= 1800  # one key frees every 3600 / 2 seconds
+    assert await store.get(f"idem:{ns}a:k3") is None  # the refused claim is gone
+    assert await idem.once(ns + "b", "k3", "req", ok) == ({"accepted": 1}, False)
+    assert await idem.once(ns + "a", "k1", "req", ok) == ({"accepted": 1}, True)
+
+
 # --- choosing the backend ----------------------------------------------------------------------
 
 
@@ -263,6 +345,15 @@ async def test_the_factory_builds_each_backend(
     finally:
         for backend in (memory, redis, dynamo):
             await backend.aclose()
+
+
+def test_the_factory_bounds_the_memory_store_in_bytes() -> None:
+    store = create_store(_settings(memory_store_max_bytes=3 * 1024 * 1024))
+    assert isinstance(store, MemoryStore)
+    assert store.max_bytes == 3 * 1024 * 1024
+    default = create_store(_settings())
+    assert isinstance(default, MemoryStore)
+    assert default.max_bytes == 64 * 1024 * 1024
 
 
 @pytest.mark.parametrize(

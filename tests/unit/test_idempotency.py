@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
+import orjson
 import pytest
 
-from app.errors import ProviderError, ProviderUnavailable
+from app.errors import (
+    IdempotencyInProgress,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    TimeoutReplayed,
+)
+from app.idempotency import PENDING_SECONDS, Idempotency
 from app.main import create_app
 from app.relay import Relay
 from app.settings import Settings
@@ -36,11 +46,13 @@ class ControlledProvider(LocalProvider):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.calls = 0
+        self.sent: list[list[str | None]] = []  # the message ids of every call
         self.gate: asyncio.Event | None = None
         self.failures: list[Exception] = []
 
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
         self.calls += 1
+        self.sent.append([m.id for m in messages])
         if self.gate is not None:
             await self.gate.wait()
         if self.failures:
@@ -63,6 +75,7 @@ class Setup:
     http: httpx.AsyncClient
     provider: ControlledProvider
     recorder: Recorder
+    relay: Relay
 
     async def publish(
         self,
@@ -99,7 +112,7 @@ def build(
             provider.hub.subscribe(recorder, channel)
         transport = httpx.ASGITransport(app=create_app(relay=relay))
         async with httpx.AsyncClient(transport=transport, base_url="http://relay") as http:
-            yield Setup(http, provider, recorder)
+            yield Setup(http, provider, recorder, relay)
 
     return open_setup
 
@@ -121,7 +134,8 @@ async def test_a_repeat_gets_the_first_answer_and_publishes_nothing(build: Any) 
         assert again.status_code == 200, again.text
         assert again.headers["idempotent-replayed"] == "true"
         assert again.json() == first.json()
-        assert [r["id"] for r in first.json()["receipts"]] == ["order-7-v1:0"]
+        (receipt,) = first.json()["receipts"]
+        assert re.fullmatch(r"[0-9a-f]{32}:0", receipt["id"]), receipt  # (caller, key) hashed
         assert s.provider.calls == 1
         assert len(s.recorder.deliveries) == 1
 
@@ -273,3 +287,146 @@ async def test_a_repeat_within_24_hours_is_replayed_and_after_is_new(build: Any)
         assert late.status_code == 200
         assert "idempotent-replayed" not in late.headers
         assert len(s.recorder.deliveries) == 2
+
+
+# -- an outcome the relay cannot know --------------------------------------------------------
+
+
+async def test_a_timed_out_first_request_keeps_its_key_and_is_replayed(build: Any) -> None:
+    async with build() as s:
+        s.provider.failures.append(ProviderTimeout("pusher did not answer (ReadTimeout)"))
+        first = await s.publish("late-1")
+        problem = assert_problem(first, 504, "provider-timeout")
+        assert problem["accepted"] is None
+        assert "idempotent-replayed" not in first.headers
+        for _ in range(3):
+            again = await s.publish("late-1")
+            assert again.status_code == 504
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.json() == problem  # the first answer, as it was
+        assert s.provider.calls == 1  # nothing sent again
+        assert_problem(
+            await s.publish("late-1", {**EVENT, "data": 9}), 422, "idempotency-key-reused"
+        )
+        assert (await s.publish("late-2")).status_code == 200  # a new key publishes
+
+
+async def test_a_timed_out_request_is_resent_within_the_providers_id_window(build: Any) -> None:
+    async with build() as s:
+        s.provider.limits = msgspec.structs.replace(s.provider.limits, idempotent_ids_seconds=60)
+        s.provider.failures.append(ProviderTimeout("no answer"))
+        assert (await s.publish("late-3")).status_code == 504
+        retry = await s.publish("late-3")
+        assert retry.status_code == 200, retry.text
+        assert "idempotent-replayed" not in retry.headers
+        assert s.provider.calls == 2
+        assert s.provider.sent[0] == s.provider.sent[1]  # the very same message ids
+        again = await s.publish("late-3")
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == retry.json()
+        assert s.provider.calls == 2
+
+
+async def test_after_the_providers_id_window_a_retry_sends_nothing(build: Any) -> None:
+    clock = Clock()
+    async with build() as s:
+        s.relay.publisher.idempotency.clock = clock
+        s.provider.limits = msgspec.structs.replace(s.provider.limits, idempotent_ids_seconds=60)
+        s.provider.failures.append(ProviderTimeout("no answer"))
+        assert (await s.publish("late-4")).status_code == 504
+        clock.now += 60
+        late = await s.publish("late-4")
+        assert_problem(late, 504, "provider-timeout")
+        assert late.headers["idempotent-replayed"] == "true"
+        assert s.provider.calls == 1
+
+
+async def test_a_resend_that_fails_leaves_the_outcome_unknown(build: Any) -> None:
+    async with build() as s:
+        s.provider.limits = msgspec.structs.replace(s.provider.limits, idempotent_ids_seconds=60)
+        s.provider.failures += [ProviderTimeout("no answer"), ProviderUnavailable("down")]
+        assert (await s.publish("late-5")).status_code == 504
+        resent = await s.publish("late-5")
+        problem = assert_problem(resent, 504, "provider-timeout")
+        assert problem["accepted"] is None  # not false: the first attempt may have delivered
+        assert "down" in problem["detail"]
+        assert (await s.publish("late-5")).status_code == 200  # still within the window
+        assert s.provider.calls == 3
+
+
+async def test_an_unexpected_error_keeps_the_key() -> None:
+    idem = Idempotency(MemoryStore(), ttl=3600, wait=0)
+    calls: list[int] = []
+
+    async def crash() -> Any:
+        calls.append(1)
+        raise RuntimeError("a bug after the provider took it")
+
+    with pytest.raises(RuntimeError):
+        await idem.once("backend:k", "odd-1", "req", crash)
+    with pytest.raises(TimeoutReplayed) as replayed:
+        await idem.once("backend:k", "odd-1", "req", crash)
+    assert replayed.value.extra["accepted"] is None
+    assert replayed.value.headers() == {"Idempotent-Replayed": "true"}
+    assert calls == [1]
+
+
+async def test_a_claim_whose_process_died_is_an_unknown_outcome() -> None:
+    clock = Clock()
+    store = MemoryStore()
+    idem = Idempotency(store, ttl=3600, wait=0, clock=clock)
+    claim = {"state": "pending", "request": "req", "started": clock.now}
+    await store.set("idem:backend:k:orphan", orjson.dumps(claim), ttl=3600)
+
+    async def publish() -> Any:
+        raise AssertionError("must not publish")
+
+    with pytest.raises(IdempotencyInProgress):
+        await idem.once("backend:k", "orphan", "req", publish)
+    clock.now += PENDING_SECONDS
+    with pytest.raises(TimeoutReplayed):
+        await idem.once("backend:k", "orphan", "req", publish)
+
+
+async def test_a_published_answer_is_returned_even_if_the_store_fails_to_keep_it() -> None:
+    class Failing(MemoryStore):
+        async def set(self, key: str, value: bytes, *, ttl: float) -> None:
+            raise ProviderUnavailable("the Redis store failed: ConnectionError")
+
+    idem = Idempotency(Failing(), ttl=3600, wait=0)
+
+    async def publish() -> Any:
+        return {"accepted": 1}
+
+    assert await idem.once("backend:k", "kept", "req", publish) == ({"accepted": 1}, False)
+
+
+# -- the per-caller quota ----------------------------------------------------------------------
+
+
+async def test_a_caller_past_its_quota_gets_429_and_others_are_untouched(build: Any) -> None:
+    async with build(idempotency_keys_per_caller=3) as s:
+        mine = await s.publish("mine-1")
+        for n in range(3):
+            assert (await s.publish(f"theirs-{n}", api_key=OTHER_API_KEY)).status_code == 200
+        refused = await s.publish("theirs-3", api_key=OTHER_API_KEY)
+        body = assert_problem(refused, 429, "rate-limited")
+        assert body["limit"] == 3
+        assert int(refused.headers["retry-after"]) >= 1
+        # Its old keys still replay; the other caller's key still replays and has room.
+        assert (await s.publish("theirs-0", api_key=OTHER_API_KEY)).headers[
+            "idempotent-replayed"
+        ] == "true"
+        again = await s.publish("mine-1")
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == mine.json()
+        assert (await s.publish("mine-2")).status_code == 200
+        assert s.provider.calls == 5
+
+
+async def test_a_released_key_gives_its_quota_back(build: Any) -> None:
+    async with build(idempotency_keys_per_caller=1) as s:
+        s.provider.failures.append(ProviderUnavailable("down"))
+        assert (await s.publish("k-1")).status_code == 503
+        assert (await s.publish("k-2")).status_code == 200
+        assert_problem(await s.publish("k-3"), 429, "rate-limited")

@@ -1,7 +1,8 @@
 """The in-process store on a fake clock: exact expiry, exact refills, and bounded memory.
 
 The contract every backend shares is tests/integration/test_stores.py; this file checks what only
-a controllable clock can show exactly, and the memory store's own eviction.
+a controllable clock can show exactly, and the memory store's own bound: in bytes, never by
+evicting a live value.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 
 import pytest
 
+from app.errors import ProviderUnavailable
 from app.stores.base import bucket_ttl, refill
 from app.stores.memory import MemoryStore
 
@@ -103,24 +105,94 @@ async def test_a_clock_going_backwards_refills_nothing(store: MemoryStore, clock
     assert await store.take("b", rate=1, burst=1) == pytest.approx(1.0)
 
 
-async def test_values_are_bounded_least_recently_used_first(clock: Clock) -> None:
-    store = MemoryStore(clock=clock, max_keys=3)
-    for key in ("a", "b", "c"):
-        await store.set(key, key.encode(), ttl=60)
-    assert await store.get("a") == b"a"  # "a" is now the most recently used
-    await store.set("d", b"d", ttl=60)
-    assert await store.get("b") is None  # the least recently used went
-    assert [await store.get(k) for k in ("a", "c", "d")] == [b"a", b"c", b"d"]
+SMALL = 64 * 1024  # bytes: a few hundred small values
 
 
-async def test_buckets_are_bounded_too(clock: Clock) -> None:
-    store = MemoryStore(clock=clock, max_keys=2)
+async def fill(store: MemoryStore, prefix: str, *, ttl: float = 60) -> list[str]:
+    """Set values until the store refuses one; the keys it took."""
+    keys: list[str] = []
+    for i in range(100_000):
+        key = f"{prefix}{i}"
+        try:
+            await store.set(key, b"v" * 100, ttl=ttl)
+        except ProviderUnavailable:
+            return keys
+        keys.append(key)
+    raise AssertionError("the store never filled up")
+
+
+async def test_a_full_store_refuses_new_values_and_keeps_every_live_one(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_bytes=SMALL)
+    kept = await fill(store, "a")
+    assert 100 < len(kept) < SMALL // 100
+    assert store.used_bytes <= SMALL
+    with pytest.raises(ProviderUnavailable, match="memory store is full") as refused:
+        await store.put_if_absent("new-key", b"v" * 100, ttl=60)
+    assert refused.value.status == 503
+    assert refused.value.headers()["Retry-After"] == "60"  # nothing expires sooner; capped
+    assert await store.get("new-key") is None
+    assert [await store.get(k) for k in kept] == [b"v" * 100] * len(kept)
+
+
+async def test_a_live_value_may_always_be_replaced(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_bytes=SMALL)
+    kept = await fill(store, "a")
+    await store.set(kept[0], b"answer" * 100, ttl=60)  # a bigger answer for a pending claim
+    assert await store.get(kept[0]) == b"answer" * 100
+
+
+async def test_expired_values_make_room(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_bytes=SMALL)
+    old = await fill(store, "old", ttl=10)
+    clock.advance(5)
+    with pytest.raises(ProviderUnavailable) as refused:
+        await store.set("early-key", b"v" * 100, ttl=60)
+    assert refused.value.headers()["Retry-After"] == "5"  # when the first ones expire
+    clock.advance(5)
+    new = await fill(store, "new")
+    assert len(new) == len(old)
+    assert store.used_bytes <= SMALL
+
+
+async def test_deleted_values_make_room(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_bytes=SMALL)
+    kept = await fill(store, "a")
+    for key in kept[:10]:
+        await store.delete(key)
+    # Their heap entries linger until they would have expired: the rest of each entry is free.
+    assert 5 <= len(await fill(store, "b")) <= 10
+
+
+async def test_buckets_are_bounded_to_a_quarter_least_recently_used_first(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_bytes=SMALL)
     assert await store.take("x", rate=0.001, burst=1) == 0.0
-    for key in ("y", "z"):
-        assert await store.take(key, rate=0.001, burst=1) == 0.0
-    # "x" was evicted: a fresh bucket (full) is all that costs, memory stays at two buckets.
+    for i in range(2000):
+        assert await store.take(f"b{i}", rate=0.001, burst=1) == 0.0
+    assert store.bucket_bytes <= SMALL // 4
+    # "x" was evicted: a fresh bucket (full) is all that costs; the last one is still there.
     assert await store.take("x", rate=0.001, burst=1) == 0.0
-    assert await store.take("z", rate=0.001, burst=1) > 0
+    assert await store.take("b1999", rate=0.001, burst=1) > 0
+
+
+async def test_buckets_never_push_out_values(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_bytes=SMALL)
+    kept = await fill(store, "a")
+    for i in range(2000):
+        await store.take(f"b{i}", rate=0.001, burst=1)
+    assert [await store.get(k) for k in kept] == [b"v" * 100] * len(kept)
+
+
+async def test_values_push_out_only_buckets_that_are_full_again(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_bytes=SMALL)
+    for i in range(50):
+        await store.take(f"b{i}", rate=1.0, burst=1)  # full again after 2 s
+    assert store.bucket_bytes > 0
+    kept = await fill(store, "a")
+    clock.advance(3)
+    await store.take("b49", rate=1.0, burst=1)  # touched: still owed a refill
+    assert await store.put_if_absent("more", b"v" * 100, ttl=60) is None
+    assert len(store._buckets) == 1  # the 49 stale ones went, the live one stayed
+    assert [await store.get(k) for k in kept] == [b"v" * 100] * len(kept)
 
 
 async def test_delete_forgets_only_values(store: MemoryStore) -> None:
