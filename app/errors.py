@@ -8,6 +8,7 @@
     │   ├── InvalidSocketId         400 invalid-socket-id
     │   ├── InvalidUserId           400 invalid-user-id
     │   ├── InvalidPayload          400 invalid-payload
+    │   │   └── NonFiniteNumber     422 non-finite-number
     │   ├── TooManyItems            400 too-many-items
     │   └── PayloadTooLarge         413 payload-too-large
     ├── Unauthenticated             401 unauthenticated
@@ -121,6 +122,14 @@ class InvalidPayload(BadRequest):
 
     slug = "invalid-payload"
     title = "Invalid payload"
+
+
+class NonFiniteNumber(InvalidPayload):
+    """NaN, Infinity or a number too large for a double: JSON has no way to carry it."""
+
+    status = 422
+    slug = "non-finite-number"
+    title = "Number not representable in JSON"
 
 
 class TooManyItems(BadRequest):

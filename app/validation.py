@@ -1,4 +1,4 @@
-"""The well-formed gate: channel names, event names, socket ids and payload sizes.
+"""The well-formed gate: channel names, event names, socket ids and payloads.
 
 Rules follow Pusher Channels, whose naming most clients know; the numeric limits come from the
 provider in use (`providers.base.Limits`), so each provider enforces its own.
@@ -6,6 +6,8 @@ provider in use (`providers.base.Limits`), so each provider enforces its own.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from app.errors import (
     InvalidPayload,
     InvalidSocketId,
     InvalidUserId,
+    NonFiniteNumber,
     PayloadTooLarge,
     TooManyItems,
 )
@@ -137,9 +140,46 @@ def encode_data(data: Any) -> str:
     if isinstance(data, str):
         return data
     try:
-        return orjson.dumps(data).decode()
+        encoded = orjson.dumps(data)
     except TypeError as exc:
         raise InvalidPayload("data must be a string or JSON-encodable") from exc
+    # orjson writes NaN and infinities as null: refuse rather than deliver a changed value. No
+    # `null` in the output means no such float, so the walk is skipped for most payloads.
+    if b"null" in encoded and _has_non_finite(data):
+        raise NonFiniteNumber("data holds NaN or an infinite number, which JSON cannot carry")
+    return encoded.decode()
+
+
+def _has_non_finite(value: Any) -> bool:
+    pending = [value]
+    while pending:  # a loop, not recursion: nesting depth is the sender's choice
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
+
+
+def _refuse_constant(token: str) -> Any:
+    raise NonFiniteNumber(f"{token} is not JSON: numbers must be finite")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if math.isinf(value):
+        raise NonFiniteNumber("a number in the body is too large for a double")
+    return value
+
+
+def loads_json(body: bytes | str) -> Any:
+    """Parse a JSON body as the standard library does, but refuse NaN, Infinity and `1e400`.
+
+    Raises NonFiniteNumber for those, and what `json.loads` raises for anything else."""
+    return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def check_payload_size(data: str, limits: Limits) -> int:

@@ -1,16 +1,55 @@
 """Publishing over REST: one event to many channels, or a batch of events."""
 
+import contextlib
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidChannel
 from app.publishing import EventRequest
 from app.relay import Relay, relay_of
-from app.validation import validate_idempotency_key
+from app.validation import loads_json, validate_idempotency_key
 
-router = APIRouter(prefix="/v1", tags=["publish"])
+_UNPARSED: Any = object()
+
+
+class _FiniteJsonRequest(Request):
+    """A request whose JSON body is parsed once, by loads_json."""
+
+    parsed: Any = _UNPARSED
+
+    async def json(self) -> Any:
+        """The body, refusing NaN, Infinity and numbers too large for a double."""
+        if self.parsed is _UNPARSED:
+            self.parsed = loads_json(await self.body())
+        return self.parsed
+
+
+class FiniteJsonRoute(APIRoute):
+    """A route whose JSON body may not hold NaN, Infinity or `1e400` (422 non-finite-number).
+
+    The standard library parser FastAPI uses takes them, and they would travel as `null`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, given a request that parses its body with loads_json."""
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            strict = _FiniteJsonRequest(request.scope, request.receive)
+            if await strict.body():
+                # Parsed before FastAPI reads the body, which would turn NonFiniteNumber into a
+                # bare 400; FastAPI then takes this parse. Any other error, FastAPI reports.
+                with contextlib.suppress(ValueError, RecursionError):
+                    await strict.json()
+            return await handle(strict)
+
+        return handler
+
+
+router = APIRouter(prefix="/v1", tags=["publish"], route_class=FiniteJsonRoute)
 
 
 class Event(BaseModel):

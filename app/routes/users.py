@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.errors import Forbidden, Unauthenticated
 from app.relay import Relay, relay_of
+from app.routes.events import FiniteJsonRoute
 from app.validation import (
     check_payload_size,
     encode_data,
@@ -14,7 +15,7 @@ from app.validation import (
     validate_user_id,
 )
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], route_class=FiniteJsonRoute)
 
 
 class UserEvent(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import string
 from typing import Any
 
@@ -14,6 +16,7 @@ from app.errors import (
     InvalidEventName,
     InvalidPayload,
     InvalidSocketId,
+    NonFiniteNumber,
     PayloadTooLarge,
     RelayError,
     TooManyItems,
@@ -25,6 +28,7 @@ from app.validation import (
     check_payload_size,
     encode_data,
     encode_user_info,
+    loads_json,
     validate_channel,
     validate_channels,
     validate_event_name,
@@ -54,6 +58,7 @@ def test_default_limits_are_pushers() -> None:
         (InvalidEventName, "invalid-event-name", 400),
         (InvalidSocketId, "invalid-socket-id", 400),
         (InvalidPayload, "invalid-payload", 400),
+        (NonFiniteNumber, "non-finite-number", 422),
         (TooManyItems, "too-many-items", 400),
         (PayloadTooLarge, "payload-too-large", 413),
     ],
@@ -475,6 +480,67 @@ def test_non_json_data_is_an_invalid_payload(value: Any) -> None:
     with pytest.raises(InvalidPayload, match="JSON-encodable") as caught:
         encode_data(value)
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        math.nan,
+        math.inf,
+        -math.inf,
+        {"price": math.nan},
+        [1, 2, [3, {"deep": -math.inf}]],
+        (1.0, math.inf),
+        {"a": None, "b": [None, math.nan]},
+    ],
+    ids=repr,
+)
+def test_non_finite_numbers_are_refused_not_sent_as_null(value: Any) -> None:
+    with pytest.raises(NonFiniteNumber) as caught:
+        encode_data(value)
+    assert caught.value.status == 422
+    assert isinstance(caught.value, InvalidPayload)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, {"a": None}, [None, 1.5, "null"], 1.7976931348623157e308, -0.0, 5e-324, "NaN"],
+    ids=repr,
+)
+def test_null_and_finite_extremes_still_travel(value: Any) -> None:
+    expected = value if isinstance(value, str) else orjson.dumps(value).decode()
+    assert encode_data(value) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["NaN", "[Infinity]", '{"a": -Infinity}', "1e400", '{"a": [-1e400]}', "[1E+309]"],
+)
+def test_loads_json_refuses_non_finite_tokens(body: str) -> None:
+    assert not all(map(math.isfinite, _floats(json.loads(body))))  # what the stdlib parser does
+    with pytest.raises(NonFiniteNumber):
+        loads_json(body.encode())
+
+
+def _floats(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [f for item in value for f in _floats(item)] if isinstance(value, list) else []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"a": [1, 2.5, -0.0, null, "NaN"]}', "1e308", "1e-400", "123456789012345678901234567890"],
+)
+def test_loads_json_reads_everything_else_as_the_standard_library(body: str) -> None:
+    assert loads_json(body.encode()) == json.loads(body)
+
+
+def test_loads_json_lets_syntax_errors_through_as_the_standard_library_raises_them() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        loads_json(b'{"a": ')
 
 
 # --- presence user_info ------------------------------------------------------------------------
