@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import InvalidToken
 from app.principal import ANONYMOUS, Principal, PrincipalKind
+from app.validation import is_user_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,7 +67,12 @@ class Authenticator:
                 self._http = httpx.AsyncClient()
                 self._owns_http = True
             self._verifier = JwtVerifier(self._settings, http=self._http, clock=self._clock)
-        return await self._verifier.verify(token)
+        principal = await self._verifier.verify(token)
+        if not is_user_id(principal.id):
+            # Sign-in takes only the ids every user route can address: a user it signs in can
+            # always be sent to and terminated (validate_user_id is the same rule).
+            raise InvalidToken("invalid sub claim")
+        return principal
 
     async def aclose(self) -> None:
         """Close the HTTP client, but only if this Authenticator created it."""

@@ -1,4 +1,4 @@
-"""The well-formed gate: channel names, event names, socket ids and payloads.
+"""The well-formed gate: channel names, event names, user ids, socket ids and payloads.
 
 Rules follow Pusher Channels, whose naming most clients know; the numeric limits come from the
 provider in use (`providers.base.Limits`), so each provider enforces its own.
@@ -10,7 +10,7 @@ import json
 import math
 import re
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
 
@@ -36,6 +36,11 @@ RESERVED_EVENT_PREFIXES = ("pusher:", "pusher_internal:")
 CLIENT_EVENT_PREFIX = "client-"
 # Pusher caps a presence member's user_info; larger member data is refused at auth time.
 MAX_USER_INFO_BYTES = 1024
+# A user id is whatever sign-in accepts as a JWT `sub`, so that every signed-in user can be
+# addressed: any text but control characters (C0, DEL, C1, the line and paragraph separators,
+# which could forge a log line) and lone surrogates (no UTF-8 form, so no URL can name them).
+MAX_USER_ID_CHARS = 200
+_USER_ID_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class ChannelKind(StrEnum):
@@ -112,11 +117,22 @@ def validate_event_name(name: object, limits: Limits, *, client: bool = False) -
     return name
 
 
+def is_user_id(user_id: object) -> TypeGuard[str]:
+    """Whether sign-in accepts this as a user id (and every user route can address it)."""
+    return (
+        isinstance(user_id, str)
+        and 0 < len(user_id) <= MAX_USER_ID_CHARS
+        and _USER_ID_REFUSED.search(user_id) is None
+    )
+
+
 def validate_user_id(user_id: object) -> str:
-    """Validate a user id for user-addressed calls (channel characters, at most 200)."""
-    if not isinstance(user_id, str) or not _CHANNEL_CHARS.fullmatch(user_id) or len(user_id) > 200:
-        raise InvalidUserId("user ids are 1 to 200 characters from a-z A-Z 0-9 - _ = @ , . ;")
-    return user_id
+    """Validate a user id for user-addressed calls: exactly the ids sign-in accepts."""
+    if is_user_id(user_id):
+        return user_id
+    raise InvalidUserId(
+        f"user ids are 1 to {MAX_USER_ID_CHARS} characters with no control character"
+    )
 
 
 def validate_idempotency_key(key: str | None) -> str | None:

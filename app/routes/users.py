@@ -4,6 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.errors import Forbidden, Unauthenticated
 from app.relay import Relay, relay_of
@@ -15,6 +16,21 @@ from app.validation import (
     validate_user_id,
 )
 
+
+class _AnyText(Convertor[str]):
+    """A path parameter of any characters, `/` and line breaks included (`:path` takes no line
+    break): a user id is any `sub` sign-in accepts, and validate_user_id, not a 404, refuses."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("user_id", _AnyText())
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=FiniteJsonRoute)
 
 
@@ -43,7 +59,8 @@ async def _require_backend(relay: Relay, request: Request) -> None:
     raise Unauthenticated("send an API key")
 
 
-@router.post("/{user_id}/events", summary="Send an event to one user's connections")
+# Clients percent-encode the id (`auth0%7C123`, `/` as %2F); the server decodes it once.
+@router.post("/{user_id:user_id}/events", summary="Send an event to one user's connections")
 async def send_to_user(user_id: str, event: UserEvent, request: Request) -> Done:
     """Deliver to the connections that signed in (pusher:signin) as the user."""
     relay = relay_of(request)
@@ -56,7 +73,7 @@ async def send_to_user(user_id: str, event: UserEvent, request: Request) -> Done
     return Done(provider=relay.provider.name, user_id=user_id)
 
 
-@router.post("/{user_id}/terminate", summary="Close every connection of one user")
+@router.post("/{user_id:user_id}/terminate", summary="Close every connection of one user")
 async def terminate_user(user_id: str, request: Request) -> Done:
     """Disconnect the user's signed-in connections; pusher-js does not reconnect them."""
     relay = relay_of(request)

@@ -233,6 +233,25 @@ async def test_subject_length_limit(make_auth: AuthFactory) -> None:
     assert "sub" in (await refused(make_auth(), hs256(sub="u" * 201))).detail
 
 
+@pytest.mark.parametrize(
+    "sub", ["auth0|123", "google-oauth2|1234", "a@b.c", "https://idp.example/u/7", "zoë 東京"]
+)
+async def test_subjects_of_real_identity_providers_sign_in(
+    make_auth: AuthFactory, sub: str
+) -> None:
+    assert (await make_auth().verify_jwt(hs256(sub=sub))).id == sub
+
+
+@pytest.mark.parametrize(
+    "sub", ["alice\n", "a\rb", "\x00", "a\tb", "a\x7f", "a\x85", "a\u2028b", "a\ud800"]
+)
+async def test_subjects_no_user_route_could_address_are_refused(
+    make_auth: AuthFactory, sub: str
+) -> None:
+    # The user routes refuse these ids (validate_user_id); sign-in must not accept them.
+    assert (await refused(make_auth(), hs256(sub=sub))).detail == "invalid sub claim"
+
+
 async def test_missing_exp_is_refused(make_auth: AuthFactory) -> None:
     assert "missing exp" in (await refused(make_auth(), hs256(exp=None))).detail
 

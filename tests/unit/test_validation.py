@@ -16,23 +16,27 @@ from app.errors import (
     InvalidEventName,
     InvalidPayload,
     InvalidSocketId,
+    InvalidUserId,
     NonFiniteNumber,
     PayloadTooLarge,
     RelayError,
     TooManyItems,
 )
 from app.validation import (
+    MAX_USER_ID_CHARS,
     MAX_USER_INFO_BYTES,
     ChannelKind,
     channel_kind,
     check_payload_size,
     encode_data,
     encode_user_info,
+    is_user_id,
     loads_json,
     validate_channel,
     validate_channels,
     validate_event_name,
     validate_socket_id,
+    validate_user_id,
 )
 from providers.base import Limits
 
@@ -59,6 +63,7 @@ def test_default_limits_are_pushers() -> None:
         (InvalidSocketId, "invalid-socket-id", 400),
         (InvalidPayload, "invalid-payload", 400),
         (NonFiniteNumber, "non-finite-number", 422),
+        (InvalidUserId, "invalid-user-id", 400),
         (TooManyItems, "too-many-items", 400),
         (PayloadTooLarge, "payload-too-large", 413),
     ],
@@ -541,6 +546,58 @@ def test_loads_json_reads_everything_else_as_the_standard_library(body: str) -> 
 def test_loads_json_lets_syntax_errors_through_as_the_standard_library_raises_them() -> None:
     with pytest.raises(json.JSONDecodeError):
         loads_json(b'{"a": ')
+
+
+# --- user ids ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "auth0|123",
+        "google-oauth2|1234",
+        "a@b.c",
+        "3f2b8c1e-9d4a-4f6b-8e2a-1c5d7e9f0a1b",
+        "https://login.example.com/id/00D/005",
+        "Ada Lovelace",
+        "zoë·東京",
+        "a%7Cb",
+        "x",
+        "u" * MAX_USER_ID_CHARS,
+    ],
+)
+def test_user_ids_sign_in_accepts_are_valid(user_id: str) -> None:
+    assert is_user_id(user_id)
+    assert validate_user_id(user_id) == user_id
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "",
+        "u" * (MAX_USER_ID_CHARS + 1),
+        "a\nb",
+        "a\r",
+        "\x00",
+        "\x1f",
+        "\x7f",
+        "\x80",
+        "\x9f",
+        "a\u2028",
+        "a\u2029",
+        "\ud800",
+        "a\udfff",
+        None,
+        42,
+        ["alice"],
+    ],
+    ids=repr,
+)
+def test_user_ids_sign_in_refuses_are_invalid(user_id: object) -> None:
+    assert not is_user_id(user_id)
+    with pytest.raises(InvalidUserId) as caught:
+        validate_user_id(user_id)
+    assert caught.value.status == 400
 
 
 # --- presence user_info ------------------------------------------------------------------------
