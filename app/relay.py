@@ -86,13 +86,22 @@ class Relay(Struct):
             publisher=publisher,
         )
 
-    async def identify(self, conn: HTTPConnection) -> Principal:
-        """Who is calling: bearer header, X-API-Key header, or a `token` query parameter."""
+    async def identify(self, conn: HTTPConnection, *, query_token: bool = False) -> Principal:
+        """Who is calling: bearer header, X-API-Key header, or (`query_token`) `?token=`.
+
+        Only a route a browser cannot send headers to (EventSource) takes `?token=`; anywhere
+        else it is refused, not ignored: ignoring it would turn the caller into anonymous."""
+        tokens = conn.query_params.getlist("token")
+        if tokens and not query_token:
+            raise InvalidToken("send the token in the Authorization header, not in ?token=")
+        if len(tokens) > 1:
+            raise InvalidToken("more than one credential presented")
+        token = tokens[0] if tokens else None
         try:
             return await self.authenticator.authenticate(
                 authorization=conn.headers.get("authorization"),
                 api_key=conn.headers.get("x-api-key"),
-                token=conn.query_params.get("token"),
+                token=token,
             )
         except InvalidToken:
             await self.limiter.failed_credential(self.client_ip(conn))

@@ -82,7 +82,7 @@ def build_router(provider: LocalProvider) -> APIRouter:
             raise TooManyItems(f"{len(channel)} channels given; the limit is {limit}", limit=limit)
         provider.refuse_if_draining()
         channels = [validate_channel(c, provider.limits) for c in dict.fromkeys(channel)]
-        principal = await relay.identify(request)
+        principal = await relay.identify(request, query_token=True)  # EventSource: no headers
         presence: dict[str, PresenceData] = {}
         for name in channels:
             decision = require(relay.policy, principal, Action.SUBSCRIBE, name)
