@@ -9,6 +9,14 @@ no credential. Whatever comes back:
   response's `status`;
 - no configured secret appears in any answer.
 
+The headers the relay reads besides credentials (`Last-Event-ID`, `Idempotency-Key`,
+`X-Forwarded-For`, `Origin`) are declared as optional header parameters of the document the
+fuzzer reads (`FUZZ_DOCUMENT`, a copy of the app's own): positive cases send them well formed (so
+the code past the check runs: a replay, a stored answer, a walked proxy chain, an allowed origin),
+negative cases malformed. For them to be read at all, the fuzzed relay trusts one proxy hop, lists
+one allowed origin, and sees every request come from 127.0.0.1 (an ASGI test client has no IP
+address of its own).
+
 `RELAY_FUZZ_EXAMPLES` sets the examples per operation and mode: small by default (the short run
 of `make test`), larger for `make fuzz`. Generation is derandomized, so a run is repeatable, and no
 example database is kept; Hypothesis still caches what it derives from the code (character
@@ -17,7 +25,9 @@ tables, constants) under `.hypothesis/` in the working directory, which git igno
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -36,6 +46,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
     from schemathesis import APIOperation, Case, Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "15"))
 APP_ID = "6060"
@@ -57,6 +68,9 @@ SETTINGS = Settings.model_validate(
         # Fuzzing sends bursts from one address; buckets would answer 429 before the handlers.
         "rate_limits": False,
         "sse_heartbeat_seconds": 0.05,
+        # So that X-Forwarded-For and Origin are read rather than ignored (see the module doc).
+        "trust_proxy_headers": True,
+        "allowed_origins": "https://app.fuzz.test",
     }
 )
 PROBLEM = "application/problem+json"
@@ -79,18 +93,77 @@ def _document(app: FastAPI) -> dict[str, Any]:
 
 APP = create_app(SETTINGS)
 DOCUMENT = _document(APP)
+EPOCH = APP.state.relay.provider.hub.epoch
+IPV4 = r"(\d{1,3}\.){3}\d{1,3}"
+# header -> (a well-formed value's schema, the operations that read it: None for every one)
+HEADERS: dict[str, tuple[dict[str, Any], tuple[tuple[str, str], ...] | None]] = {
+    "Last-Event-ID": (
+        {"pattern": rf"^({EPOCH}|[0-9a-f]{{8}})-[0-9]{{1,4}}$"},
+        (("get", "/v1/stream"),),
+    ),
+    "Idempotency-Key": (
+        {"pattern": r"^[A-Za-z0-9._~-]{1,64}$"},
+        (("post", "/v1/events"), ("post", "/v1/batch")),
+    ),
+    "X-Forwarded-For": ({"pattern": rf"^{IPV4}(, ?({IPV4}|[0-9a-f:]{{2,39}})){{0,3}}$"}, None),
+    "Origin": (
+        {"enum": [SETTINGS.allowed_origins[0]]},
+        (
+            ("post", "/auth/channel"),
+            ("post", "/auth/user"),
+            ("get", "/auth/token"),
+            ("post", "/auth/token"),
+            ("get", "/v1/stream"),
+        ),
+    ),
+}
+
+
+def _with_headers(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the document in which each operation declares the HEADERS it reads."""
+    fuzzed = copy.deepcopy(document)
+    for header, (well_formed, where) in HEADERS.items():
+        for path, methods in fuzzed["paths"].items():
+            for method, operation in methods.items():
+                if where is not None and (method, path) not in where:
+                    continue
+                parameters = [
+                    p
+                    for p in operation.get("parameters", [])
+                    if not (p["in"] == "header" and p["name"].lower() == header.lower())
+                ]
+                schema = {"type": "string", **well_formed}
+                parameters.append(
+                    {"name": header, "in": "header", "required": False, "schema": schema}
+                )
+                operation["parameters"] = parameters
+    return fuzzed
+
+
+FUZZ_DOCUMENT = _with_headers(DOCUMENT)
+
+
+def _behind_a_proxy(app: ASGIApp) -> ASGIApp:
+    """The app as uvicorn would hand it a request from 127.0.0.1, the one trusted proxy hop."""
+
+    async def from_loopback(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "client": ("127.0.0.1", 50000)}
+        await app(scope, receive, send)
+
+    return from_loopback
 
 
 def _modes() -> list[Any]:
     """(method, path, mode) for every operation: positive always; negative where the operation
-    takes a body or a query parameter (a lone path string has no negative form); anchored where
-    a path parameter gates the rest."""
+    takes a body, a query or a header parameter (a lone path string has no negative form);
+    anchored where a path parameter gates the rest."""
     params: list[Any] = []
-    for path, methods in DOCUMENT["paths"].items():
+    for path, methods in FUZZ_DOCUMENT["paths"].items():
         for method, operation in methods.items():
             locations = {p["in"] for p in operation.get("parameters", [])}
             modes = ["positive"]
-            if "requestBody" in operation or "query" in locations:
+            if "requestBody" in operation or locations & {"query", "header"}:
                 modes.append("negative")
             if any(p["name"] in ANCHORS for p in operation.get("parameters", [])):
                 modes.append("anchored")
@@ -99,11 +172,19 @@ def _modes() -> list[Any]:
     return params
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def schema() -> Iterator[schemathesis.BaseSchema]:
-    """The relay's OpenAPI as schemathesis reads it from the app; the app's lifespan runs."""
+    """FUZZ_DOCUMENT, its calls sent in-process to a relay of this test's own.
+
+    Schemathesis ends an ASGI app's lifespan after every test, and a relay whose lifespan ended
+    is drained for good (publishes and streams answer 503): one relay per test, as one process
+    per lifespan."""
+    app = create_app(SETTINGS)
+    # The same epoch as the relay the document came from: Last-Event-IDs it generates resume here.
+    app.state.relay.provider.hub.epoch = EPOCH
     config = schemathesis.Config.from_dict({"max-stream-events": 1})
-    loaded = schemathesis.openapi.from_asgi("/openapi.json", APP, config=config)
+    loaded = schemathesis.openapi.from_dict(FUZZ_DOCUMENT, config=config)
+    loaded.app = _behind_a_proxy(app)
     try:
         yield loaded
     finally:
@@ -161,6 +242,43 @@ def test_every_answer_is_a_known_status_and_every_error_a_problem(
 
     run()
     assert sum(seen.values()) >= 1, "no case was sent"
+
+
+def _header_targets() -> list[Any]:
+    return [
+        pytest.param(header, method, path, id=f"{header} {method.upper()} {path}")
+        for header, (_, where) in HEADERS.items()
+        for method, path in where or (("get", "/health"), ("post", "/v1/events"))
+    ]
+
+
+@pytest.mark.parametrize(("header", "method", "path"), _header_targets())
+def test_the_headers_the_relay_reads_are_generated(
+    schema: schemathesis.BaseSchema, header: str, method: str, path: str
+) -> None:
+    """Positive cases carry each header well formed, negative ones malformed."""
+    operation: APIOperation[Any, Any, Any, Any] = schema[path][method.upper()]
+    well_formed = HEADERS[header][0]
+    sent: dict[bool, list[str]] = {True: [], False: []}
+    for mode in ("positive", "negative"):
+        cases = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
+
+        @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None)
+        @given(case=cases)
+        def draw(case: Case[Any]) -> None:
+            headers: dict[str, str] = dict(case.headers or {})
+            if header in headers:
+                sent[_matches(well_formed, headers[header])].append(headers[header])
+
+        draw()
+    assert sent[True], f"no well-formed {header} for {method.upper()} {path}"
+    assert sent[False], f"no malformed {header} for {method.upper()} {path}"
+
+
+def _matches(schema: dict[str, Any], value: str) -> bool:
+    if "enum" in schema:
+        return value in schema["enum"]
+    return re.search(schema["pattern"], value) is not None
 
 
 def test_operation_ids_are_unique() -> None:
