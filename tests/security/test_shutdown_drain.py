@@ -1,5 +1,5 @@
-"""Shutdown (issue 12, finding 12): stop accepting, then 4200 and `retry:`, 503 for publishes,
-all within `drain_seconds`.
+"""Shutdown (issue 12, finding 12): stop accepting, wait (bounded) for a successor on the port,
+then 4200 and `retry:`, 503 for publishes, all within `drain_seconds`.
 
 Observed before: 4200 went out while the process still accepted, so pusher-js reconnected into
 the dying process and was cut again with 1012; publishes answered 200 in that window reached no
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket as socket_module
 from typing import TYPE_CHECKING
 
 import httpx
@@ -78,6 +80,37 @@ async def test_the_listener_closes_before_sockets_are_told_to_reconnect() -> Non
     assert [f["data"] for f in frames] == [f"e{i}" for i in range(50)]  # all queued, then 4200
 
 
+async def test_clients_are_told_to_reconnect_once_a_successor_listens_on_the_port() -> None:
+    async with relay_serve(drain_seconds=8) as relay, pusher(relay) as socket:
+        await socket.established()
+        relay.server.should_exit = True
+        stopping = asyncio.get_running_loop().time()
+        while not await _refused(relay.port):
+            assert asyncio.get_running_loop().time() - stopping < 2, "still accepting"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the successor is still starting: the clients stay served
+        assert relay.provider.connections
+        assert not relay.provider.draining
+        successor = socket_module.create_server(("127.0.0.1", relay.port))
+        listening = asyncio.get_running_loop().time()
+        try:
+            code, _ = await socket.closed_with()
+            told = asyncio.get_running_loop().time() - listening
+        finally:
+            successor.close()
+    assert code == 4200
+    assert told < 0.5  # a poll or two, not the half of drain_seconds it would wait at most
+
+
+async def test_ctrl_c_waits_for_no_successor() -> None:
+    async with relay_serve(drain_seconds=8) as relay, pusher(relay) as socket:
+        await socket.established()
+        relay.server.stop_signal = signal.SIGINT  # what handle_exit records for Ctrl-C
+        relay.server.should_exit = True
+        code, _ = await socket.closed_with(within=2)
+    assert code == 4200
+
+
 async def test_publishes_while_draining_get_503_with_retry_after() -> None:
     async with (
         relay_serve(drain_seconds=DRAIN) as relay,
@@ -86,7 +119,7 @@ async def test_publishes_while_draining_get_503_with_retry_after() -> None:
         assert (await _publish(client, "before")).status_code == 200  # a kept-alive connection
         async with _stuck_websocket(relay):  # holds the drain open
             relay.server.should_exit = True
-            await eventually(lambda: relay.provider.draining)
+            await eventually(lambda: relay.provider.draining, within=DRAIN + SLACK)
             refused = await _publish(client, "during")
             health = await client.get("/health")
         assert refused.status_code == 503
@@ -110,7 +143,7 @@ async def test_sse_streams_end_after_what_was_queued_with_a_short_retry() -> Non
                 assert (await _publish(publisher, f"e{i}")).status_code == 200
         relay.server.should_exit = True
         rest: list[str] = []
-        async with asyncio.timeout(DRAIN):
+        async with asyncio.timeout(DRAIN + SLACK):
             rest.extend([line async for line in lines])  # to the end of the stream
     frames = [orjson.loads(line[6:]) for line in rest if line.startswith("data: ")]
     events = [frame["data"] for frame in frames if frame["type"] == "event"]
