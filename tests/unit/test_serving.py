@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from fastapi import Request  # noqa: TC002 - FastAPI reads the annotation at run time
 
-from app import serving
+from app import guarded_http, serving
 from app.main import create_app
 from app.relay import relay_of
 
@@ -74,13 +74,13 @@ def test_the_config_pins_the_guarded_protocol_and_bounds(relay_settings: Setting
     config = serving.build_config(create_app(settings), settings, host="127.0.0.1", port=1)
     assert config.proxy_headers is False
     assert isinstance(config.http, type)
-    assert issubclass(config.http, serving.GuardedHttpProtocol)
+    assert issubclass(config.http, guarded_http.GuardedHttpProtocol)
     assert config.http.cap == 500
     assert config.http.read_timeout == 7
     assert config.backlog == 500
     assert config.timeout_graceful_shutdown == 3
     # Each server gets its own queue of connections waiting for headers.
-    other = serving.guarded_protocol(settings)
+    other = guarded_http.guarded_protocol(settings)
     assert other.waiting is not config.http.waiting
 
 
