@@ -51,8 +51,11 @@ def fit_to_descriptors(settings: Settings) -> Settings:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         if raised > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = raised
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+            except (OSError, ValueError):  # macOS refuses more than its OPEN_MAX, whatever `hard`
+                pass
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return settings
     room = max(soft - FD_RESERVE, soft // 2, 1)
