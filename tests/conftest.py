@@ -85,6 +85,7 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     "tests.security.test_idempotency_unknown_outcome": ("API_KEY", "JWT_SECRET", "PUSHER_SECRET"),
     "tests.security.test_idempotency_isolation": ("API_KEY", "OTHER_API_KEY", "JWT_SECRET"),
+    "tests.security.relay_server": ("API_KEY", "SETTINGS.app_secret", "SETTINGS.jwt_secret"),
     "tests.e2e.conftest": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
     "tests.e2e.test_pusher_soketi": ("PUSHER_SECRET",),
     "tests.e2e.test_supabase_js": ("SUPABASE_SECRET", "SERVICE_KEY"),
