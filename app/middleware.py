@@ -113,6 +113,14 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def loggable(path: str) -> str:
+    """The path as one log line can hold it: a control character a client percent-encoded
+    (`%0a`, forging a second line) escaped as `\\n`, and so the backslash that could fake one."""
+    if path.isprintable() and "\\" not in path:
+        return path
+    return path.encode("unicode_escape").decode("ascii")
+
+
 class AccessLog:
     """One line per request: method, path without the query (it may hold a token), status, time."""
 
@@ -140,7 +148,7 @@ class AccessLog:
             access_log.info(
                 "%s %s %d %.1fms",
                 scope.get("method", "WS"),
-                scope["path"],
+                loggable(scope["path"]),
                 status,
                 (time.perf_counter() - start) * 1000,
             )

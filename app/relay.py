@@ -94,14 +94,11 @@ class Relay(Struct):
         tokens = conn.query_params.getlist("token")
         if tokens and not query_token:
             raise InvalidToken("send the token in the Authorization header, not in ?token=")
-        if len(tokens) > 1:
-            raise InvalidToken("more than one credential presented")
-        token = tokens[0] if tokens else None
         try:
             return await self.authenticator.authenticate(
-                authorization=conn.headers.get("authorization"),
-                api_key=conn.headers.get("x-api-key"),
-                token=token,
+                authorization=_single(conn.headers.getlist("authorization")),
+                api_key=_single(conn.headers.getlist("x-api-key")),
+                token=_single(tokens),
             )
         except InvalidToken:
             await self.limiter.failed_credential(self.client_ip(conn))
@@ -122,6 +119,13 @@ class Relay(Struct):
         await self.provider.aclose()
         await self.store.aclose()
         await self.authenticator.aclose()
+
+
+def _single(values: list[str]) -> str | None:
+    """The one value of a credential header or parameter; two are ambiguous, so refused."""
+    if len(values) > 1:
+        raise InvalidToken("more than one credential presented")
+    return values[0] if values else None
 
 
 def relay_of(conn: HTTPConnection) -> Relay:

@@ -93,7 +93,7 @@ class Settings(EnvSettings):
     idempotency_wait_seconds: float = Field(default=10.0, ge=0)
     # One caller's share of the idempotency records: past it the caller gets 429; nobody else's
     # records are ever evicted to make room. The memory store is also bounded in bytes.
-    idempotency_keys_per_caller: int = Field(default=10_000, ge=1)
+    idempotency_keys_per_caller: int = Field(default=100_000, ge=1)
     memory_store_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
 
     # Connections (relay serve): slow clients, caps, and a bounded drain on shutdown.

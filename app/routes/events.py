@@ -112,7 +112,10 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        description="Message ids become `<key>:<index>`, so retries are not published twice",
+        description=(
+            "A retry under the same key within 24 h publishes nothing and gets the first answer; "
+            "message ids are derived from the caller and the key"
+        ),
     ),
 ]
 

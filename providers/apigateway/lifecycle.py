@@ -87,11 +87,24 @@ async def identify(
     return principal if principal.is_user else None
 
 
+def _repeats(multi: object) -> bool:
+    """Whether a multi-value query (name -> values) holds a name twice, in any letter case."""
+    if not isinstance(multi, dict):
+        return False
+    names = [str(name).lower() for name in multi]
+    counts = [len(values) if isinstance(values, list) else 1 for values in multi.values()]
+    return len(set(names)) < len(names) or any(count > 1 for count in counts)
+
+
 async def connect(
     relay: Relay, provider: ApiGatewayProvider, event: dict[str, Any]
 ) -> dict[str, Any]:
     """Handle $connect: refuse (401/403/400) and store nothing, or store and start the handshake."""
     connection_id = str(event["requestContext"]["connectionId"])
+    if _repeats(event.get("multiValueQueryStringParameters")):
+        # API Gateway keeps the last of repeated names in queryStringParameters; which `token`
+        # or `protocol` was meant is ambiguous, so the connection is refused.
+        return _response(400, "a query parameter repeats")
     params = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     refused = refusal(relay, provider, params, headers.get("origin"))

@@ -98,6 +98,11 @@ class Hub:
         # Event ids are `epoch-seq`: a restarted process never resumes from another's ids.
         self.epoch = secrets.token_hex(4)
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest delivery of this process."""
+        return self._seq
+
     def event_id(self, delivery: Delivery) -> str:
         """The id under which SSE and history show a delivery."""
         return f"{self.epoch}-{delivery.seq}"

@@ -53,7 +53,7 @@ class SseStream:
         self.socket_id = new_socket_id()
         self.channels: set[str] = set()
         self._wanted = channels
-        self._last_seq = _seq_after(last_event_id, provider.hub.epoch)
+        self._last_seq = _seq_after(last_event_id, provider.hub.epoch, provider.hub.last_seq)
         # Bounded by `deliver`; None, put by `end`, ends the stream.
         self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._limit = provider.settings.send_buffer_frames
@@ -114,16 +114,19 @@ class SseStream:
             self.provider.streams.discard(self)
 
 
-def _seq_after(last_event_id: str | None, epoch: str) -> int | None:
+def _seq_after(last_event_id: str | None, epoch: str, newest: int) -> int | None:
     """The sequence number to resume after, if the id comes from this process's epoch.
 
-    An id of another epoch (a restarted process) is well formed and replays nothing; an id of
-    no shape the relay ever sends is a client bug, refused before the stream starts."""
+    An id of another epoch (a restarted process), or one ahead of the newest delivery (sent by
+    no relay), is well formed and replays nothing; resuming after it would hold back every
+    live event up to it. An id of no shape the relay ever sends is a client bug, refused before
+    the stream starts."""
     if not last_event_id:
         return None
     found = _EVENT_ID.fullmatch(last_event_id)
     if found is None:
         raise BadRequest("Last-Event-ID is not an id this relay sends (<epoch>-<number>)")
-    if found["epoch"] != epoch:
+    seq = int(found["seq"])
+    if found["epoch"] != epoch or seq > newest:
         return None
-    return int(found["seq"])
+    return seq

@@ -8,6 +8,7 @@ per request. Only ids of no shape the relay sends are refused: an id of another 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.security.conftest import PROBLEM, PROBLEM_PREFIX, serve
+from tests.security.conftest import API_HEADERS, PROBLEM, PROBLEM_PREFIX, serve
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -91,3 +92,24 @@ async def test_well_formed_ids_still_open_the_stream(
         assert await anext(lines) == "retry: 3000"
         hello = orjson.loads((await anext(lines)).removeprefix("data: "))
         assert hello["type"] == "connected"
+
+
+async def test_an_id_ahead_of_the_newest_delivery_holds_nothing_back(
+    relay: httpx.AsyncClient, local_target: Target
+) -> None:
+    # `<epoch>-<huge>` is well formed but sent by no relay: resuming after it would skip every
+    # live event up to that number, silently. It replays nothing and live events flow.
+    ahead = _epoch(local_target) + b"-99999999999"
+    async with relay.stream(
+        "GET", "/v1/stream", params={"channel": "open-forge"}, headers={b"Last-Event-ID": ahead}
+    ) as response:
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        assert await anext(lines) == "retry: 3000"
+        assert orjson.loads((await anext(lines)).removeprefix("data: "))["type"] == "connected"
+        published = await local_target.publish(API_HEADERS, key=None, data={"n": 1})
+        assert published.is_success, published.text
+        line = await asyncio.wait_for(anext(lines), 5)
+        while not line.startswith("data: "):
+            line = await asyncio.wait_for(anext(lines), 5)
+        assert orjson.loads(line.removeprefix("data: "))["data"] == '{"n":1}'

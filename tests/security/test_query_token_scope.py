@@ -152,3 +152,16 @@ async def test_the_local_websocket_reads_no_token(local_target: Target) -> None:
         await ws.send(orjson.dumps(subscribe).decode())
         refused = orjson.loads(await asyncio.wait_for(ws.recv(), 3))
         assert refused["event"] == "pusher:subscription_error"
+
+
+# -- repeated credential headers -----------------------------------------------------------------
+@pytest.mark.parametrize("name", ["authorization", "x-api-key"])
+async def test_a_repeated_credential_header_is_refused(target: Target, name: str) -> None:
+    # Which of two credentials would count is up to the proxy in front: refuse rather than guess.
+    value = API_HEADERS["X-API-Key"] if name == "x-api-key" else f"Bearer {user_token('alice')}"
+    headers = [(name, value), (name, value)]
+    answer = await target.http.post(
+        "/v1/events", json={"name": "e", "channel": "open-forge", "data": 1}, headers=headers
+    )
+    _assert_invalid_token(answer, "more than one credential presented")
+    target.assert_untouched()

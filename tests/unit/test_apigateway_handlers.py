@@ -126,6 +126,22 @@ def test_connect_refusals_store_nothing(lam: Lam, change: dict[str, Any], status
     assert lam.invoker.invokes == []
 
 
+@pytest.mark.parametrize("names", [("token", "token"), ("token", "Token")])
+def test_a_repeated_query_parameter_is_refused(lam: Lam, names: tuple[str, str]) -> None:
+    # API Gateway keeps the last `token` in queryStringParameters and every one in the multi-value
+    # form; the anonymous-or-user answer must not depend on which one a proxy or a test picked.
+    found = connect_event("c1", token("ann"))
+    params = found["queryStringParameters"]
+    multi: dict[str, list[str]] = {name: [value] for name, value in params.items()}
+    multi.setdefault(names[1], []).append("not-a-jwt")
+    found["multiValueQueryStringParameters"] = multi
+    answer = handlers.connect(found, None)
+    assert answer == {"statusCode": 400, "body": "a query parameter repeats"}
+    assert lam.rt.run(lam.provider.store.connection("c1")) is None
+    found["multiValueQueryStringParameters"] = {name: [value] for name, value in params.items()}
+    assert handlers.connect(found, None)["statusCode"] == 200
+
+
 def test_an_expired_token_is_refused(lam: Lam) -> None:
     old = mint_dev_token(relay_settings(), user_id="ann", ttl=60, now=time.time() - 3600)
     assert handlers.connect(connect_event("c1", old), None)["statusCode"] == 401
