@@ -10,8 +10,8 @@ import httpx
 import orjson
 
 from app import logs
-from app.errors import ConfigurationError, RelayError
-from app.settings import Settings, load_settings
+from core.errors import ConfigurationError, RelayError
+from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,15 +71,15 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
-    from app.tokens import mint_dev_token
+    from core.tokens import mint_dev_token
 
     print(mint_dev_token(settings, user_id=args.user, name=args.name, ttl=args.ttl))
     return 0
 
 
 def _explain(settings: Settings, args: argparse.Namespace) -> int:
-    from app import principal as principals
-    from app.policy import Action, Deny, Policy
+    from core import principal as principals
+    from core.policy import Action, Deny, Policy
 
     policy = Policy.from_file(settings.policy_file) if settings.policy_file else Policy.default()
     if any("=" not in pair for pair in args.claim):
@@ -99,7 +99,7 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
 def _supabase_policies(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from app.policy import Policy
+    from core.policy import Policy
     from providers.supabase.rls import write_migration
 
     policy_file = args.policy_file or settings.policy_file

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from app.errors import BadRequest
+from core.errors import BadRequest
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.errors import PROBLEM_CONTENT_TYPE
 from app.middleware import over_capacity_problem, request_timeout_problem
+from core.errors import PROBLEM_CONTENT_TYPE
 
 if TYPE_CHECKING:
     import asyncio
 
     from starlette.types import Receive, Scope, Send
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from app.relay import Relay
-    from app.settings import Settings
+    from core.settings import Settings
 
 T = TypeVar("T")
 
@@ -150,7 +150,7 @@ def check_package(settings: Settings) -> None:
 def _build_relay() -> Relay:
     from app import logs
     from app.relay import Relay
-    from app.settings import load_settings
+    from core.settings import load_settings
 
     path = os.environ.get(SSM_PATH_VARIABLE, "").strip()
     if path:

@@ -13,12 +13,12 @@ from app.middleware import AccessLog, BodyLimit
 from app.origins import OriginGuard
 from app.relay import Relay
 from app.routes import auth, channels, events, health, users, webhooks
-from app.settings import load_settings
+from core.settings import load_settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 
 def create_app(settings: Settings | None = None, *, relay: Relay | None = None) -> FastAPI:
@@ -46,9 +46,12 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     routers = (health, auth, events, channels, users, webhooks)
     for module in routers:
         app.include_router(module.router)
-    provider_routes = relay.provider.routes()
-    if provider_routes is not None:
-        app.include_router(provider_routes)
+    if relay.provider.name == "local":  # it serves its own sockets; imported only then
+        from app.local.routes import build_router
+        from providers.local.provider import LocalProvider
+
+        assert isinstance(relay.provider, LocalProvider)
+        app.include_router(build_router(relay.provider))
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from app.errors import PROBLEM_CONTENT_TYPE, OriginNotAllowed
+from core.errors import PROBLEM_CONTENT_TYPE, OriginNotAllowed
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send

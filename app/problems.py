@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, RelayError
+from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, RelayError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request

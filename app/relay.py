@@ -6,25 +6,25 @@ from typing import TYPE_CHECKING
 
 from msgspec import Struct
 
-from app.breaker import CircuitBreaker
 from app.clientaddr import ClientAddress
-from app.errors import InvalidToken
-from app.idempotency import Idempotency
-from app.identity import Authenticator
-from app.policy import Policy
-from app.publishing import Publisher
-from app.ratelimit import RateLimiter
-from app.schemas import EventSchemas
-from app.stores import create_store
+from core.breaker import CircuitBreaker
+from core.errors import InvalidToken
+from core.idempotency import Idempotency
+from core.identity import Authenticator
+from core.policy import Policy
+from core.publishing import Publisher
+from core.ratelimit import RateLimiter
+from core.schemas import EventSchemas
+from core.stores import create_store
 from providers.registry import create_provider
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
-    from app.principal import Principal
-    from app.settings import Settings
-    from app.stores import Store
-    from providers.base import Provider
+    from core.principal import Principal
+    from core.provider import Provider
+    from core.settings import Settings
+    from core.stores import Store
 
 
 class Relay(Struct):

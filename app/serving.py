@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp
 
-    from app.settings import Settings
-    from providers.base import Provider
+    from core.provider import Provider
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

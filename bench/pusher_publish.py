@@ -24,7 +24,7 @@ import httpx
 import pusher
 
 from bench.figures import Figure, percentile
-from providers.base import Message
+from core.provider import Message
 from providers.pusher.provider import PusherProvider
 from providers.pusher.settings import PusherSettings
 from tests.e2e.harness import RelayProcess

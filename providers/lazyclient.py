@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from app.errors import ProviderUnavailable
+from core.errors import ProviderUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from app.errors import ProviderUnavailable
+from core.errors import ProviderUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from app.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from app.settings import Settings
-    from providers.base import Provider
+    from core.provider import Provider
+    from core.settings import Settings
 
 PROVIDERS: dict[str, str] = {
     "local": "providers.local.provider:LocalProvider",
@@ -33,7 +33,7 @@ def provider_class(name: str) -> type[Provider]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if (exc.name or "").split(".")[0] in ("app", "providers"):
+        if (exc.name or "").split(".")[0] in ("app", "core", "providers"):
             # The relay's own module is absent: an incomplete deployment package, not an extra.
             raise ConfigurationError(
                 f"RELAY_PROVIDER: {name!r}: the relay's module {exc.name} is missing from "

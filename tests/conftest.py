@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 # (`UNIT_SETTINGS.app_secret`); a comma-separated value (RELAY_API_KEYS) counts as several
 # secrets; a `!after-colon` suffix keeps what follows the last ":" (an Ably key `name:secret`).
 SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
-    "app.settings": ("DEV_APP_SECRET", "DEV_JWT_SECRET", "DEV_API_KEY"),
+    "core.settings": ("DEV_APP_SECRET", "DEV_JWT_SECRET", "DEV_API_KEY"),
     "tests.unit.conftest": (
         "UNIT_SETTINGS.app_secret",
         "UNIT_SETTINGS.jwt_secret",

@@ -5,19 +5,19 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from app.access import require
-from app.errors import BadRequest, Forbidden, TooManyItems, Unauthenticated
 from app.forms import read_fields
-from app.policy import Action, AllowPresence
 from app.relay import relay_of
-from app.validation import (
+from core.access import require
+from core.errors import BadRequest, Forbidden, TooManyItems, Unauthenticated
+from core.policy import Action, AllowPresence
+from core.provider import PresenceData
+from core.validation import (
     ChannelKind,
     channel_kind,
     encode_user_info,
     validate_channel,
     validate_socket_id,
 )
-from providers.base import PresenceData
 
 router = APIRouter(tags=["auth"])
 

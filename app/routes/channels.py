@@ -5,11 +5,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from app.access import require
-from app.errors import InvalidChannel
-from app.policy import Action
 from app.relay import Relay, relay_of
-from app.validation import ChannelKind, channel_kind, validate_channel
+from core.access import require
+from core.errors import InvalidChannel
+from core.policy import Action
+from core.validation import ChannelKind, channel_kind, validate_channel
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.errors import InvalidChannel
-from app.publishing import EventRequest
 from app.relay import Relay, relay_of
-from app.validation import loads_json, validate_idempotency_key
+from core.errors import InvalidChannel
+from core.publishing import EventRequest
+from core.validation import loads_json, validate_idempotency_key
 
 _UNPARSED: Any = object()
 

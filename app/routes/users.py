@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.errors import Forbidden, Unauthenticated
 from app.relay import Relay, relay_of
 from app.routes.events import FiniteJsonRoute
-from app.validation import (
+from core.errors import Forbidden, Unauthenticated
+from core.validation import (
     check_payload_size,
     encode_data,
     validate_event_name,

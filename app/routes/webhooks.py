@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from msgspec.structs import asdict
 from pydantic import BaseModel
 
-from app.errors import NotFound
 from app.relay import relay_of
+from core.errors import NotFound
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)

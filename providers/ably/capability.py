@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING
 
 from msgspec import Struct
 
-from app.errors import InvalidChannel
-from app.policy import Action
-from app.policy.grants import grants
-from app.validation import validate_channel
+from core.errors import InvalidChannel
+from core.policy import Action
+from core.policy.grants import grants
+from core.validation import validate_channel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from app.policy import Policy
-    from app.policy.grants import ChannelGrant, PatternGrant
-    from app.principal import Principal
-    from providers.base import Limits
+    from core.policy import Policy
+    from core.policy.grants import ChannelGrant, PatternGrant
+    from core.principal import Principal
+    from core.provider import Limits
 
 SUBSCRIBE = "subscribe"
 PUBLISH = "publish"

@@ -10,7 +10,7 @@ Ably's idempotency key: one message over `POST /channels/{id}/messages`, several
 batch request (one spec per message, so each id stands alone and Ably's `<base>:<index>` rule
 for atomic multi-message publishes never applies). Retries resend the same bytes. Ably drops a
 repeated id for two minutes only: `Limits.idempotent_ids_seconds` says how long after a first
-attempt the relay may still resend it (app/idempotency.py).
+attempt the relay may still resend it (core/idempotency.py).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from app.errors import Forbidden, InvalidUserId, PayloadTooLarge, TooManyItems, Unauthenticated
-from app.principal import PrincipalKind
-from app.settings import read_env
+from core.errors import Forbidden, InvalidUserId, PayloadTooLarge, TooManyItems, Unauthenticated
+from core.principal import PrincipalKind
+from core.provider import Limits, Member, Message, Provider, Receipt
+from core.settings import read_env
 from providers.ably import webhooks
 from providers.ably.capability import compile_capability
 from providers.ably.settings import AblySettings
 from providers.ably.token import new_nonce, sign_token_request
-from providers.base import Limits, Member, Message, Provider, Receipt
 from providers.lazyclient import LazyClient
 
 if TYPE_CHECKING:
@@ -41,11 +41,11 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from app.policy import Policy
-    from app.principal import Principal
-    from app.settings import Settings
+    from core.policy import Policy
+    from core.principal import Principal
+    from core.provider import ChannelEvent
+    from core.settings import Settings
     from providers.ably.rest import AblyRest
-    from providers.base import ChannelEvent
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from app.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from core.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from providers.outbound import Outbound
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, SecretStr, field_validator
 
-from app.envsettings import EnvSettings
+from core.envsettings import EnvSettings
 
 # An Ably API key is "appId.keyId:keySecret"; the part before the colon is the key name.
 _KEY = re.compile(r"[^\s.:]+\.[^\s.:]+:\S+")

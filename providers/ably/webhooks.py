@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.errors import BadRequest, InvalidSignature
-from providers.base import ChannelEvent
+from core.errors import BadRequest, InvalidSignature
+from core.provider import ChannelEvent
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

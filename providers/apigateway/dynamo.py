@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.errors import ProviderUnavailable
+from core.errors import ProviderUnavailable
 from providers.apigateway import aws
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.errors import ConfigurationError, ProviderUnavailable
+from core.errors import ConfigurationError, ProviderUnavailable
 from providers.apigateway import aws
 from providers.pusherproto import frames
 

@@ -16,8 +16,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from app import principal as principals
-from app.errors import ProviderUnavailable, Unauthenticated
+from core import principal as principals
+from core.errors import ProviderUnavailable, Unauthenticated
 from providers.apigateway import handshake
 from providers.apigateway.store import Connection
 from providers.pusherproto import frames
@@ -25,8 +25,8 @@ from providers.pusherproto import frames
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from app.principal import Principal
     from app.relay import Relay
+    from core.principal import Principal
     from providers.apigateway.provider import ApiGatewayProvider
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from providers.apigateway.store import Conflict
 from providers.pusherproto import frames
 
 if TYPE_CHECKING:
+    from core.provider import PresenceData
     from providers.apigateway.provider import ApiGatewayProvider
     from providers.apigateway.store import Connection
-    from providers.base import PresenceData
 
 log = logging.getLogger(__name__)
 

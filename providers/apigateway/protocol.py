@@ -2,7 +2,7 @@
 
 The same rules as the local provider's socket (providers/local/websocket.py): signatures checked
 with providers.pusherproto.signing against the socket id $connect issued, public subscriptions and
-client events decided by the policy, names and sizes by app.validation. State lives in DynamoDB,
+client events decided by the policy, names and sizes by core.validation. State lives in DynamoDB,
 so a frame may land on any Lambda instance. The reply to the sender (pong, subscription results,
 errors) is returned and travels back as the route response; frames for others are posted.
 """
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app import principal as principals
-from app.errors import RelayError
-from app.policy import Action, Deny
-from app.validation import (
+from core import principal as principals
+from core.errors import RelayError
+from core.policy import Action, Deny
+from core.validation import (
     ChannelKind,
     channel_kind,
     check_payload_size,
@@ -35,11 +35,11 @@ from providers.pusherproto.frames import ErrorCode
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from app.policy import Policy
-    from app.principal import Principal
+    from core.policy import Policy
+    from core.principal import Principal
+    from core.provider import PresenceData
     from providers.apigateway.provider import ApiGatewayProvider
     from providers.apigateway.store import Connection
-    from providers.base import PresenceData
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Self
 
-from app.errors import ConfigurationError, PayloadTooLarge, ProviderError
-from app.settings import read_env
-from app.validation import ChannelKind, channel_kind
+from core.errors import ConfigurationError, PayloadTooLarge, ProviderError
+from core.provider import Limits, Member, Message, Occupancy, Provider, Receipt
+from core.settings import read_env
+from core.validation import ChannelKind, channel_kind
 from providers.apigateway import membership
 from providers.apigateway.fanout import Fanout, Report
 from providers.apigateway.management import ManagementApi
@@ -22,14 +23,13 @@ from providers.apigateway.settings import MAX_MESSAGE_BYTES, ApiGatewaySettings
 from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
 from providers.apigateway.slices import Slice, SliceQueue
 from providers.apigateway.store import Store
-from providers.base import Limits, Member, Message, Occupancy, Provider, Receipt
 from providers.pusherproto import frames
 from providers.pusherproto.server import RelaySigned
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field
 
-from app.envsettings import EnvSettings
+from core.envsettings import EnvSettings
 
 # API Gateway's own limits (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
 MAX_MESSAGE_BYTES = 128 * 1024  # one @connections post, and one client message

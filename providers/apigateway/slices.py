@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from msgspec import Struct
 
-from app.errors import ProviderUnavailable
+from core.errors import ProviderUnavailable
 from providers.apigateway import aws
 
 if TYPE_CHECKING:

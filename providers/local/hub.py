@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from msgspec import Struct, field
 
-from providers.base import Member, PresenceData
+from core.provider import Member, PresenceData
 from providers.pusherproto import frames
 
 if TYPE_CHECKING:

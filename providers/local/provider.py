@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Self
 
-from app.errors import ProviderUnavailable
-from providers.base import (
+from core.errors import ProviderUnavailable
+from core.provider import (
     Limits,
     Member,
     Message,
@@ -23,9 +23,7 @@ from providers.pusherproto.server import RelaySigned
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from fastapi import APIRouter
-
-    from app.settings import Settings
+    from core.settings import Settings
     from providers.local.sse import SseStream
     from providers.local.websocket import PusherConnection
 
@@ -101,12 +99,6 @@ class LocalProvider(RelaySigned, Provider):
         """The replay log of a channel (the last `RELAY_SSE_REPLAY_MESSAGES` messages)."""
         recent = self.hub.replay(channel, 0)[-limit:]
         return [Message(d.channel, d.event, d.data, id=self.hub.event_id(d)) for d in recent]
-
-    def routes(self) -> APIRouter:
-        """The WebSocket, SSE and Pusher HTTP API endpoints."""
-        from providers.local.routes import build_router
-
-        return build_router(self)
 
     def refuse_if_draining(self) -> None:
         """Raise 503 once draining: a 200 now would reach nobody, every client is leaving."""

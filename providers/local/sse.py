@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from app.errors import BadRequest
+from core.errors import BadRequest
 from providers.local.websocket import new_socket_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from providers.base import PresenceData
+    from core.provider import PresenceData
     from providers.local.hub import Delivery
     from providers.local.provider import LocalProvider
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app import principal as principals
-from app.errors import RelayError
-from app.policy import Action, Deny
-from app.validation import (
+from core import principal as principals
+from core.errors import RelayError
+from core.policy import Action, Deny
+from core.validation import (
     ChannelKind,
     channel_kind,
     check_payload_size,
@@ -28,10 +28,10 @@ from providers.pusherproto import answers, frames, signing
 from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
-    from app.policy import Policy
-    from app.principal import Principal
-    from app.schemas import EventSchemas
-    from providers.base import PresenceData
+    from core.policy import Policy
+    from core.principal import Principal
+    from core.provider import PresenceData
+    from core.schemas import EventSchemas
     from providers.local.provider import LocalProvider
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from app.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from core.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from providers.outbound import Outbound
 from providers.pusherproto import signing
 

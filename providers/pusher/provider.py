@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Self
 
-from app.errors import PayloadTooLarge
-from app.settings import read_env
-from app.validation import ChannelKind, channel_kind
-from providers.base import (
+from core.errors import PayloadTooLarge
+from core.provider import (
     Limits,
     Member,
     Message,
@@ -18,6 +16,8 @@ from providers.base import (
     Receipt,
     chunked,
 )
+from core.settings import read_env
+from core.validation import ChannelKind, channel_kind
 from providers.lazyclient import LazyClient
 from providers.pusher import crypto, webhooks
 from providers.pusher.coalescer import Coalescer
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from app.settings import Settings
-    from providers.base import ChannelEvent
+    from core.provider import ChannelEvent
+    from core.settings import Settings
     from providers.pusher.api import PusherApi
 
 # Pusher's documented limits for one HTTP call.

@@ -7,7 +7,7 @@ import binascii
 
 from pydantic import Field, SecretStr, field_validator
 
-from app.envsettings import EnvSettings
+from core.envsettings import EnvSettings
 
 
 class PusherSettings(EnvSettings):

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.errors import BadRequest, InvalidSignature
-from providers.base import ChannelEvent
+from core.errors import BadRequest, InvalidSignature
+from core.provider import ChannelEvent
 from providers.pusherproto import signing
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import base64
 
 import orjson
 
-from providers.base import PresenceData
+from core.provider import PresenceData
 from providers.pusherproto import signing
 
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from providers.pusherproto import answers
 
 if TYPE_CHECKING:
-    from app.settings import Settings
-    from providers.base import PresenceData
+    from core.provider import PresenceData
+    from core.settings import Settings
 
 
 class RelaySigned:

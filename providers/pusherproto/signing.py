@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from app.errors import InvalidSignature
+from core.errors import InvalidSignature
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from app.errors import (
+from core.errors import (
     Forbidden,
     NotSupported,
     PayloadTooLarge,
     ProviderError,
     Unauthenticated,
 )
-from app.settings import read_env
-from app.validation import ChannelKind, channel_kind
-from providers.base import Limits, Member, Message, Provider, Receipt, chunked
+from core.provider import Limits, Member, Message, Provider, Receipt, chunked
+from core.settings import read_env
+from core.validation import ChannelKind, channel_kind
 from providers.lazyclient import LazyClient
 from providers.supabase import tokens
 from providers.supabase.settings import SupabaseSettings
@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from app.policy import Policy
-    from app.principal import Principal
-    from app.settings import Settings
+    from core.policy import Policy
+    from core.principal import Principal
+    from core.settings import Settings
     from providers.supabase.broadcast import BroadcastApi
 
 log = logging.getLogger(__name__)

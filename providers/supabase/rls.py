@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING
 
 from msgspec import Struct
 
-from app.policy import Action
-from app.policy.rules import Anyone, AnyUser, Backend, ClaimIs, HookTerm, UserIs
+from core.policy import Action
+from core.policy.rules import Anyone, AnyUser, Backend, ClaimIs, HookTerm, UserIs
 from providers.supabase.tokens import RESERVED_CLAIMS
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from app.policy import Policy, Rule, Term
+    from core.policy import Policy, Rule, Term
 
 POLICY_PREFIX = "realtime-relay:"
 MIGRATION_SUFFIX = "_realtime_relay_policies.sql"
@@ -41,7 +41,7 @@ PRESENCE_PREFIX = "presence-"
 PROTECTED_PREFIXES = ("private-", "presence-")
 ANON, AUTHENTICATED = "anon", "authenticated"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# The placeholder alphabets of app.policy.patterns, as POSIX bracket expressions PostgreSQL reads
+# The placeholder alphabets of core.policy.patterns, as POSIX bracket expressions PostgreSQL reads
 # the same way Python does: inside the pattern no dash, at its end dashes too.
 _SEGMENT = "[a-zA-Z0-9_=@,.;]+"
 _TAIL = "[-a-zA-Z0-9_=@,.;]+"

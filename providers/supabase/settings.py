@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from app.envsettings import EnvSettings
+from core.envsettings import EnvSettings
 
 # Realtime's documented broadcast payload limit is 256 KB on the Free plan and 3,000 KB on Pro,
 # Team and Enterprise (supabase.com/docs/guides/realtime/limits). The Free figure is the default

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from msgspec import Struct
 
-from app.errors import InvalidToken
-from app.policy.rules import ClaimIs
+from core.errors import InvalidToken
+from core.policy.rules import ClaimIs
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from app.policy import Policy
-    from app.principal import Principal
+    from core.policy import Policy
+    from core.principal import Principal
     from providers.supabase.settings import SupabaseSettings
 
 AUTHENTICATED_ROLE = "authenticated"

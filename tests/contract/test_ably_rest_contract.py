@@ -24,11 +24,11 @@ from ably import AblyRest  # type: ignore[import-untyped]  # the SDK ships no ty
 from ably.http import http as sdk_http  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
-from app.errors import PayloadTooLarge, ProviderError, ProviderUnavailable
+from core.errors import PayloadTooLarge, ProviderError, ProviderUnavailable
+from core.provider import Message
 from providers.ably.provider import AblyProvider
 from providers.ably.rest import AblyRest as RelayAblyRest
 from providers.ably.settings import AblySettings
-from providers.base import Message
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

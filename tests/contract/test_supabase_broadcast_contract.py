@@ -14,8 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from app.errors import PayloadTooLarge, ProviderError, ProviderTimeout, ProviderUnavailable
-from providers.base import Message
+from core.errors import PayloadTooLarge, ProviderError, ProviderTimeout, ProviderUnavailable
+from core.provider import Message
 from providers.supabase.broadcast import BroadcastApi
 from providers.supabase.provider import SupabaseProvider
 from providers.supabase.settings import SupabaseSettings

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import jwt
 import pytest
 
-from app.policy import Action, Allow, Deny, Policy
-from app.principal import ANONYMOUS, Principal, user
+from core.policy import Action, Allow, Deny, Policy
+from core.principal import ANONYMOUS, Principal, user
 from providers.supabase.provider import SupabaseProvider
 from providers.supabase.rls import MIGRATION_SUFFIX, compile_policy
 from providers.supabase.settings import SupabaseSettings

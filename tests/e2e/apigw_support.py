@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import orjson
 
-from app.policy import Policy
 from app.relay import Relay
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.policy import Policy
+from core.settings import Settings
+from core.tokens import mint_dev_token
 from providers.apigateway import aws
 from providers.apigateway.provider import ApiGatewayProvider
 from providers.apigateway.settings import ApiGatewaySettings

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.settings import Settings
+from core.tokens import mint_dev_token
 from providers.ably.token import token_mac
 from tests.e2e.conftest import JWT_SECRET, RELAY_ENV
 from tests.e2e.harness import ROOT, RelayProcess, free_port

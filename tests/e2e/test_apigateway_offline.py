@@ -14,8 +14,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.settings import Settings
+from core.tokens import mint_dev_token
 from tests.e2e.apigw_support import CHAT_POLICY
 from tests.e2e.offline import (
     API_KEY,

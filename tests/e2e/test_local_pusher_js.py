@@ -14,8 +14,8 @@ import httpx
 import pusher
 import pytest
 
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.settings import Settings
+from core.tokens import mint_dev_token
 from tests.e2e.conftest import API_KEY, APP_ID, APP_KEY, APP_SECRET, JWT_SECRET
 
 if TYPE_CHECKING:

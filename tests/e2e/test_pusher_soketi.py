@@ -25,8 +25,8 @@ import pusher
 import pusher.signature
 import pytest
 
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.settings import Settings
+from core.tokens import mint_dev_token
 from tests.e2e.conftest import API_KEY, JWT_SECRET, RELAY_ENV
 from tests.e2e.harness import ROOT, PusherAgent, RelayProcess, free_port
 from tests.e2e.soketi import SoketiProcess

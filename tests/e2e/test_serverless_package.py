@@ -67,7 +67,7 @@ def test_the_apigateway_artifact_is_small_and_complete(apigateway: Artifact) -> 
     names = set(apigateway.names)
     for needed in (
         "app/lambda_handler.py",
-        "app/policy/default.toml",
+        "core/policy/default.toml",
         "providers/apigateway/handlers.py",
         "providers/pusherproto/signing.py",
         ".build/lambda/apigateway/fastapi/__init__.py",

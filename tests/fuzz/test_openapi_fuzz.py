@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from schemathesis.python import asgi
 
 from app.main import create_app
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.settings import Settings
+from core.tokens import mint_dev_token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

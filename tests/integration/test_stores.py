@@ -1,4 +1,4 @@
-"""One contract for every store backend (app/stores): memory, the real Redis, DynamoDB on moto.
+"""One contract for every store backend (core/stores): memory, the real Redis, DynamoDB on moto.
 
 Each test gets a fresh store and its own key namespace, so tests never see each other's keys and
 the Redis keys of a run (one unique prefix) are deleted at the end of the session.
@@ -16,26 +16,26 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from app.errors import (
+from core.errors import (
     ConfigurationError,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
     TimeoutReplayed,
 )
-from app.idempotency import Idempotency
-from app.settings import Settings
-from app.stores import create_store
-from app.stores.base import bucket_ttl
-from app.stores.dynamodb import DynamoStore
-from app.stores.memory import MemoryStore
-from app.stores.redis import RedisStore
+from core.idempotency import Idempotency
+from core.settings import Settings
+from core.stores import create_store
+from core.stores.base import bucket_ttl
+from core.stores.dynamodb import DynamoStore
+from core.stores.memory import MemoryStore
+from core.stores.redis import RedisStore
 from tests.integration.conftest import AWS_ENV, TABLE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from app.stores.base import Store
+    from core.stores.base import Store
 
 BACKENDS = ("memory", "redis", "dynamodb")
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,7 +245,7 @@ async def test_an_untouched_bucket_expires_full(
     assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
 
 
-# --- idempotency records on each backend (app/idempotency.py) ---------------------------------
+# --- idempotency records on each backend (core/idempotency.py) ---------------------------------
 
 
 async def test_an_idempotency_quota_bucket_refuses_then_takes_a_refund(

@@ -30,13 +30,13 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
-from app.identity import Authenticator
 from app.main import create_app
-from app.policy import Policy
 from app.relay import Relay
-from app.settings import Settings
-from app.stores.memory import MemoryStore
-from providers.base import Receipt
+from core.identity import Authenticator
+from core.policy import Policy
+from core.provider import Receipt
+from core.settings import Settings
+from core.stores.memory import MemoryStore
 from providers.local.provider import LocalProvider
 from providers.registry import PROVIDERS, provider_class
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from providers.base import Message, Provider
+    from core.provider import Message, Provider
     from providers.local.hub import Delivery
 
 APP_ID = "5150"
@@ -266,7 +266,7 @@ API_HEADERS = {"X-API-Key": API_KEY}
 
 def forge_policy() -> Policy:
     """The built-in default policy with OPEN_RULE in front of it."""
-    default = resources.files("app.policy").joinpath("default.toml").read_text(encoding="utf-8")
+    default = resources.files("core.policy").joinpath("default.toml").read_text(encoding="utf-8")
     return Policy.from_toml(OPEN_RULE + default, source="forgery suite policy")
 
 

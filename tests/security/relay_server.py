@@ -17,7 +17,7 @@ import httpx
 
 from app import serving
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

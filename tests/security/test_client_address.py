@@ -19,8 +19,8 @@ from starlette.requests import Request
 from app.clientaddr import ClientAddress, lambda_source_ip, parse_address
 from app.main import create_app
 from app.relay import Relay
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.settings import Settings
+from core.tokens import mint_dev_token
 from tests.unit.conftest import UNIT_SETTINGS
 
 if TYPE_CHECKING:

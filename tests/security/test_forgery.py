@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.errors import ConfigurationError
-from providers.base import Provider
+from core.errors import ConfigurationError
+from core.provider import Provider
 from tests.security.conftest import (
     ABLY_KEY_NAME,
     ABLY_SECRET,

@@ -21,13 +21,13 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from app.errors import ProviderUnavailable
 from app.main import create_app
 from app.relay import Relay
-from app.settings import Settings
-from app.stores import create_store
-from app.stores.memory import MemoryStore
-from app.stores.redis import RedisStore
+from core.errors import ProviderUnavailable
+from core.settings import Settings
+from core.stores import create_store
+from core.stores.memory import MemoryStore
+from core.stores.redis import RedisStore
 from providers.ably.provider import AblyProvider
 from providers.ably.rest import AblyRest as RelayAblyRest
 from providers.ably.settings import AblySettings
@@ -39,8 +39,8 @@ from tests.integration.conftest import REDIS_URL, redis_unreachable
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from app.stores.base import Store
-    from providers.base import Message, Provider, Receipt
+    from core.provider import Message, Provider, Receipt
+    from core.stores.base import Store
 
 API_KEY = "isolation-first-api-key-0123456789"
 OTHER_API_KEY = "isolation-second-api-key-0123456789"

@@ -27,9 +27,9 @@ from pydantic import SecretStr
 
 from app.main import create_app
 from app.relay import Relay
-from app.settings import Settings
-from app.stores.memory import MemoryStore
-from app.stores.redis import RedisStore
+from core.settings import Settings
+from core.stores.memory import MemoryStore
+from core.stores.redis import RedisStore
 from providers.ably.provider import RETRY_BACKOFF_CAP_SECONDS, AblyProvider, resend_window
 from providers.ably.rest import BACKOFF_CAP_SECONDS
 from providers.ably.rest import AblyRest as RelayAblyRest
@@ -44,7 +44,7 @@ from tests.security.conftest import serve
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from app.stores.base import Store
+    from core.stores.base import Store
 
 API_KEY = "unknown-outcome-api-key-0123456789"
 JWT_SECRET = "unknown-outcome-jwt-secret-0123456789abcdef"

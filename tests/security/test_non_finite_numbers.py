@@ -18,12 +18,12 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from app.errors import NonFiniteNumber
 from app.main import create_app
-from app.policy import Policy
-from app.principal import Principal, PrincipalKind
-from app.publishing import EventRequest
 from app.relay import Relay
+from core.errors import NonFiniteNumber
+from core.policy import Policy
+from core.principal import Principal, PrincipalKind
+from core.publishing import EventRequest
 from providers.pusherproto import signing
 from tests.security.conftest import (
     API_HEADERS,

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.errors import InvalidSignature
+from core.errors import InvalidSignature
 from providers.pusherproto.signing import query_pairs, verify_request
 from tests.security.conftest import APP_ID, APP_KEY, APP_SECRET, PROBLEM, PROBLEM_PREFIX, SECRETS
 

@@ -2,7 +2,7 @@
 
 A user signed in with the JWT `sub` `auth0|123` could not be terminated: `/v1/users/{id}/terminate`
 answered 400 (`|` was not a user id character) and the socket stayed open. Sign-in and the user
-routes now share one rule (app.validation.is_user_id): 1 to 200 characters, no control character
+routes now share one rule (core.validation.is_user_id): 1 to 200 characters, no control character
 and no lone surrogate. The ids are sent percent-encoded and decoded once, by the server.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.validation import is_user_id
+from core.validation import is_user_id
 from providers.pusherproto.frames import ErrorCode
 from tests.security.conftest import (
     API_HEADERS,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from app.errors import InvalidSignature
+from core.errors import InvalidSignature
 from providers.ably import webhooks as ably_webhooks
 from providers.pusher import webhooks as pusher_webhooks
 from tests.security.conftest import (

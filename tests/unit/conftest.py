@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 
 from app.main import create_app
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.settings import Settings
+from core.tokens import mint_dev_token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

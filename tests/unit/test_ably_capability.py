@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pydantic import SecretStr
 
-from app.errors import Forbidden, InvalidUserId, TooManyItems, Unauthenticated
-from app.policy import Action, Allow, AllowPresence, Deny, Policy
-from app.policy.loader import parse_policy
-from app.principal import ANONYMOUS, Principal, PrincipalKind, user
+from core.errors import Forbidden, InvalidUserId, TooManyItems, Unauthenticated
+from core.policy import Action, Allow, AllowPresence, Deny, Policy
+from core.policy.loader import parse_policy
+from core.principal import ANONYMOUS, Principal, PrincipalKind, user
 from providers.ably.capability import compile_capability, resource_matches
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
@@ -18,8 +18,8 @@ from providers.ably.settings import AblySettings
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from app.policy import Hook
-    from app.policy.decisions import Decision
+    from core.policy import Hook
+    from core.policy.decisions import Decision
     from providers.ably.capability import Capability
 
 BACKEND = Principal(PrincipalKind.BACKEND, "key:0123abcd")

@@ -1,4 +1,4 @@
-"""app.policy.grants: exact channels checked by the engine, open patterns with what shadows them.
+"""core.policy.grants: exact channels checked by the engine, open patterns with what shadows them.
 
 (Provider-neutral; it lives here because the Ably capability is its first user.)
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 import itertools
 import random
 
-from app.policy import Action, Deny, Policy
-from app.policy.grants import MAX_CLAIM_VALUES, grants
-from app.policy.loader import parse_policy
-from app.principal import ANONYMOUS, Principal, PrincipalKind, user
+from core.policy import Action, Deny, Policy
+from core.policy.grants import MAX_CLAIM_VALUES, grants
+from core.policy.loader import parse_policy
+from core.principal import ANONYMOUS, Principal, PrincipalKind, user
 
 BACKEND = Principal(PrincipalKind.BACKEND, "key:0123abcd")
 

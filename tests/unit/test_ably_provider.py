@@ -23,7 +23,7 @@ from providers.ably.token import token_mac
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 KEY_NAME = "appId.keyId"
 SECRET = "unit-ably-secret"
@@ -198,7 +198,7 @@ OTHERS = ("pusher", "nacl", "boto3", "botocore", "redis", "supabase", "realtime"
 PROGRAM = f"""
 import json, sys
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 
 app = create_app(Settings(
     env="test",

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from app.errors import ConfigurationError
-from app.settings import Settings, read_env
+from core.errors import ConfigurationError
+from core.settings import Settings, read_env
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
 from providers.registry import create_provider

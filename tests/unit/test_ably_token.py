@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from ably import AblyRest  # type: ignore[import-untyped]  # the SDK ships no types
 
-from app.policy import Policy
-from app.principal import ANONYMOUS, user
-from app.settings import read_env
+from core.policy import Policy
+from core.principal import ANONYMOUS, user
+from core.settings import read_env
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
 from providers.ably.token import new_nonce, sign_token_request, token_mac

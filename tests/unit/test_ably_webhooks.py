@@ -12,9 +12,9 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from app.errors import BadRequest, InvalidSignature
 from app.main import create_app
 from app.relay import Relay
+from core.errors import BadRequest, InvalidSignature
 from providers.ably import webhooks
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
@@ -22,7 +22,7 @@ from providers.ably.settings import AblySettings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 KEY_NAME = "appId.keyId"
 SECRET = "webhook-key-secret"

@@ -13,7 +13,7 @@ from moto import mock_aws
 from app import lambda_handler
 from app.lambda_handler import LambdaRuntime
 from app.relay import Relay
-from app.tokens import mint_dev_token
+from core.tokens import mint_dev_token
 from providers.apigateway import aws, handlers
 from providers.apigateway.slices import Slice
 from providers.apigateway.store import Connection

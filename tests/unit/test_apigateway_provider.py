@@ -10,14 +10,14 @@ import orjson
 import pytest
 from moto import mock_aws
 
-from app.errors import ConfigurationError, PayloadTooLarge, ProviderError
-from app.settings import Settings
+from core.errors import ConfigurationError, PayloadTooLarge, ProviderError
+from core.provider import Message, PresenceData
+from core.settings import Settings
 from providers.apigateway import handshake, membership
 from providers.apigateway.provider import ApiGatewayProvider
 from providers.apigateway.settings import ApiGatewaySettings
 from providers.apigateway.slices import MAX_BODY_BYTES, Slice, bodies
 from providers.apigateway.store import Connection
-from providers.base import Message, PresenceData
 from tests.e2e.apigw_support import aws_environment, build_relay, deploy_infra
 from tests.e2e.management_stub import ManagementStub
 

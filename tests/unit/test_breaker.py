@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from app.breaker import CircuitBreaker
-from app.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from app.main import create_app
 from app.relay import Relay
-from app.settings import Settings
+from core.breaker import CircuitBreaker
+from core.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from core.settings import Settings
 from providers.local.provider import LocalProvider
 from tests.unit.conftest import UNIT_SETTINGS, Recorder, eventually
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from providers.base import Message, Receipt
+    from core.provider import Message, Receipt
 
 PROBLEM = "urn:realtime-relay:problem:"
 API_KEY = str(UNIT_SETTINGS["api_keys"])

@@ -16,9 +16,9 @@ import pytest
 import respx
 
 from app.cli import main
-from app.errors import InvalidToken
-from app.identity import Authenticator
-from app.settings import load_settings
+from core.errors import InvalidToken
+from core.identity import Authenticator
+from core.settings import load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -375,7 +375,7 @@ def test_check_names_the_policy_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy = tmp_path / "relay-policy.toml"
-    with resources.as_file(resources.files("app.policy") / "default.toml") as default:
+    with resources.as_file(resources.files("core.policy") / "default.toml") as default:
         shutil.copyfile(default, policy)
     monkeypatch.setenv("RELAY_POLICY_FILE", str(policy))
     assert main(["check"]) == 0

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from app.cli import main
-from app.policy import Policy
+from core.policy import Policy
 from providers.supabase.rls import MIGRATION_SUFFIX, compile_policy
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ import os
 import pytest
 from pydantic import AliasChoices, Field
 
-from app.envsettings import EnvSettings
-from app.errors import ConfigurationError
-from app.settings import read_env
+from core.envsettings import EnvSettings
+from core.errors import ConfigurationError
+from core.settings import read_env
 
 
 class Sample(EnvSettings):

@@ -12,11 +12,11 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.errors import ConfigurationError, InvalidPayload
 from app.main import create_app
-from app.policy import Policy
 from app.relay import Relay
-from app.schemas import EventSchemas
+from core.errors import ConfigurationError, InvalidPayload
+from core.policy import Policy
+from core.schemas import EventSchemas
 from providers.pusherproto import signing
 from tests.unit.conftest import UNIT_SETTINGS
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from app.settings import Settings
+    from core.settings import Settings
     from providers.local.provider import LocalProvider
     from tests.unit.conftest import LiveServer, Recorder
 

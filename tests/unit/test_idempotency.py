@@ -14,25 +14,25 @@ import msgspec
 import orjson
 import pytest
 
-from app.errors import (
+from app.main import create_app
+from app.relay import Relay
+from core.errors import (
     IdempotencyInProgress,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
     TimeoutReplayed,
 )
-from app.idempotency import PENDING_SECONDS, Idempotency
-from app.main import create_app
-from app.relay import Relay
-from app.settings import Settings
-from app.stores.memory import MemoryStore
+from core.idempotency import PENDING_SECONDS, Idempotency
+from core.settings import Settings
+from core.stores.memory import MemoryStore
 from providers.local.provider import LocalProvider
 from tests.unit.conftest import UNIT_SETTINGS, Recorder, eventually
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from providers.base import Message, Receipt
+    from core.provider import Message, Receipt
 
 PROBLEM = "urn:realtime-relay:problem:"
 API_KEY = str(UNIT_SETTINGS["api_keys"])

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from app.errors import InvalidToken, ProviderUnavailable
-from app.identity import Authenticator
-from app.principal import ANONYMOUS, PrincipalKind
-from app.settings import Settings
+from core.errors import InvalidToken, ProviderUnavailable
+from core.identity import Authenticator
+from core.principal import ANONYMOUS, PrincipalKind
+from core.settings import Settings
 
 NOW = 1_700_000_000
 SECRET = "s" * 40
@@ -380,7 +380,7 @@ def test_api_key_is_compared_against_every_key(
         calls.append(len(a))
         return original(a, b)
 
-    monkeypatch.setattr("app.identity.hmac.compare_digest", counting)
+    monkeypatch.setattr("core.identity.hmac.compare_digest", counting)
     make_auth().verify_api_key(API_KEY)  # matches the first of two keys
     assert calls == [32, 32]  # no early exit, and digests (not keys) are compared
 

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from app.errors import ProviderUnavailable
-from app.jwks import MAX_RESPONSE_BYTES, JwksCache, key_algorithm, parse_jwk
+from core.errors import ProviderUnavailable
+from core.jwks import MAX_RESPONSE_BYTES, JwksCache, key_algorithm, parse_jwk
 
 JWKS_URL = "https://idp.example.com/tenant-7/.well-known/jwks.json"
 T0 = 1_700_000_000.0

@@ -13,7 +13,7 @@ HEAVY = ("pusher", "ably", "supabase", "realtime", "boto3", "botocore", "redis",
 PROGRAM = f"""
 import json, sys
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 
 app = create_app(Settings(
     env="test",

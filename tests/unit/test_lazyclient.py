@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import ProviderUnavailable
+from core.errors import ProviderUnavailable
 from providers.lazyclient import LazyClient
 
 

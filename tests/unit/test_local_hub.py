@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from providers.base import Member, PresenceData
+from core.provider import Member, PresenceData
 from providers.local.hub import MEMBER_ADDED, MEMBER_REMOVED, Delivery, Hub
 from tests.unit.conftest import Recorder
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from app.settings import Settings
+    from core.settings import Settings
     from providers.local.provider import LocalProvider
     from tests.unit.conftest import LiveServer
 
@@ -290,7 +290,7 @@ async def test_presence_bookkeeping_is_not_streamed(
     relay_token: Callable[..., str],
     relay_listen: Callable[..., Any],
 ) -> None:
-    from providers.base import PresenceData
+    from core.provider import PresenceData
 
     async with open_stream("presence-room", token=relay_token("alice")) as reader:
         relay_provider.hub.subscribe(relay_listen(), "presence-room", PresenceData("bob", {}))

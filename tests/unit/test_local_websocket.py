@@ -15,8 +15,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from app.main import create_app
-from app.policy import Policy
 from app.relay import Relay
+from core.policy import Policy
 from providers.local import websocket as local_websocket
 from providers.pusherproto import signing
 from tests.unit.conftest import eventually
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from app.settings import Settings
+    from core.settings import Settings
     from providers.local.provider import LocalProvider
     from tests.unit.conftest import LiveServer
 

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from app.errors import ConfigurationError
-from app.policy import Action, Allow, AllowPresence, Decision, Deny, Policy
-from app.policy.loader import parse_policy
-from app.principal import ANONYMOUS, Principal, PrincipalKind, user
+from core.errors import ConfigurationError
+from core.policy import Action, Allow, AllowPresence, Decision, Deny, Policy
+from core.policy.loader import parse_policy
+from core.principal import ANONYMOUS, Principal, PrincipalKind, user
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from app.policy import Hook
+    from core.policy import Hook
 
 BACKEND = Principal(PrincipalKind.BACKEND, "billing")
 OWNER = user("42", name="Ann", email="ann@example.com")
@@ -385,7 +385,7 @@ def test_hook_presence_answer_off_presence_is_a_plain_allow() -> None:
 def test_hook_returning_anything_else_denies(
     garbage: object, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="app.policy.rules"):
+    with caplog.at_level(logging.ERROR, logger="core.policy.rules"):
         decision = _policy(HOOK_POLICY, Recorder(garbage)).decide(OWNER, S, "org-a-b")
     assert isinstance(decision, Deny)
     assert f"hook returned {type(garbage).__name__}, not a Decision" in decision.reason
@@ -407,7 +407,7 @@ def test_hook_returning_a_coroutine_denies_without_a_warning() -> None:
 
 def test_hook_exception_denies_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     hook = Recorder(error=RuntimeError("db password is hunter2"))
-    with caplog.at_level(logging.ERROR, logger="app.policy.rules"):
+    with caplog.at_level(logging.ERROR, logger="core.policy.rules"):
         decision = _policy(HOOK_POLICY, hook).decide(OWNER, S, "org-a-b")
     assert isinstance(decision, Deny)
     assert "hook raised RuntimeError" in decision.reason

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from app.errors import ConfigurationError
-from app.policy import Action, Allow, Deny, Policy
-from app.principal import ANONYMOUS, user
+from core.errors import ConfigurationError
+from core.policy import Action, Allow, Deny, Policy
+from core.principal import ANONYMOUS, user
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -107,7 +107,7 @@ def test_from_file_missing_file(tmp_path: Path) -> None:
 
 
 def test_default_toml_ships_inside_the_package() -> None:
-    resource = resources.files("app.policy").joinpath("default.toml")
+    resource = resources.files("core.policy").joinpath("default.toml")
     assert resource.is_file()
     assert "[[rule]]" in resource.read_text(encoding="utf-8")
 
@@ -180,7 +180,7 @@ def test_hook_is_imported_at_load_and_called_on_decide(
     hook_module: Callable[[str], str],
 ) -> None:
     module = hook_module("""
-        from app.policy import Allow, Deny
+        from core.policy import Allow, Deny
 
         def decide(principal, action, channel, params):
             if principal.id == params["org"]:

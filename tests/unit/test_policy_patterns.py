@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.policy.patterns import Pattern, PatternError, Template
+from core.policy.patterns import Pattern, PatternError, Template
 
 
 def test_placeholder_binds_its_text() -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import HTTPException
 
-from app.errors import (
+from core.errors import (
     Forbidden,
     NotSupported,
     ProviderError,

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-from app.errors import ConfigurationError
+from core.errors import ConfigurationError
 from providers import registry
 
 
@@ -24,7 +24,7 @@ def _missing(name: str) -> object:
         ("pusher", "needs its extra: pip install 'realtime-relay[pusher]' (missing pusher)"),
         ("nacl.secret", "needs its extra"),
         ("providers.lazyclient", "the relay's module providers.lazyclient is missing"),
-        ("app.settings", "the relay's module app.settings is missing"),
+        ("core.settings", "the relay's module core.settings is missing"),
     ],
 )
 def test_an_import_failure_names_what_to_fix(

@@ -19,15 +19,15 @@ import nacl.secret
 import orjson
 import pytest
 
-from app.errors import (
+from core.errors import (
     ConfigurationError,
     PayloadTooLarge,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from app.settings import Settings, read_env
-from providers.base import Message
+from core.provider import Message
+from core.settings import Settings, read_env
 from providers.pusher import crypto
 from providers.pusher.api import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, PusherApi
 from providers.pusher.coalescer import Coalescer

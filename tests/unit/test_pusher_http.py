@@ -10,7 +10,7 @@ import orjson
 import pytest
 from pusher.pusher_client import PusherClient
 
-from providers.base import PresenceData
+from core.provider import PresenceData
 from providers.pusherproto import signing
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from app.settings import Settings
+    from core.settings import Settings
     from providers.local.provider import LocalProvider
     from tests.unit.conftest import LiveServer, Recorder
 

@@ -20,8 +20,8 @@ import pusher.crypto
 import pusher.signature
 import pytest
 
-from app.errors import BadRequest, InvalidSignature
-from providers.base import ChannelEvent, PresenceData
+from core.errors import BadRequest, InvalidSignature
+from core.provider import ChannelEvent, PresenceData
 from providers.pusher import crypto, webhooks
 from providers.pusher.provider import PusherProvider
 from providers.pusher.settings import PusherSettings

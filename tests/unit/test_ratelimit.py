@@ -10,15 +10,15 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from app.errors import ConfigurationError, RateLimited
 from app.main import create_app
-from app.policy import Policy
-from app.principal import ANONYMOUS, user
-from app.ratelimit import Rate, RateLimiter, rule_rates
 from app.relay import Relay
-from app.settings import Settings
-from app.stores.memory import MemoryStore
-from app.tokens import mint_dev_token
+from core.errors import ConfigurationError, RateLimited
+from core.policy import Policy
+from core.principal import ANONYMOUS, user
+from core.ratelimit import Rate, RateLimiter, rule_rates
+from core.settings import Settings
+from core.stores.memory import MemoryStore
+from core.tokens import mint_dev_token
 from tests.unit.conftest import UNIT_SETTINGS
 
 if TYPE_CHECKING:

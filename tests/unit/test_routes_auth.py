@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from app.tokens import mint_dev_token
+from core.tokens import mint_dev_token
 from providers.pusherproto import signing
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 PROBLEM = "urn:realtime-relay:problem:"
 SOCKET = "1234.5678"

@@ -8,14 +8,14 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.policy import Policy
 from app.relay import Relay
-from providers.base import PresenceData
+from core.policy import Policy
+from core.provider import PresenceData
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from app.settings import Settings
+    from core.settings import Settings
     from providers.local.provider import LocalProvider
     from tests.unit.conftest import Recorder
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from app.settings import Settings
+    from core.settings import Settings
     from tests.unit.conftest import Recorder
 
 PROBLEM = "urn:realtime-relay:problem:"

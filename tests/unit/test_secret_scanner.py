@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 PLANTED_SECRET = "planted-secret-value-0123456789"  # a test value, never configured
 PLANTED_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBsYW50ZWQ"
@@ -190,7 +190,7 @@ def test_every_listed_source_of_an_imported_module_resolves() -> None:
     found, problems = resolve_secrets(SECRET_SOURCES, sys.modules)
     assert problems == []
     assert "tests.unit.conftest.UNIT_SETTINGS.app_secret" in found
-    assert "app.settings.DEV_JWT_SECRET" in found
+    assert "core.settings.DEV_JWT_SECRET" in found
 
 
 # --- the relay's access log against the scanner -------------------------------------------------

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from app.settings import Settings
+    from core.settings import Settings
 
 
 @contextlib.asynccontextmanager
@@ -89,7 +89,7 @@ def _fit_in_child(soft: int, hard: int, max_connections: int) -> str:
     script = textwrap.dedent(f"""
         import resource
         from app.serving import fit_to_descriptors
-        from app.settings import Settings
+        from core.settings import Settings
         resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))
         settings = Settings.model_validate({{"max_connections": {max_connections}}})
         fitted = fit_to_descriptors(settings)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from app.errors import ConfigurationError
-from app.settings import (
+from core.errors import ConfigurationError
+from core.settings import (
     DEV_API_KEY,
     DEV_APP_ID,
     DEV_APP_KEY,
@@ -38,7 +38,7 @@ SECRET_VARIABLES = ("RELAY_APP_SECRET", "RELAY_JWT_SECRET", "RELAY_API_KEYS")
 
 @pytest.fixture(autouse=True)
 def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Names match case-insensitively (app/envsettings.py), so clear relay_* spellings too.
+    # Names match case-insensitively (core/envsettings.py), so clear relay_* spellings too.
     for name in list(os.environ):
         if name.upper().startswith("RELAY_"):
             monkeypatch.delenv(name)
@@ -54,7 +54,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "app.settings" and r.levelno == logging.WARNING
+        if r.name == "core.settings" and r.levelno == logging.WARNING
     ]
 
 
@@ -88,7 +88,7 @@ def test_defaults_load() -> None:
 
 
 def test_every_dev_default_is_listed_and_warned(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.settings"):
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
         settings = load_settings()
     assert settings.dev_defaults_in_use == DEV_VARIABLES
     (warning,) = _warnings(caplog)
@@ -105,7 +105,7 @@ def test_each_dev_default_alone(
     for name, value in OWN_VALUES.items():
         if name != still_default:
             monkeypatch.setenv(name, value)
-    with caplog.at_level(logging.WARNING, logger="app.settings"):
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
         settings = load_settings()
     assert settings.dev_defaults_in_use == [still_default]
     (warning,) = _warnings(caplog)
@@ -119,7 +119,7 @@ def test_each_dev_default_alone(
 
 @pytest.mark.usefixtures("own_values")
 def test_no_warning_without_dev_defaults(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.settings"):
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
         settings = load_settings()
     assert settings.dev_defaults_in_use == []
     assert _warnings(caplog) == []
@@ -146,7 +146,7 @@ def test_production_refuses_each_dev_default(
     for name, value in OWN_VALUES.items():
         if name != still_default:
             monkeypatch.setenv(name, value)
-    with caplog.at_level(logging.WARNING, logger="app.settings"):
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
         error = _config_error(secrets=DEV_SECRETS)
     assert error.detail.startswith(f"{still_default}: ")
     assert "RELAY_ENV=production" in error.detail

@@ -15,7 +15,7 @@ import pusher.http
 import pusher.pusher_client
 import pytest
 
-from app.errors import InvalidSignature
+from core.errors import InvalidSignature
 from providers.pusherproto.signing import (
     AUTH_VERSION,
     MAX_CLOCK_SKEW_SECONDS,

@@ -11,9 +11,9 @@ import asyncio
 
 import pytest
 
-from app.errors import ProviderUnavailable
-from app.stores.base import bucket_ttl, refill
-from app.stores.memory import MemoryStore
+from core.errors import ProviderUnavailable
+from core.stores.base import bucket_ttl, refill
+from core.stores.memory import MemoryStore
 
 
 class Clock:

@@ -19,7 +19,7 @@ HEAVY = (
 PROGRAM = f"""
 import json, sys
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 
 app = create_app(Settings(
     env="test",

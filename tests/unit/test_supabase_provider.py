@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from app.main import create_app
-from app.policy import Policy
 from app.relay import Relay
-from app.settings import Settings
+from core.policy import Policy
+from core.settings import Settings
 from providers.supabase.provider import SupabaseProvider, broadcast_payload, topic_is_private
 from providers.supabase.settings import SupabaseSettings
 from tests.unit.conftest import UNIT_SETTINGS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.policy import Policy
-from app.policy.patterns import Pattern
+from core.policy import Policy
+from core.policy.patterns import Pattern
 from providers.supabase.rls import MIGRATION_SUFFIX, compile_policy, topic_regex, write_migration
 
 ROOT = Path(__file__).resolve().parents[2]

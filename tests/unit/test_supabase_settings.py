@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from app.errors import ConfigurationError
-from app.settings import read_env
+from core.errors import ConfigurationError
+from core.settings import read_env
 from providers.supabase.settings import SupabaseSettings
 
 SECRET = "settings-test-jwt-secret-0123456789abcdef"

@@ -7,9 +7,9 @@ from typing import Any
 import jwt
 import pytest
 
-from app.errors import InvalidToken
-from app.policy import Policy
-from app.principal import user
+from core.errors import InvalidToken
+from core.policy import Policy
+from core.principal import user
 from providers.supabase import tokens
 from providers.supabase.settings import SupabaseSettings
 
@@ -112,7 +112,7 @@ def test_a_claim_the_relay_would_never_match_is_dropped(value: object) -> None:
 
 
 def test_only_a_user_with_an_id_gets_a_token() -> None:
-    from app.principal import ANONYMOUS
+    from core.principal import ANONYMOUS
 
     with pytest.raises(ValueError, match="user"):
         tokens.mint(SETTINGS, ANONYMOUS, (), now=NOW)

@@ -7,10 +7,10 @@ import os
 import jwt
 import pytest
 
-from app.errors import ConfigurationError, InvalidToken
-from app.identity import Authenticator
-from app.settings import Settings
-from app.tokens import mint_dev_token
+from core.errors import ConfigurationError, InvalidToken
+from core.identity import Authenticator
+from core.settings import Settings
+from core.tokens import mint_dev_token
 
 NOW = 1_700_000_000
 SECRET = "t" * 40

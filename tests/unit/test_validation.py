@@ -1,4 +1,4 @@
-"""The well-formed gate: every rule of app.validation at and just past its limit."""
+"""The well-formed gate: every rule of core.validation at and just past its limit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.errors import (
+from core.errors import (
     BadRequest,
     InvalidChannel,
     InvalidEventName,
@@ -22,7 +22,8 @@ from app.errors import (
     RelayError,
     TooManyItems,
 )
-from app.validation import (
+from core.provider import Limits
+from core.validation import (
     MAX_USER_ID_CHARS,
     MAX_USER_INFO_BYTES,
     ChannelKind,
@@ -38,7 +39,6 @@ from app.validation import (
     validate_socket_id,
     validate_user_id,
 )
-from providers.base import Limits
 
 DEFAULT = Limits()
 ENCRYPTED = Limits(supports_encrypted_channels=True)

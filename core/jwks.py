@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
-from app.errors import ProviderUnavailable
+from core.errors import ProviderUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable

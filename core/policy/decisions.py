@@ -15,7 +15,7 @@ from msgspec import Struct
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from app.principal import Principal
+    from core.principal import Principal
 
 
 class Action(StrEnum):

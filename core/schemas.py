@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.errors import ConfigurationError, InvalidPayload
+from core.errors import ConfigurationError, InvalidPayload
 
 if TYPE_CHECKING:
-    from app.policy import Policy
+    from core.policy import Policy
 
 
 class EventSchemas:

@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING
 
 from msgspec import Struct
 
-from app.policy.decisions import Action, Allow, AllowPresence
-from app.policy.patterns import CHANNEL_CHARS, Pattern, PatternError
-from app.policy.rules import ClaimIs, Context, HookTerm, UserIs
+from core.policy.decisions import Action, Allow, AllowPresence
+from core.policy.patterns import CHANNEL_CHARS, Pattern, PatternError
+from core.policy.rules import ClaimIs, Context, HookTerm, UserIs
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from app.policy.engine import Policy
-    from app.policy.patterns import Template
-    from app.policy.rules import Rule, Term
-    from app.principal import Principal
+    from core.policy.engine import Policy
+    from core.policy.patterns import Template
+    from core.policy.rules import Rule, Term
+    from core.principal import Principal
 
 # A list claim binds one channel per item; more than this many items are not enumerated.
 MAX_CLAIM_VALUES = 100

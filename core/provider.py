@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from msgspec import Struct, field
 
-from app.errors import NotSupported
+from core.errors import NotSupported
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from fastapi import APIRouter
-
-    from app.policy import Policy
-    from app.principal import Principal
-    from app.settings import Settings
+    from core.policy import Policy
+    from core.principal import Principal
+    from core.settings import Settings
 
 
 class Limits(Struct, frozen=True):
@@ -38,7 +36,7 @@ class Limits(Struct, frozen=True):
     supports_user_auth: bool = False
     # How long after a publish the provider still drops a repeat of its message ids (Ably: two
     # minutes, less its own retries). 0: it never does, so a publish whose outcome is unknown is
-    # never sent again (app/idempotency.py).
+    # never sent again (core/idempotency.py).
     idempotent_ids_seconds: float = 0.0
 
 
@@ -149,10 +147,6 @@ class Provider(ABC):
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ChannelEvent]:
         """Verify a webhook, then normalize its events."""
         raise NotSupported(f"{self.name} sends no webhooks")
-
-    def routes(self) -> APIRouter | None:
-        """Extra routes the provider serves itself (the local provider's sockets)."""
-        return None
 
     def drain(self) -> None:  # noqa: B027 - optional hook
         """The process is about to stop: tell connected clients to reconnect elsewhere."""

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING
 from msgspec import Struct
 from msgspec.structs import force_setattr
 
-from app.errors import ConfigurationError
-from app.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
-from app.policy.loader import parse_policy
-from app.policy.rules import Context, Rule, Verdict
-from app.principal import PrincipalKind
+from core.errors import ConfigurationError
+from core.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
+from core.policy.loader import parse_policy
+from core.policy.rules import Context, Rule, Verdict
+from core.principal import PrincipalKind
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from app.policy.rules import Hook, Term
-    from app.principal import Principal
+    from core.policy.rules import Hook, Term
+    from core.principal import Principal
 
 DEFAULT_SOURCE = "built-in default"
 PRESENCE_PREFIX = "presence-"
@@ -48,7 +48,7 @@ class Policy(Struct, frozen=True):
 
     @classmethod
     def default(cls) -> Policy:
-        """The built-in policy shipped as app/policy/default.toml."""
+        """The built-in policy shipped as core/policy/default.toml."""
         return _default_policy()
 
     @classmethod
@@ -166,5 +166,5 @@ def _grant(
 @cache
 def _default_policy() -> Policy:
     # A Policy is immutable, so one parsed copy of the built-in default serves every caller.
-    text = resources.files("app.policy").joinpath("default.toml").read_text(encoding="utf-8")
+    text = resources.files("core.policy").joinpath("default.toml").read_text(encoding="utf-8")
     return Policy.from_toml(text, source=DEFAULT_SOURCE)

@@ -7,12 +7,12 @@
         case Deny(reason=reason, unauthenticated=True): raise Unauthenticated(reason)
         case Deny(reason=reason): raise Forbidden(reason)
 
-The policy file format is described in app.policy.loader and in app/policy/default.toml.
+The policy file format is described in core.policy.loader and in core/policy/default.toml.
 """
 
-from app.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
-from app.policy.engine import Policy
-from app.policy.rules import Hook, Rule, Term
+from core.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
+from core.policy.engine import Policy
+from core.policy.rules import Hook, Rule, Term
 
 __all__ = [
     "Action",

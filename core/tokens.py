@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from app.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from core.settings import Settings
 
 MAX_SUBJECT_CHARS = 200
 

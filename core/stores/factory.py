@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from app.settings import Settings
-    from app.stores.base import Store
+    from core.settings import Settings
+    from core.stores.base import Store
 
 
 def create_store(settings: Settings) -> Store:
@@ -16,15 +16,15 @@ def create_store(settings: Settings) -> Store:
     if settings.store == "redis":
         if not settings.redis_url:
             raise ConfigurationError("RELAY_REDIS_URL: required when RELAY_STORE=redis")
-        from app.stores.redis import RedisStore
+        from core.stores.redis import RedisStore
 
         return RedisStore(settings.redis_url)
     if settings.store == "dynamodb":
         if not settings.dynamodb_table:
             raise ConfigurationError("RELAY_DYNAMODB_TABLE: required when RELAY_STORE=dynamodb")
-        from app.stores.dynamodb import DynamoStore
+        from core.stores.dynamodb import DynamoStore
 
         return DynamoStore(settings.dynamodb_table)
-    from app.stores.memory import MemoryStore
+    from core.stores.memory import MemoryStore
 
     return MemoryStore(max_bytes=settings.memory_store_max_bytes)

@@ -10,8 +10,8 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.errors import ProviderUnavailable
-from app.stores.base import Store, bucket_ttl, refill, spend
+from core.errors import ProviderUnavailable
+from core.stores.base import Store, bucket_ttl, refill, spend
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,31 +9,31 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from msgspec import Struct
 
-from app.access import require
-from app.errors import TooManyItems
-from app.idempotency import fingerprint
-from app.policy import Action
-from app.validation import (
+from core.access import require
+from core.errors import TooManyItems
+from core.idempotency import fingerprint
+from core.policy import Action
+from core.provider import Message
+from core.validation import (
     check_payload_size,
     encode_data,
     validate_channels,
     validate_event_name,
     validate_socket_id,
 )
-from providers.base import Message
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from app.breaker import CircuitBreaker
-    from app.idempotency import Idempotency
-    from app.policy import Policy
-    from app.policy.rules import Rule
-    from app.principal import Principal
-    from app.ratelimit import RateLimiter
-    from app.schemas import EventSchemas
-    from app.settings import Settings
-    from providers.base import Provider
+    from core.breaker import CircuitBreaker
+    from core.idempotency import Idempotency
+    from core.policy import Policy
+    from core.policy.rules import Rule
+    from core.principal import Principal
+    from core.provider import Provider
+    from core.ratelimit import RateLimiter
+    from core.schemas import EventSchemas
+    from core.settings import Settings
 
 
 class EventRequest(Struct, frozen=True):

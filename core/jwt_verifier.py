@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
-from app.errors import InvalidToken
-from app.identity import JWT_SHAPE, MAX_TOKEN_BYTES
-from app.principal import Principal, PrincipalKind
+from core.errors import InvalidToken
+from core.identity import JWT_SHAPE, MAX_TOKEN_BYTES
+from core.principal import Principal, PrincipalKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import httpx
 
-    from app.jwks import JwksCache
-    from app.settings import Settings
+    from core.jwks import JwksCache
+    from core.settings import Settings
 
 MAX_SUBJECT_CHARS = 200
 _ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256"})
@@ -102,7 +102,7 @@ class JwtVerifier:
         self._hmac_key = secret.get_secret_value().encode() if secret is not None else None
         self._jwks: JwksCache | None = None
         if settings.jwks_url and http is not None:
-            from app.jwks import JwksCache
+            from core.jwks import JwksCache
 
             self._jwks = JwksCache(settings.jwks_url, http, clock=clock)
         self._verified: OrderedDict[bytes, tuple[dict[str, Any], float]] = OrderedDict()
@@ -138,7 +138,7 @@ class JwtVerifier:
                 raise InvalidToken("unknown key id" if kid is not None else "missing key id")
             # The algorithm comes from the key, never from the token: a header that names another
             # algorithm than the key's is refused before any signature is checked.
-            from app.jwks import key_algorithm
+            from core.jwks import key_algorithm
 
             key, algorithm = public_key, key_algorithm(public_key)
             if algorithm != alg:

@@ -6,7 +6,7 @@ import math
 import time
 from typing import TYPE_CHECKING, TypeVar
 
-from app.errors import ProviderError, ProviderUnavailable
+from core.errors import ProviderError, ProviderUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

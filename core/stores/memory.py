@@ -22,8 +22,8 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from app.errors import ProviderUnavailable
-from app.stores.base import Store, bucket_ttl, refill, spend
+from core.errors import ProviderUnavailable
+from core.stores.base import Store, bucket_ttl, refill, spend
 
 if TYPE_CHECKING:
     from collections.abc import Callable

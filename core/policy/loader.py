@@ -5,8 +5,8 @@ The format::
     hook = "mypackage.mymodule:function"   # optional; imported when the policy loads
 
     [[rule]]
-    pattern = "private-user-{id}"   # required; see app.policy.patterns
-    subscribe = ["user:{id}"]       # each action key is a list of terms (app.policy.rules);
+    pattern = "private-user-{id}"   # required; see core.policy.patterns
+    subscribe = ["user:{id}"]       # each action key is a list of terms (core.policy.rules);
     publish = ["backend"]           # any one term grants; a missing key or [] means nobody
     client_events = []
     history = ["user:{id}"]
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from msgspec import Struct
 
-from app.errors import ConfigurationError
-from app.policy.patterns import Pattern, PatternError
-from app.policy.rules import ACTION_KEYS, Rule, parse_term
+from core.errors import ConfigurationError
+from core.policy.patterns import Pattern, PatternError
+from core.policy.rules import ACTION_KEYS, Rule, parse_term
 
 if TYPE_CHECKING:
-    from app.policy.decisions import Action
-    from app.policy.rules import Hook, Term
+    from core.policy.decisions import Action
+    from core.policy.rules import Hook, Term
 
 _TOP_KEYS = frozenset({"hook", "rule"})
 _RULE_KEYS = frozenset({"pattern", "presence_info", "options", *ACTION_KEYS})

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from msgspec import Struct, field
 
-from app.policy.decisions import Action, Allow, AllowPresence, Decision, Deny
-from app.policy.patterns import PatternError, Template
-from app.principal import Principal
+from core.policy.decisions import Action, Allow, AllowPresence, Decision, Deny
+from core.policy.patterns import PatternError, Template
+from core.principal import Principal
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from app.policy.patterns import Pattern
+    from core.policy.patterns import Pattern
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
-from app.envsettings import EnvSettings
-from app.errors import ConfigurationError
+from core.envsettings import EnvSettings
+from core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

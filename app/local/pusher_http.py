@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import APIRouter, Request
 
-from app.errors import BadRequest, NotFound, TooManyItems
-from app.principal import Principal, PrincipalKind
-from app.publishing import EventRequest
 from app.relay import relay_of
-from app.validation import ChannelKind, channel_kind, validate_channel
+from core.errors import BadRequest, NotFound, TooManyItems
+from core.principal import Principal, PrincipalKind
+from core.publishing import EventRequest
+from core.validation import ChannelKind, channel_kind, validate_channel
 from providers.pusherproto import signing
 
 if TYPE_CHECKING:

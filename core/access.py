@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.errors import Forbidden, Unauthenticated
-from app.policy import Allow, AllowPresence, Deny
+from core.errors import Forbidden, Unauthenticated
+from core.policy import Allow, AllowPresence, Deny
 
 if TYPE_CHECKING:
-    from app.policy import Action, Policy
-    from app.principal import Principal
+    from core.policy import Action, Policy
+    from core.principal import Principal
 
 
 def require(

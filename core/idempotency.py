@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.errors import (
+from core.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
     ProviderTimeout,
@@ -41,7 +41,7 @@ from app.errors import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from app.stores.base import Store
+    from core.stores.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,17 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from app.errors import InvalidToken
-from app.principal import ANONYMOUS, Principal, PrincipalKind
-from app.validation import is_user_id
+from core.errors import InvalidToken
+from core.principal import ANONYMOUS, Principal, PrincipalKind
+from core.validation import is_user_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import httpx
 
-    from app.jwt_verifier import JwtVerifier
-    from app.settings import Settings
+    from core.jwt_verifier import JwtVerifier
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Authenticator:
     async def verify_jwt(self, token: str) -> Principal:
         """A user principal for a JWT whose signature, times, issuer and audience verify."""
         if self._verifier is None:
-            from app.jwt_verifier import JwtVerifier
+            from core.jwt_verifier import JwtVerifier
 
             if self._settings.jwks_url and self._http is None:
                 import httpx

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 from msgspec import Struct
 
-from app.errors import ConfigurationError, RateLimited, TooManyItems
+from core.errors import ConfigurationError, RateLimited, TooManyItems
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from app.policy import Policy
-    from app.policy.rules import Rule
-    from app.principal import Principal
-    from app.settings import Settings
-    from app.stores.base import Store
+    from core.policy import Policy
+    from core.policy.rules import Rule
+    from core.principal import Principal
+    from core.settings import Settings
+    from core.stores.base import Store
 
 Kind = Literal["auth", "publish"]
 

@@ -1,7 +1,7 @@
 """The well-formed gate: channel names, event names, user ids, socket ids and payloads.
 
 Rules follow Pusher Channels, whose naming most clients know; the numeric limits come from the
-provider in use (`providers.base.Limits`), so each provider enforces its own.
+provider in use (`core.provider.Limits`), so each provider enforces its own.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
 
-from app.errors import (
+from core.errors import (
     BadRequest,
     InvalidChannel,
     InvalidEventName,
@@ -27,7 +27,7 @@ from app.errors import (
 )
 
 if TYPE_CHECKING:
-    from providers.base import Limits
+    from core.provider import Limits
 
 _CHANNEL_CHARS = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._~-]{1,200}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from app.errors import ProviderUnavailable
-from app.stores.base import Store, bucket_ttl
+from core.errors import ProviderUnavailable
+from core.stores.base import Store, bucket_ttl
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

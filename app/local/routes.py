@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
 
-from app.access import require
-from app.errors import Forbidden, RateLimited, TooManyItems
+from app.local.pusher_http import build_pusher_http_router
 from app.middleware import over_capacity_problem
-from app.policy import Action, AllowPresence
 from app.problems import problem_response
 from app.relay import relay_of
-from app.validation import ChannelKind, channel_kind, encode_user_info, validate_channel
-from providers.base import PresenceData
+from core.access import require
+from core.errors import Forbidden, RateLimited, TooManyItems
+from core.policy import Action, AllowPresence
+from core.provider import PresenceData
+from core.validation import ChannelKind, channel_kind, encode_user_info, validate_channel
 from providers.local.admission import Refusal, Ticket
-from providers.local.pusher_http import build_pusher_http_router
 from providers.local.sse import SseStream
 from providers.local.websocket import PusherConnection
 from providers.pusherproto import frames
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from starlette.types import Receive, Scope, Send
 
-    from app.policy import Allow
+    from core.policy import Allow
     from providers.local.provider import LocalProvider
 
 # An address at its cap must first close a stream; a full server waits for others to leave.

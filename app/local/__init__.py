@@ -1,0 +1,1 @@
+"""The local provider's HTTP endpoints: its Pusher WebSocket, SSE and the Pusher HTTP API."""
