@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck unit e2e bench fuzz services deps clean
+.PHONY: run test lint typecheck unit e2e bench fuzz package services deps clean
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -37,9 +37,11 @@ test: deps services lint typecheck
 services:
 	@scripts/ensure-services
 
+## lint: ruff, and the import contracts (app -> providers -> core, no cycles) in pyproject.toml
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(PY_STAMP)
 	$(BIN)/mypy
@@ -53,6 +55,16 @@ e2e: deps
 ## bench: every benchmark against its baseline; writes docs/benchmarks.md; fails on a missed target
 bench: deps
 	$(BIN)/python -m bench.run
+
+## package: the Lambda zip `serverless deploy --package .serverless` ships, for PROVIDER (local,
+## pusher, ably, supabase, apigateway); STAGE and REGION as you deploy; JWKS=1 adds RS256/ES256
+PROVIDER ?= local
+PACKAGE_DIR ?= .serverless
+package: deps
+	$(BIN)/python -m infra.lambda_build $(PROVIDER) $(if $(JWKS),--jwks)
+	SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off node_modules/.bin/serverless package \
+		--param provider=$(PROVIDER) $(if $(STAGE),--stage $(STAGE)) $(if $(REGION),--region $(REGION)) \
+		--package $(PACKAGE_DIR)
 
 ## fuzz: schemathesis over every route of the OpenAPI, long run (RELAY_FUZZ_EXAMPLES, default 500)
 fuzz: $(PY_STAMP)

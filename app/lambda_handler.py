@@ -4,7 +4,7 @@ Everything is built on the first invocation and kept for the warm ones that foll
 read from SSM Parameter Store, the settings, the Relay (its provider's pooled connections), the
 app, and one event loop that those connections belong to. Mangum runs with lifespan="off" (it
 would otherwise start and stop the app on every invocation). The API Gateway WebSocket handlers
-(providers/apigateway/handlers.py) share this runtime.
+(app/lambda_websocket.py) share this runtime.
 """
 
 from __future__ import annotations

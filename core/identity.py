@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import time
 from typing import TYPE_CHECKING
 
+from core.credentials import JWT_SHAPE, MAX_TOKEN_BYTES
 from core.errors import InvalidToken
 from core.principal import ANONYMOUS, Principal, PrincipalKind
 from core.validation import is_user_id
@@ -27,11 +27,6 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_TOKEN_BYTES = 8 * 1024
-# Three base64url segments; the signature may be empty so that an `alg: none` token is still
-# recognised as a JWT and refused as such rather than as a wrong API key.
-JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 def _digest(value: str) -> bytes:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from core.credentials import JWT_SHAPE, MAX_TOKEN_BYTES
 from core.errors import InvalidToken
-from core.identity import JWT_SHAPE, MAX_TOKEN_BYTES
 from core.principal import Principal, PrincipalKind
 
 if TYPE_CHECKING:

@@ -19,13 +19,13 @@ from urllib.parse import parse_qs
 from core import principal as principals
 from core.errors import ProviderUnavailable, Unauthenticated
 from providers.apigateway import handshake
-from providers.apigateway.store import Connection
+from providers.apigateway.records import Connection
 from providers.pusherproto import frames
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
-    from app.relay import Relay
+    from core.identity import Authenticator
     from core.principal import Principal
     from providers.apigateway.provider import ApiGatewayProvider
 
@@ -57,10 +57,12 @@ def _response(status: int, reason: str = "") -> dict[str, Any]:
 
 
 def refusal(
-    relay: Relay, provider: ApiGatewayProvider, params: Mapping[str, str], origin: str | None
+    provider: ApiGatewayProvider,
+    params: Mapping[str, str],
+    origin: str | None,
+    origins: Collection[str],
 ) -> dict[str, Any] | None:
     """The response that refuses this connection (origin, app key, protocol), or None."""
-    origins = relay.settings.origins
     if origin is not None and "*" not in origins and origin.rstrip("/") not in origins:
         return _response(403, "origin not allowed")
     key, protocol = client_path(params)
@@ -75,13 +77,13 @@ def refusal(
 
 
 async def identify(
-    relay: Relay, provider: ApiGatewayProvider, token: str | None
+    authenticator: Authenticator, provider: ApiGatewayProvider, token: str | None
 ) -> Principal | None:
     """The user behind `?token=` (anonymous only where allowed); None when refused."""
     if not token:
         return principals.ANONYMOUS if provider.gateway.allow_anonymous else None
     try:
-        principal = await relay.authenticator.authenticate(authorization=None, token=token)
+        principal = await authenticator.authenticate(authorization=None, token=token)
     except Unauthenticated:
         return None
     return principal if principal.is_user else None
@@ -97,7 +99,11 @@ def _repeats(multi: object) -> bool:
 
 
 async def connect(
-    relay: Relay, provider: ApiGatewayProvider, event: dict[str, Any]
+    provider: ApiGatewayProvider,
+    event: dict[str, Any],
+    *,
+    authenticator: Authenticator,
+    origins: Collection[str],
 ) -> dict[str, Any]:
     """Handle $connect: refuse (401/403/400) and store nothing, or store and start the handshake."""
     connection_id = str(event["requestContext"]["connectionId"])
@@ -107,10 +113,10 @@ async def connect(
         return _response(400, "a query parameter repeats")
     params = {str(k): str(v) for k, v in (event.get("queryStringParameters") or {}).items()}
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    refused = refusal(relay, provider, params, headers.get("origin"))
+    refused = refusal(provider, params, headers.get("origin"), origins)
     if refused is not None:
         return refused
-    principal = await identify(relay, provider, params.get("token"))
+    principal = await identify(authenticator, provider, params.get("token"))
     if principal is None:
         return _response(401, "a valid token is required")
     exp = principal.claims.get("exp")

@@ -13,7 +13,7 @@ from providers.pusherproto import frames
 if TYPE_CHECKING:
     from core.provider import PresenceData
     from providers.apigateway.provider import ApiGatewayProvider
-    from providers.apigateway.store import Connection
+    from providers.apigateway.records import Connection
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import orjson
 from providers.apigateway.dynamo import Conflict, Tables, n, s
 
 if TYPE_CHECKING:
-    from providers.apigateway.store import Connection
+    from providers.apigateway.records import Connection
 
 
 class PresenceTable(Tables):

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from core.principal import Principal
     from core.provider import PresenceData
     from providers.apigateway.provider import ApiGatewayProvider
-    from providers.apigateway.store import Connection
+    from providers.apigateway.records import Connection
 
 log = logging.getLogger(__name__)
 

@@ -14,36 +14,14 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from msgspec import Struct, field
-
 from providers.apigateway.dynamo import Conflict, n, optional, s
 from providers.apigateway.presence import PresenceTable
+from providers.apigateway.records import Connection, Subscription
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 __all__ = ["Conflict", "Connection", "Store", "Subscription"]
-
-
-class Connection(Struct, frozen=True):
-    """One WebSocket connection, as $connect stored it."""
-
-    connection_id: str
-    socket_id: str
-    expires_at: int
-    user_id: str | None = None
-    token_expires: int | None = None
-    signed_in: str | None = None
-    channels: frozenset[str] = field(default_factory=frozenset)
-
-
-class Subscription(Struct, frozen=True):
-    """One connection subscribed to one channel (user_id on presence channels)."""
-
-    channel: str
-    connection_id: str
-    socket_id: str
-    user_id: str | None = None
 
 
 class Store(PresenceTable):

@@ -79,6 +79,22 @@ class Subscriber(Protocol):
         """Queue the delivery without blocking."""
 
 
+class Socket(Subscriber, Protocol):
+    """A WebSocket client, as the provider closes it (drain, terminate a user)."""
+
+    signed_in: str | None
+
+    def close(self, code: int) -> None:
+        """Close with a Pusher close code, after what is queued."""
+
+
+class Stream(Subscriber, Protocol):
+    """An SSE client, as the provider ends it (drain)."""
+
+    def end(self) -> None:
+        """End the stream after what is queued."""
+
+
 class _Presence(Struct):
     user_info: Mapping[str, Any]
     sockets: set[str] = field(default_factory=set)

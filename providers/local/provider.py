@@ -15,7 +15,7 @@ from core.provider import (
     Receipt,
 )
 from providers.local.admission import Admission
-from providers.local.hub import Delivery, Hub
+from providers.local.hub import Delivery, Hub, Socket, Stream
 from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
 from providers.pusherproto.server import RelaySigned
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from core.settings import Settings
-    from providers.local.sse import SseStream
-    from providers.local.websocket import PusherConnection
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +49,8 @@ class LocalProvider(RelaySigned, Provider):
     def __init__(self, settings: Settings, *, hub: Hub | None = None) -> None:
         self.settings = settings
         self.hub = hub or Hub(replay_messages=settings.sse_replay_messages)
-        self.connections: set[PusherConnection] = set()
-        self.streams: set[SseStream] = set()
+        self.connections: set[Socket] = set()
+        self.streams: set[Stream] = set()
         self.admission = Admission(
             total=settings.max_connections, per_address=settings.max_connections_per_ip
         )

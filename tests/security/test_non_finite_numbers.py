@@ -246,7 +246,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 def test_a_gateway_client_event_with_a_non_finite_number_is_refused(
     gateway: Any, token: str
 ) -> None:
-    from providers.apigateway import handlers
+    from app import lambda_websocket as handlers
     from tests.e2e.apigw_support import connect_event, event, subscribe_frame
     from tests.e2e.apigw_support import token as user_token
 

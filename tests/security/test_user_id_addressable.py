@@ -225,7 +225,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
 
 def test_a_gateway_user_signed_in_as_auth0_can_be_terminated(gateway: Any) -> None:
-    from providers.apigateway import handlers
+    from app import lambda_websocket as handlers
     from providers.pusherproto import signing
     from tests.e2e import apigw_support as gw
 

@@ -11,12 +11,13 @@ import pytest
 from moto import mock_aws
 
 from app import lambda_handler
+from app import lambda_websocket as handlers
 from app.lambda_handler import LambdaRuntime
 from app.relay import Relay
 from core.tokens import mint_dev_token
-from providers.apigateway import aws, handlers
+from providers.apigateway import aws
+from providers.apigateway.records import Connection
 from providers.apigateway.slices import Slice
-from providers.apigateway.store import Connection
 from providers.pusherproto import signing
 from tests.e2e.apigw_support import (
     APP_KEY,

@@ -15,9 +15,9 @@ from core.provider import Message, PresenceData
 from core.settings import Settings
 from providers.apigateway import handshake, membership
 from providers.apigateway.provider import ApiGatewayProvider
+from providers.apigateway.records import Connection
 from providers.apigateway.settings import ApiGatewaySettings
 from providers.apigateway.slices import MAX_BODY_BYTES, Slice, bodies
-from providers.apigateway.store import Connection
 from tests.e2e.apigw_support import aws_environment, build_relay, deploy_infra
 from tests.e2e.management_stub import ManagementStub
 

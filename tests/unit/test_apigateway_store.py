@@ -8,8 +8,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from providers.apigateway.records import Connection
 from providers.apigateway.settings import ApiGatewaySettings
-from providers.apigateway.store import Conflict, Connection, Store
+from providers.apigateway.store import Conflict, Store
 from tests.e2e.apigw_support import PREFIX, aws_environment, deploy_infra
 
 if TYPE_CHECKING:

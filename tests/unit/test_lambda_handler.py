@@ -199,13 +199,22 @@ def test_the_local_cold_path_never_imports_boto3() -> None:
 def test_the_apigateway_handlers_import_boto3_only_when_they_call_aws() -> None:
     loaded = _loaded(
         "",
-        "import providers.apigateway.handlers, providers.apigateway.provider",
+        "import app.lambda_websocket, providers.apigateway.provider",
         RELAY_PROVIDER="apigateway",
     )
     assert "boto3" not in loaded
     assert "botocore" not in loaded
     with_sdk = _loaded("import boto3", "")
     assert "boto3" in with_sdk  # the probe would see it
+
+
+def test_the_handler_paths_of_earlier_releases_still_resolve() -> None:
+    # A serverless.yml written for an earlier release names providers.apigateway.handlers.*.
+    from app import lambda_websocket
+    from providers.apigateway import handlers
+
+    for name in ("connect", "disconnect", "message", "handshake", "fanout"):
+        assert getattr(handlers, name) is getattr(lambda_websocket, name)
 
 
 def test_http_api_events_from_the_apigateway_provider(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -543,7 +543,9 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
         httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
     ):
         await client.subscribe_ok("firehose")
-        (connection,) = provider.connections
+        (socket,) = provider.connections
+        assert isinstance(socket, local_websocket.PusherConnection)
+        connection = socket
         assert connection._queue.maxsize == 10
         peak = 0
         original = connection._queue.put_nowait
