@@ -127,7 +127,7 @@ class LambdaRuntime:
         return self.loop.run_until_complete(coroutine)
 
     def close(self) -> None:
-        """Release the relay's connections and the loop (tests; Lambda just freezes)."""
+        """Release the relay's connections and the loop (Lambda itself just freezes the container)."""
         try:
             self.loop.run_until_complete(self.relay.aclose())
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
@@ -176,17 +176,6 @@ def runtime() -> LambdaRuntime:
                 with collector_paused():
                     _runtime = LambdaRuntime()
     return _runtime
-
-
-def reset(replacement: LambdaRuntime | None = None) -> None:
-    """Close the current runtime and install another (or none), and give what a cold build
-    froze back to the collector: tests only."""
-    global _runtime
-    with _lock:
-        previous, _runtime = _runtime, replacement
-    if previous is not None and previous is not replacement:
-        previous.close()
-    gc.unfreeze()
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

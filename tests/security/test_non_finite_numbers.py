@@ -25,6 +25,7 @@ from core.policy import Policy
 from core.principal import Principal, PrincipalKind
 from core.publishing import EventRequest
 from providers.pusherproto import signing
+from tests import lambda_runtime
 from tests.security.conftest import (
     API_HEADERS,
     APP_ID,
@@ -216,7 +217,6 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """The API Gateway handlers on moto and a stub management API, with the chat policy."""
     from moto import mock_aws
 
-    from app import lambda_handler
     from app.lambda_handler import LambdaRuntime
     from providers.apigateway import aws
     from tests.e2e.apigw_support import (
@@ -234,11 +234,11 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         aws.override("lambda", FakeLambda())
         relay, provider = build_relay(stub.endpoint, policy=chat_policy(tmp_path))
         runtime = LambdaRuntime(relay)
-        lambda_handler.reset(runtime)
+        lambda_runtime.install(runtime)
         try:
             yield runtime, provider, stub
         finally:
-            lambda_handler.reset()
+            lambda_runtime.install()
             aws.reset()
 
 

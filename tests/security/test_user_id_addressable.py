@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.validation import is_user_id
 from providers.pusherproto.frames import ErrorCode
+from tests import lambda_runtime
 from tests.security.conftest import (
     API_HEADERS,
     APP_KEY,
@@ -198,7 +199,6 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """The API Gateway handlers on moto and a stub management API."""
     from moto import mock_aws
 
-    from app import lambda_handler
     from app.lambda_handler import LambdaRuntime
     from providers.apigateway import aws
     from tests.e2e.apigw_support import (
@@ -216,11 +216,11 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         aws.override("lambda", FakeLambda())
         relay, provider = build_relay(stub.endpoint, policy=chat_policy(tmp_path))
         runtime = LambdaRuntime(relay)
-        lambda_handler.reset(runtime)
+        lambda_runtime.install(runtime)
         try:
             yield runtime, provider, stub
         finally:
-            lambda_handler.reset()
+            lambda_runtime.install()
             aws.reset()
 
 

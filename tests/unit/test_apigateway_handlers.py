@@ -10,7 +10,6 @@ import orjson
 import pytest
 from moto import mock_aws
 
-from app import lambda_handler
 from app import lambda_websocket as handlers
 from app.lambda_handler import LambdaRuntime
 from app.relay import Relay
@@ -19,6 +18,7 @@ from providers.apigateway import aws
 from providers.apigateway.records import Connection
 from providers.apigateway.slices import Slice
 from providers.pusherproto import signing
+from tests import lambda_runtime
 from tests.e2e.apigw_support import (
     APP_KEY,
     APP_SECRET,
@@ -82,11 +82,11 @@ def lam(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Lam]:
         aws.override("lambda", fake)
         relay, provider = build_relay(stub.endpoint, policy=chat_policy(tmp_path))
         rt = LambdaRuntime(relay)
-        lambda_handler.reset(rt)
+        lambda_runtime.install(rt)
         try:
             yield Lam(rt, provider, stub, fake)
         finally:
-            lambda_handler.reset()
+            lambda_runtime.install()
             aws.reset()
 
 
@@ -303,10 +303,10 @@ def test_the_fanout_worker_posts_a_queued_slice(lam: Lam) -> None:
 def test_handlers_refuse_another_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     aws_environment(monkeypatch)
     rt = LambdaRuntime(Relay.build(relay_settings(provider="local")))
-    lambda_handler.reset(rt)
+    lambda_runtime.install(rt)
     try:
         assert handlers.message(message_event("c1", {"event": "pusher:ping"}), None) == {
             "statusCode": 500
         }
     finally:
-        lambda_handler.reset()
+        lambda_runtime.install()

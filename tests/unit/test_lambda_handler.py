@@ -16,6 +16,7 @@ import pytest
 from moto import mock_aws
 
 from app import lambda_handler
+from tests import lambda_runtime
 from tests.e2e.apigw_support import ROOT, aws_environment, event
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def local_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name, value in LOCAL_ENV.items():
         monkeypatch.setenv(name, value)
     yield
-    lambda_handler.reset()
+    lambda_runtime.install()
 
 
 def test_http_events_are_served_by_one_app_per_container(local_env: None) -> None:
@@ -226,4 +227,4 @@ def test_http_api_events_from_the_apigateway_provider(monkeypatch: pytest.Monkey
         answer: dict[str, Any] = lambda_handler.handler(event("httpapi_health"), None)
         assert json.loads(answer["body"])["provider"] == "apigateway"
     finally:
-        lambda_handler.reset()
+        lambda_runtime.install()
