@@ -1,6 +1,7 @@
-"""The Lambda package's dependencies: pip installs them for the Lambda runtime (python3.12,
+"""The Lambda bundle: pip installs a provider's dependencies for the Lambda runtime (python3.12,
 manylinux x86_64 wheels) into .build/lambda/<provider>, which serverless.yml packages and the
-functions put first on sys.path (RELAY_VENDOR_DIR).
+functions put first on sys.path (RELAY_VENDOR_DIR). `make package` runs it, then
+`serverless package`; infra/lambda_bundle.mjs stops packaging when the bundle is missing.
 
 Each provider gets the relay's own runtime dependencies, Mangum, and only what its own code
 imports: PyNaCl for pusher (encrypted channels); the ably, realtime and pusher SDKs are test
@@ -11,23 +12,23 @@ configured with RELAY_JWKS_URL but built without it refuses to start, saying so)
 
 Native libraries are stripped of their symbol tables, as serverless-python-requirements does by
 default: PyNaCl's libsodium shrinks from 5.3 to 0.6 MB, cryptography's from 14.3 to 11.5 MB.
-docs/deploy-lambda.md gives the same commands.
 
-    python -m tests.e2e.lambda_build apigateway [--jwks] [--force]
+    python -m infra.lambda_build apigateway [--jwks] [--force]
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / ".build" / "lambda"
 PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux2014_x86_64"
@@ -35,7 +36,8 @@ PROVIDERS = ("local", "pusher", "ably", "supabase", "apigateway")
 # Distributions a provider's own modules import, from its extra in pyproject.toml.
 PROVIDER_RUNTIME = {"pusher": ("pynacl",)}
 SERVER_ONLY = ("uvicorn",)
-STAMP = ".requirements"
+# Written last, so a bundle holds it only when complete; infra/lambda_bundle.mjs looks for it.
+MARKER = ".requirements"
 
 
 def _name(requirement: str) -> str:
@@ -44,8 +46,7 @@ def _name(requirement: str) -> str:
     return found.group(0).lower().replace("_", "-")
 
 
-def requirements(provider: str, *, jwks: bool = False) -> list[str]:
-    """The requirement strings of one provider's Lambda package."""
+def _requirements(provider: str, *, jwks: bool) -> list[str]:
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -63,14 +64,14 @@ def build(provider: str, *, jwks: bool = False, force: bool = False) -> Path:
     """Install the provider's dependencies into .build/lambda/<provider> (kept while the
     requirements are unchanged); return the folder."""
     target = BUILD / provider
-    wanted = requirements(provider, jwks=jwks)
+    wanted = _requirements(provider, jwks=jwks)
     stamp = "\n".join([PYTHON_VERSION, PLATFORM, "stripped", *wanted])
     stamp = hashlib.sha256(stamp.encode()).hexdigest()
-    if not force and (target / STAMP).is_file() and (target / STAMP).read_text() == stamp:
+    if not force and (target / MARKER).is_file() and (target / MARKER).read_text() == stamp:
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 (this interpreter's pip; requirements from pyproject.toml)
         [
             sys.executable,
             "-m",
@@ -98,68 +99,46 @@ def build(provider: str, *, jwks: bool = False, force: bool = False) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"pip could not install {provider}'s dependencies: {done.stderr}")
     shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts: nothing runs them
-    strip(target)
-    (target / STAMP).write_text(stamp)
+    _strip(target)
+    (target / MARKER).write_text(stamp)
     return target
 
 
-def strip(folder: Path) -> int:
-    """Strip the symbol tables of the folder's native libraries; return how many were."""
+def _strip(folder: Path) -> None:
+    """Strip the symbol tables of the folder's native libraries."""
     tool = shutil.which("strip")
     if tool is None:
         raise RuntimeError(
             "strip (binutils) is needed to keep the package small: apt-get install binutils"
         )
-    libraries = sorted(folder.rglob("*.so"))
-    for library in libraries:
-        subprocess.run([tool, "--strip-unneeded", str(library)], check=True, timeout=60)
-    return len(libraries)
+    for library in sorted(folder.rglob("*.so")):
+        subprocess.run([tool, "--strip-unneeded", str(library)], check=True, timeout=60)  # noqa: S603
 
 
-def package(provider: str, output: Path, *, stage: str = "ci") -> Path:
-    """`serverless package` (v3) for one provider, offline: dummy credentials, a fixed region,
-    nothing resolved from AWS. Return the artifact (output also holds the templates)."""
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("node is not installed: install Node.js 20")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-        "AWS_ACCESS_KEY_ID": "package-dummy",
-        "AWS_SECRET_ACCESS_KEY": "package-dummy",
-        "AWS_REGION": "us-east-1",
-        "SLS_TELEMETRY_DISABLED": "1",
-        "SLS_NOTIFICATIONS_MODE": "off",
-    }
-    log = output.with_suffix(".log")
-    with log.open("wb") as sink:
-        done = subprocess.run(
-            [
-                node,
-                str(ROOT / "node_modules" / ".bin" / "serverless"),
-                "package",
-                "--stage",
-                stage,
-                "--region",
-                "us-east-1",
-                "--param",
-                f"provider={provider}",
-                "--package",
-                str(output),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            check=False,
+def _main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.lambda_build",
+        description="Build .build/lambda/<provider>, the bundle serverless.yml packages.",
+    )
+    parser.add_argument("providers", nargs="*", help=f"{', '.join(PROVIDERS)} (default: all)")
+    parser.add_argument("--jwks", action="store_true", help="add cryptography (RS256/ES256 tokens)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if unchanged")
+    args = parser.parse_args()
+    unknown = [p for p in args.providers if p not in PROVIDERS]
+    if unknown:
+        parser.error(f"unknown provider {unknown[0]!r}: choose from {', '.join(PROVIDERS)}")
+    for provider in args.providers or PROVIDERS:
+        started = time.monotonic()
+        try:
+            folder = build(provider, jwks=args.jwks, force=args.force)
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            sys.exit(f"lambda_build: {provider}: {exc}")
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+        print(
+            f"lambda_build: {folder.relative_to(ROOT)}: {size:.1f} MB "
+            f"({time.monotonic() - started:.1f} s)"
         )
-    if done.returncode != 0:
-        raise RuntimeError(f"serverless package failed: {log.read_text(errors='replace')}")
-    return output / "realtime-relay.zip"
 
 
 if __name__ == "__main__":
-    names = [a for a in sys.argv[1:] if not a.startswith("--")]
-    for name in names or PROVIDERS:
-        print(build(name, jwks="--jwks" in sys.argv, force="--force" in sys.argv))
+    _main()

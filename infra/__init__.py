@@ -1,0 +1,1 @@
+"""What deploys the relay: CloudFormation (*.yaml) and the Lambda bundle (lambda_build.py)."""
