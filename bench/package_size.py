@@ -1,7 +1,7 @@
-"""The Lambda package's zipped size per provider, as `serverless package` (v3) builds it.
+"""The Lambda package's zipped size per provider, as `make package` builds it.
 
 Each package holds the relay's code, that provider's module, and the dependencies pip installs
-for python3.12 (tests/e2e/lambda_build.py: no boto3, which the runtime has, no uvicorn, no SDK
+for python3.12 (infra/lambda_build.py: no boto3, which the runtime has, no uvicorn, no SDK
 the provider does not import; native libraries stripped). The target is 10 MiB (10,485,760
 bytes). `--jwks` packages (cryptography, for RS256/ES256 tokens from a JWKS) are reported without
 a target.
@@ -14,15 +14,16 @@ import tempfile
 from pathlib import Path
 
 from bench.figures import Figure
-from tests.e2e.lambda_build import PROVIDERS, build, package
+from infra.lambda_build import PROVIDERS, build
+from tests.e2e.packaging import make_package
 
 TARGET_MIB = 10.0
 MIB = 1024 * 1024
 
 
 def _size(provider: str, folder: Path, *, jwks: bool = False) -> float:
-    build(provider, jwks=jwks)
-    return package(provider, folder / f"{provider}{'-jwks' if jwks else ''}").stat().st_size / MIB
+    output = folder / f"{provider}{'-jwks' if jwks else ''}"
+    return make_package(output, provider=provider, jwks=jwks).stat().st_size / MIB
 
 
 def run(*, quick: bool = False) -> list[Figure]:

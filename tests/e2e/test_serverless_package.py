@@ -1,10 +1,12 @@
-"""`serverless package` (v3) builds the Lambda artifact offline, with what each provider needs
-and nothing else, under the size target, from a template that holds no secret."""
+"""`make package` builds the Lambda artifact offline (serverless package, v3), with what each
+provider needs and nothing else, under the size target, from a template that holds no secret;
+`serverless package` alone, without the bundle `make package` builds, refuses."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -14,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lambda_build import build, package
+from tests.e2e.harness import ROOT
+from tests.e2e.packaging import SERVERLESS, make_package, offline_env
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +39,9 @@ OTHER_SDKS = (
 class Artifact:
     """One provider's packaged zip and compiled template."""
 
-    def __init__(self, provider: str, folder: Path) -> None:
-        build(provider)
+    def __init__(self, provider: str, folder: Path, *, default: bool = False) -> None:
         self.provider = provider
-        self.zip_path = package(provider, folder)
+        self.zip_path = make_package(folder, provider=None if default else provider)
         with zipfile.ZipFile(self.zip_path) as archive:
             self.names = archive.namelist()
         self.template: dict[str, Any] = json.loads(
@@ -62,17 +64,30 @@ def pusher(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     return Artifact("pusher", tmp_path_factory.mktemp("package-pusher"))
 
 
-def test_the_apigateway_artifact_is_small_and_complete(apigateway: Artifact) -> None:
-    assert apigateway.zip_path.stat().st_size <= MAX_ZIP_BYTES
-    names = set(apigateway.names)
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """`make package` with no PROVIDER: the local provider."""
+    return Artifact("local", tmp_path_factory.mktemp("package-local"), default=True)
+
+
+@pytest.mark.parametrize("provider", ["local", "apigateway"])
+def test_the_artifact_is_small_and_complete(provider: str, request: pytest.FixtureRequest) -> None:
+    artifact: Artifact = request.getfixturevalue(provider)
+    assert artifact.zip_path.stat().st_size <= MAX_ZIP_BYTES
+    names = set(artifact.names)
     for needed in (
         "app/lambda_handler.py",
+        "app/main.py",
+        "core/provider.py",
         "core/policy/default.toml",
-        "providers/apigateway/handlers.py",
+        "providers/registry.py",
         "providers/pusherproto/signing.py",
-        ".build/lambda/apigateway/fastapi/__init__.py",
-        ".build/lambda/apigateway/mangum/__init__.py",
-        ".build/lambda/apigateway/pydantic_core/__init__.py",
+        f"providers/{provider}/provider.py",
+        f".build/lambda/{provider}/.requirements",  # the bundle's marker
+        f".build/lambda/{provider}/fastapi/__init__.py",
+        f".build/lambda/{provider}/starlette/__init__.py",
+        f".build/lambda/{provider}/mangum/__init__.py",
+        f".build/lambda/{provider}/pydantic_core/__init__.py",
     ):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(NEVER)]
@@ -82,12 +97,21 @@ def test_the_apigateway_artifact_is_small_and_complete(apigateway: Artifact) -> 
         for n in names
         if n.startswith("providers/")
         and n.count("/") > 1
-        and n.split("/")[1] not in ("apigateway", "pusherproto")
+        and n.split("/")[1] not in (provider, "pusherproto")
     ]
-    vendored = apigateway.vendored()
-    assert not vendored & set(OTHER_SDKS)  # boto3 is the Lambda runtime's own
+    vendored = artifact.vendored()
+    assert not vendored & {*OTHER_SDKS, "nacl"}  # boto3 is the Lambda runtime's own
     assert "cryptography" not in vendored  # built without --jwks
     assert "bin" not in vendored
+
+
+def test_make_package_packages_the_local_provider_by_default(local: Artifact) -> None:
+    resources = local.template["Resources"]
+    [function] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["RELAY_PROVIDER"] == "local"
+    assert variables["RELAY_VENDOR_DIR"] == "/var/task/.build/lambda/local"
+    assert "WebsocketsApi" not in resources
 
 
 def test_the_pusher_artifact_has_nacl_and_no_websocket_api(pusher: Artifact) -> None:
@@ -162,17 +186,17 @@ def test_the_infra_templates_pass_cfn_lint() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-# Run in a fresh interpreter whose `app` and `providers` are only what the zip holds: `-S` keeps
-# site-packages' editable-install hook (which maps both to the repository) out, and the
+# Run in a fresh interpreter whose `app`, `core` and `providers` are only what the zip holds: `-S`
+# keeps site-packages' editable-install hook (which maps them to the repository) out, and the
 # environment's own libraries stand in for the vendored ones (built for the Lambda runtime's
 # Python). Every module of the provider is imported, so a shared module the package patterns
 # leave out fails here, not on a cold start in AWS.
 PACKAGED = """
 import importlib, json, pathlib, pkgutil, sys
-import app, providers
+import app, core, providers
 root = pathlib.Path(sys.argv[1])
-assert pathlib.Path(app.__file__).is_relative_to(root), app.__file__
-assert pathlib.Path(providers.__file__).is_relative_to(root), providers.__file__
+for own in (app, core, providers):
+    assert pathlib.Path(own.__file__).is_relative_to(root), own.__file__
 from app.lambda_handler import handler
 event = json.loads(pathlib.Path(sys.argv[2]).read_text())
 assert handler(event, None)["statusCode"] == 200
@@ -193,13 +217,13 @@ PROVIDER_ENV = {
 }
 
 
-@pytest.mark.parametrize("provider", ["pusher", "apigateway"])
+@pytest.mark.parametrize("provider", ["local", "pusher", "apigateway"])
 def test_the_packaged_code_alone_serves_and_imports_every_module(
     provider: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     artifact: Artifact = request.getfixturevalue(provider)
     with zipfile.ZipFile(artifact.zip_path) as archive:
-        own = [n for n in archive.namelist() if n.startswith(("app/", "providers/"))]
+        own = [n for n in archive.namelist() if n.startswith(("app/", "core/", "providers/"))]
         archive.extractall(tmp_path, members=own)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PYTHON"))}
     environ.update(
@@ -209,7 +233,7 @@ def test_the_packaged_code_alone_serves_and_imports_every_module(
         RELAY_APP_SECRET="package-app-secret-0123456789",
         RELAY_JWT_SECRET="package-jwt-secret-0123456789abcdef0123456789",
         RELAY_API_KEYS="package-api-key-0123456789",
-        **PROVIDER_ENV[provider],
+        **PROVIDER_ENV.get(provider, {}),
     )
     sample = Path(__file__).resolve().parents[1] / "events" / "httpapi_health.json"
     done = subprocess.run(
@@ -223,3 +247,35 @@ def test_the_packaged_code_alone_serves_and_imports_every_module(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("bundle", ["missing", "incomplete"])
+def test_serverless_package_alone_refuses_without_the_bundle(bundle: str, tmp_path: Path) -> None:
+    # A copy of the service, so that the checkout's bundles stay: the bundle is absent, or an
+    # interrupted build left libraries without the marker written last.
+    service = tmp_path / "service"
+    skip = shutil.ignore_patterns("__pycache__")
+    for part in ("app", "core", "providers", "infra"):
+        shutil.copytree(ROOT / part, service / part, ignore=skip)
+    shutil.copy(ROOT / "serverless.yml", service)
+    (service / "node_modules").symlink_to(ROOT / "node_modules")
+    if bundle == "incomplete":
+        (service / ".build/lambda/local/fastapi").mkdir(parents=True)
+        (service / ".build/lambda/local/fastapi/__init__.py").write_text("")
+    output = tmp_path / "package"
+    node = shutil.which("node") or "node"
+    done = subprocess.run(
+        [node, str(SERVERLESS), "package", "--param", "provider=local", "--package", str(output)],
+        cwd=service,
+        env=offline_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert "`make package PROVIDER=local`" in said, said
+    assert "Service packaged" not in said
+    assert not (output / "realtime-relay.zip").exists()
