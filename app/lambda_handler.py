@@ -127,7 +127,7 @@ class LambdaRuntime:
         return self.loop.run_until_complete(coroutine)
 
     def close(self) -> None:
-        """Release the relay's connections and the loop (Lambda itself just freezes the container)."""
+        """Release the relay's connections and the loop (Lambda just freezes the container)."""
         try:
             self.loop.run_until_complete(self.relay.aclose())
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
