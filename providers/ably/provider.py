@@ -34,7 +34,7 @@ from providers.ably import webhooks
 from providers.ably.capability import compile_capability
 from providers.ably.settings import AblySettings
 from providers.ably.token import new_nonce, sign_token_request
-from providers.lazyclient import LazyClient
+from providers.outbound.lazy import Lazy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -55,7 +55,6 @@ BATCH_MAX_BODY_BYTES = 2 * 1024 * 1024 - 1  # "must be less than 2MiB"
 MAX_TOKEN_CHANNELS = 100  # channels a caller may name for one token
 PRESENCE_LIMIT = 1000  # the REST API's largest page
 IDEMPOTENCY_WINDOW_SECONDS = 120.0  # Ably drops a repeated message id within two minutes
-RETRY_BACKOFF_CAP_SECONDS = 2.0  # providers.ably.rest.BACKOFF_CAP_SECONDS (httpx stays unloaded)
 
 
 class AblyProvider(Provider):
@@ -81,7 +80,7 @@ class AblyProvider(Provider):
             supports_history=True,
             idempotent_ids_seconds=resend_window(settings),
         )
-        self._rest = LazyClient(lambda: _ably_rest(settings, http), ready=rest)
+        self._rest = Lazy(lambda: _ably_rest(settings, http), ready=rest)
         self._clock = clock
         self._nonce = nonce
 
@@ -196,7 +195,7 @@ class AblyProvider(Provider):
 
     @property
     def rest(self) -> AblyRest:
-        """The REST client, built on the first call to Ably (providers/lazyclient.py)."""
+        """The REST client, built on the first call to Ably (providers/outbound/lazy.py)."""
         return self._rest.get()
 
     async def aclose(self) -> None:
@@ -208,10 +207,8 @@ def resend_window(settings: AblySettings) -> float:
     """How long after a first attempt a resend under its ids still lands in Ably's window.
 
     The first attempt's messages reached Ably after it started; a resend reaches Ably within one
-    whole call (every attempt timing out, every wait at its longest)."""
-    wait = max(settings.max_retry_wait_seconds, RETRY_BACKOFF_CAP_SECONDS)
-    call = settings.max_attempts * settings.timeout_seconds + (settings.max_attempts - 1) * wait
-    return max(0.0, IDEMPOTENCY_WINDOW_SECONDS - call)
+    whole call, whose deadline the retry loop enforces (providers/outbound/policy.py)."""
+    return max(0.0, IDEMPOTENCY_WINDOW_SECONDS - settings.retry.deadline_seconds)
 
 
 def _batches(specs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -14,43 +14,37 @@ What the REST API reference (docs/api/rest-api) specifies and this module relies
     Authorization: Basic base64(key); X-Ably-Version pins the response shapes above;
     errors are {"error": {code, statusCode, message}} (also X-Ably-ErrorCode, -ErrorMessage).
 
-Retries: timeouts, transport errors, 5xx and 429 (waiting for its Retry-After when given) are
-tried again with the very same body, so message ids repeat and Ably discards what it already has.
-When every attempt failed and one of them was sent but never answered (a read timeout, a reset),
-Ably may have the message: that is ProviderTimeout (`accepted: null`), not "unavailable".
+Retries (providers/outbound): timeouts, transport errors, 5xx and 429 (waiting for its
+Retry-After when given) are tried again with the very same body, so message ids repeat and Ably
+discards what it already has. When every attempt failed and one of them was sent but never
+answered (a read timeout, a reset), Ably may have the message: that is ProviderTimeout
+(`accepted: null`), not "unavailable".
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import email.utils
-import logging
-import math
-import random
-import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 from urllib.parse import quote
 
-import httpx
 import orjson
 
-from core.errors import ProviderError, ProviderTimeout, ProviderUnavailable
-from providers.outbound import Outbound
+from core.errors import ProviderError
+from providers.outbound.client import Hooks, Outbound
+from providers.outbound.verdict import Classifier, Verdict, retry_after
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable
+
+    import httpx
 
     from providers.ably.settings import AblySettings
 
-log = logging.getLogger(__name__)
-
 API_VERSION = "1.2"  # the version whose batch response shapes the reference documents
-BACKOFF_BASE_SECONDS = 0.05
-BACKOFF_CAP_SECONDS = 2.0
 MAX_REASON_CHARS = 200
 BATCH_PARTIAL_FAILURE = 40020
+TOO_MANY_REQUESTS = 429
 
 
 class AblyFailure(NamedTuple):
@@ -63,7 +57,7 @@ class AblyFailure(NamedTuple):
     @property
     def retryable(self) -> bool:
         """Rate limits and server errors may pass; anything else will fail the same way again."""
-        return self.status == 429 or self.status >= 500
+        return self.status == TOO_MANY_REQUESTS or self.status >= 500
 
     def describe(self) -> str:
         """`status, code N: message`, short and secret-free (Ably never echoes the key)."""
@@ -71,35 +65,59 @@ class AblyFailure(NamedTuple):
         return f"{self.status}{code}: {self.message[:MAX_REASON_CHARS]}"
 
 
-class AblyRest(Outbound):
-    """The REST calls the provider makes, with auth, retries and error mapping."""
+class AblyVerdicts(Classifier):
+    """Everything that may pass is retried, a maybe-delivered request too: the resend carries the
+    same message ids, and Ably drops the ones it already has."""
 
-    backoff_base_seconds = BACKOFF_BASE_SECONDS
-    backoff_cap_seconds = BACKOFF_CAP_SECONDS
+    name = "ably"
+    item = "message"
+    deduplicates = True
+
+    def answer(self, response: httpx.Response) -> Verdict:
+        """2xx delivered; 429 limited (Retry-After); 5xx failed; any other error final. A partial
+        batch failure is judged by its items."""
+        if response.status_code < 300:
+            return Verdict.delivered()
+        error = _failure(response)
+        if error.code == BATCH_PARTIAL_FAILURE:
+            error = _batch_failure(response) or error
+        if not error.retryable:
+            request = response.request
+            path = request.url.raw_path.decode("ascii").partition("?")[0]
+            return Verdict.refused(
+                ProviderError(
+                    f"ably refused {request.method} {path} ({error.describe()})",
+                    provider_status=error.status,
+                    provider_code=error.code,
+                )
+            )
+        failure = f"failed ({error.describe()})"
+        if error.status == TOO_MANY_REQUESTS:
+            return Verdict.limited(failure, retry_after(response))
+        return Verdict.failed(failure)
+
+
+class AblyRest:
+    """The REST calls the provider makes, with auth, retries and error mapping."""
 
     def __init__(
         self,
         settings: AblySettings,
-        *,
-        http: httpx.AsyncClient | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
+        **hooks: Unpack[Hooks],
     ) -> None:
-        super().__init__(
-            base_url=settings.base_url,
-            timeout=settings.timeout_seconds,
-            max_connections=settings.max_in_flight,
-            http=http,
-            sleep=sleep,
-            jitter=jitter,
-        )
-        self.settings = settings
         basic = base64.b64encode(settings.api_key.get_secret_value().encode()).decode("ascii")
         self._headers = {
             "Authorization": f"Basic {basic}",
             "X-Ably-Version": API_VERSION,
             "Accept": "application/json",
         }
+        self._outbound = Outbound(
+            AblyVerdicts(),
+            settings.retry,
+            base_url=settings.base_url,
+            max_connections=settings.max_in_flight,
+            **hooks,
+        )
 
     async def publish(self, channel: str, message: dict[str, Any]) -> Any:
         """Publish one message on one channel."""
@@ -129,62 +147,20 @@ class AblyRest(Outbound):
         body: object = None,
         params: dict[str, str] | None = None,
     ) -> Any:
-        content = (
-            None if body is None else orjson.dumps(body)
-        )  # encoded once: retries send it as is
+        content = None if body is None else orjson.dumps(body)  # once: retries send it as is
         headers = dict(self._headers)
         if content is not None:
             headers["Content-Type"] = "application/json"
-        settings = self.settings
-        failure = ""
-        unreachable = limited = unanswered = False
-        hint: float | None = None
-        for attempt in range(1, settings.max_attempts + 1):
-            wait = self.backoff(attempt)
-            try:
-                response = await self.http.request(
-                    method, path, content=content, params=params, headers=headers
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # Never sent.
-                failure, unreachable, limited = f"unreachable ({type(exc).__name__})", True, False
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                # Sent, unanswered: Ably may have it (a retry carries the same ids).
-                failure, unreachable, limited = f"unanswered ({type(exc).__name__})", True, False
-                unanswered = True
-            else:
-                if response.status_code < 300:
-                    return orjson.loads(response.content) if response.content else None
-                error = _failure(response)
-                if error.code == BATCH_PARTIAL_FAILURE:
-                    error = _batch_failure(response) or error
-                if not error.retryable:
-                    raise ProviderError(
-                        f"ably refused {method} {path} ({error.describe()})",
-                        provider_status=error.status,
-                        provider_code=error.code,
-                    )
-                failure, unreachable = f"failed ({error.describe()})", False
-                limited = error.status == 429
-                hint = _retry_after(response) if limited else None
-                if hint is not None:
-                    wait = min(hint, settings.max_retry_wait_seconds)
-            log.warning("ably %s %s attempt %d %s", method, path, attempt, failure)
-            if attempt < settings.max_attempts:
-                await self._sleep(wait)
-        if unanswered:
-            raise ProviderTimeout(
-                f"ably {failure} after {settings.max_attempts} attempts; the message may or may "
-                "not have been delivered"
-            )
-        if unreachable:
-            raise ProviderUnavailable(f"ably {failure} after {settings.max_attempts} attempts")
-        if limited:
-            raise ProviderUnavailable(
-                f"ably {failure} after {settings.max_attempts} attempts",
-                retry_after=max(1, math.ceil(hint or 1)),
-            )
-        raise ProviderError(f"ably {failure}", retryable=True)
+
+        def attempt(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+            return http.request(method, path, content=content, params=params, headers=headers)
+
+        response = await self._outbound.send(attempt, call=f"{method} {path}")
+        return orjson.loads(response.content) if response.content else None
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        await self._outbound.aclose()
 
 
 def _segment(channel: str) -> str:
@@ -235,19 +211,3 @@ def _batch_failure(response: httpx.Response) -> AblyFailure | None:
         return final
     worst = max(failed, key=lambda f: f.status)
     return AblyFailure(worst.status, worst.code, f"{len(failed)} of {len(items)} specs failed")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), if any."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

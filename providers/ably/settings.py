@@ -7,10 +7,12 @@ import re
 from pydantic import Field, SecretStr, field_validator
 
 from core.envsettings import EnvSettings
+from providers.outbound.policy import RetryPolicy
 
 # An Ably API key is "appId.keyId:keySecret"; the part before the colon is the key name.
 _KEY = re.compile(r"[^\s.:]+\.[^\s.:]+:\S+")
 DEFAULT_REST_HOST = "main.realtime.ably.net"  # the REST API reference's host for the main endpoint
+BACKOFF_CAP_SECONDS = 2.0  # Ably's waits between attempts grow to 2 s (the others': 1 s)
 
 
 def _check_key(value: SecretStr | None) -> SecretStr | None:
@@ -61,6 +63,17 @@ class AblySettings(EnvSettings):
         key = (self.webhook_key or self.api_key).get_secret_value()
         name, _, secret = key.partition(":")
         return name, secret
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How calls to Ably are retried (providers/outbound/policy.py): a 429's Retry-After is
+        honoured, up to ABLY_MAX_RETRY_WAIT_SECONDS."""
+        return RetryPolicy(
+            attempts=self.max_attempts,
+            timeout_seconds=self.timeout_seconds,
+            backoff_cap_seconds=BACKOFF_CAP_SECONDS,
+            max_retry_wait_seconds=self.max_retry_wait_seconds,
+        )
 
     @property
     def base_url(self) -> str:

@@ -18,7 +18,7 @@ from core.provider import (
 )
 from core.settings import read_env
 from core.validation import ChannelKind, channel_kind
-from providers.lazyclient import LazyClient
+from providers.outbound.lazy import Lazy
 from providers.pusher import crypto, webhooks
 from providers.pusher.coalescer import Coalescer
 from providers.pusher.settings import PusherSettings
@@ -55,7 +55,7 @@ class PusherProvider(Provider):
             supports_presence_query=True,
             supports_user_auth=True,
         )
-        self._api = LazyClient(lambda: _pusher_api(settings, http))
+        self._api = Lazy(lambda: _pusher_api(settings, http))
         self.batches: Coalescer[dict[str, str]] = Coalescer(
             self._send_batch,
             batch_size=EVENTS_PER_BATCH_CALL,
@@ -69,7 +69,7 @@ class PusherProvider(Provider):
 
     @property
     def api(self) -> PusherApi:
-        """The HTTP API client, built on the first call to Pusher (providers/lazyclient.py)."""
+        """The HTTP API client, built on the first call to Pusher (providers/outbound/lazy.py)."""
         return self._api.get()
 
     @property

@@ -8,6 +8,7 @@ import binascii
 from pydantic import Field, SecretStr, field_validator
 
 from core.envsettings import EnvSettings
+from providers.outbound.policy import RetryPolicy
 
 
 class PusherSettings(EnvSettings):
@@ -43,6 +44,11 @@ class PusherSettings(EnvSettings):
         if len(raw) != 32:
             raise ValueError("must decode to 32 bytes")
         return value
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How calls to Pusher are retried (providers/outbound/policy.py)."""
+        return RetryPolicy(attempts=self.max_attempts, timeout_seconds=self.timeout_seconds)
 
     @property
     def base_url(self) -> str:

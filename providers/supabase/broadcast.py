@@ -9,23 +9,19 @@ message per call to a per-event endpoint that needs Realtime 2.97 or newer.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import httpx
 import orjson
 
-from core.errors import ProviderError, ProviderTimeout, ProviderUnavailable
-from providers.outbound import Outbound
+from core.errors import ProviderError
+from providers.outbound.client import Hooks, Outbound
+from providers.outbound.verdict import Classifier, Verdict
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Sequence
 
     from providers.supabase.settings import SupabaseSettings
-
-log = logging.getLogger(__name__)
 
 BROADCAST_PATH = "/realtime/v1/api/broadcast"
 MAX_REASON_CHARS = 200
@@ -33,78 +29,75 @@ TOO_MANY_REQUESTS = 429
 POOL_CONNECTIONS = 8
 
 
-class BroadcastApi(Outbound):
-    """Sends batches of broadcast messages; 4xx is final, 5xx and timeouts are tried again."""
+class BroadcastVerdicts(Classifier):
+    """4xx is final, 5xx and timeouts are tried again: a maybe-delivered broadcast too, since each
+    message carries the relay's id as meta.id, so a client can drop the duplicate."""
+
+    name = "supabase"
+    item = "broadcast"
+    deduplicates = True
+
+    def transport(self, error: httpx.TransportError) -> Verdict:
+        """As for every provider, except that a dropped connection counts as never sent."""
+        if isinstance(error, httpx.RemoteProtocolError):
+            # A kept-alive connection the server had closed: the request was not processed.
+            return Verdict.unreachable(f"connection dropped ({type(error).__name__})")
+        return super().transport(error)
+
+    def answer(self, response: httpx.Response) -> Verdict:
+        """2xx delivered; below 500 final (a 429 retryable by the caller, later); 5xx failed."""
+        if response.is_success:
+            return Verdict.delivered()
+        reason = _reason(response)
+        status = response.status_code
+        if status < 500:
+            # A 429 is the project's per-second quota: trying again at once only adds to the
+            # count, so the caller is told it may retry later instead.
+            return Verdict.refused(
+                ProviderError(
+                    f"supabase refused the broadcast ({status}): {reason}",
+                    retryable=status == TOO_MANY_REQUESTS,
+                    provider_status=status,
+                )
+            )
+        return Verdict.failed(f"broadcast failed ({status}): {reason}")
+
+
+class BroadcastApi:
+    """Sends batches of broadcast messages."""
 
     def __init__(
         self,
         settings: SupabaseSettings,
-        *,
-        http: httpx.AsyncClient | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
+        **hooks: Unpack[Hooks],
     ) -> None:
-        super().__init__(
+        key = settings.service_role_key.get_secret_value()
+        self._headers = {
+            "apikey": key,
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+        }
+        self._outbound = Outbound(
+            BroadcastVerdicts(),
+            settings.retry,
             base_url=settings.url,
-            timeout=settings.timeout_seconds,
             max_connections=POOL_CONNECTIONS,
-            http=http,
-            sleep=sleep,
-            jitter=jitter,
+            **hooks,
         )
-        self.settings = settings
-
-    def _headers(self) -> dict[str, str]:
-        key = self.settings.service_role_key.get_secret_value()
-        return {"apikey": key, "Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     async def send(self, messages: Sequence[dict[str, Any]]) -> None:
         """POST one batch. Refused: ProviderError; never reached: ProviderUnavailable; sent but
         unanswered even once: ProviderTimeout (Realtime may have delivered it)."""
         body = orjson.dumps({"messages": list(messages)})
-        attempts = self.settings.max_attempts
-        failure = ""
-        unreachable = maybe_delivered = False
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await self.http.post(
-                    BROADCAST_PATH, content=body, headers=self._headers()
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                failure, unreachable = f"unreachable ({exc.__class__.__name__})", True
-            except httpx.RemoteProtocolError as exc:
-                # A kept-alive connection the server had closed: the request was not processed.
-                failure, unreachable = f"connection dropped ({exc.__class__.__name__})", True
-            except httpx.TransportError as exc:
-                # Sent but unanswered. Tried again all the same: each message carries the relay's
-                # id as meta.id, so a client can drop the duplicate a retry may cause.
-                failure, unreachable = f"did not answer ({exc.__class__.__name__})", False
-                maybe_delivered = True
-            else:
-                if response.is_success:
-                    return
-                reason = _reason(response)
-                status = response.status_code
-                if status < 500:
-                    # A 429 is the project's per-second quota: trying again at once only adds to
-                    # the count, so the caller is told it may retry later instead.
-                    raise ProviderError(
-                        f"supabase refused the broadcast ({status}): {reason}",
-                        retryable=status == TOO_MANY_REQUESTS,
-                        provider_status=status,
-                    )
-                failure, unreachable = f"failed ({status}): {reason}", False
-            log.warning("supabase broadcast attempt %d of %d %s", attempt, attempts, failure)
-            if attempt < attempts:
-                await self.pause(attempt)
-        if maybe_delivered:
-            raise ProviderTimeout(
-                f"supabase {failure} after {attempts} attempts; "
-                "the broadcast may or may not have been delivered"
-            )
-        if unreachable:
-            raise ProviderUnavailable(f"supabase {failure} after {attempts} attempts")
-        raise ProviderError(f"supabase broadcast {failure}", retryable=True)
+
+        def attempt(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+            return http.post(BROADCAST_PATH, content=body, headers=self._headers)
+
+        await self._outbound.send(attempt, call="broadcast")
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        await self._outbound.aclose()
 
 
 def _reason(response: httpx.Response) -> str:

@@ -25,7 +25,7 @@ from core.errors import (
 from core.provider import Limits, Member, Message, Provider, Receipt, chunked
 from core.settings import read_env
 from core.validation import ChannelKind, channel_kind
-from providers.lazyclient import LazyClient
+from providers.outbound.lazy import Lazy
 from providers.supabase import tokens
 from providers.supabase.settings import SupabaseSettings
 
@@ -67,6 +67,7 @@ class SupabaseProvider(Provider):
         settings: SupabaseSettings,
         *,
         http: httpx.AsyncClient | None = None,
+        api: BroadcastApi | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -75,7 +76,7 @@ class SupabaseProvider(Provider):
             max_channels_per_call=settings.max_messages_per_call,
             max_events_per_batch_call=settings.max_messages_per_call,
         )
-        self._api = LazyClient(lambda: _broadcast_api(settings, http))
+        self._api = Lazy(lambda: _broadcast_api(settings, http), ready=api)
         self._clock = clock
 
     @classmethod
@@ -154,7 +155,7 @@ class SupabaseProvider(Provider):
 
     @property
     def api(self) -> BroadcastApi:
-        """The broadcast client, built on the first publish (providers/lazyclient.py)."""
+        """The broadcast client, built on the first publish (providers/outbound/lazy.py)."""
         return self._api.get()
 
     async def aclose(self) -> None:

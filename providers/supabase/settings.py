@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 
 from core.envsettings import EnvSettings
+from providers.outbound.policy import RetryPolicy
 
 # Realtime's documented broadcast payload limit is 256 KB on the Free plan and 3,000 KB on Pro,
 # Team and Enterprise (supabase.com/docs/guides/realtime/limits). The Free figure is the default
@@ -61,6 +62,11 @@ class SupabaseSettings(EnvSettings):
     def issuer(self) -> str:
         """The `iss` of minted tokens."""
         return self.jwt_issuer or f"{self.url}/auth/v1"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How broadcasts are retried (providers/outbound/policy.py)."""
+        return RetryPolicy(attempts=self.max_attempts, timeout_seconds=self.timeout_seconds)
 
     @property
     def broadcast_url(self) -> str:

@@ -91,13 +91,11 @@ async def provider(
 ) -> AsyncIterator[SupabaseProvider]:
     """The provider, its HTTP going to the fake, without backoff sleeps."""
     http = httpx.AsyncClient(base_url=settings.url, transport=httpx.MockTransport(fake.handler))
-    made = SupabaseProvider(settings, http=http)
-    sleeps: list[float] = []
 
     async def no_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
+        return None
 
-    made.api._sleep = no_sleep
+    made = SupabaseProvider(settings, api=BroadcastApi(settings, http=http, sleep=no_sleep))
     yield made
     await made.aclose()
     await http.aclose()
@@ -271,7 +269,7 @@ async def test_the_pooled_client_is_created_once_and_closed(
         made.append(client)
         return client
 
-    monkeypatch.setattr("providers.supabase.broadcast.httpx.AsyncClient", factory)
+    monkeypatch.setattr("httpx.AsyncClient", factory)
     provider = SupabaseProvider(settings)
     for _ in range(3):
         await provider.publish([_message("news")])

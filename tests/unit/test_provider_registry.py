@@ -23,7 +23,7 @@ def _missing(name: str) -> object:
     [
         ("pusher", "needs its extra: pip install 'realtime-relay[pusher]' (missing pusher)"),
         ("nacl.secret", "needs its extra"),
-        ("providers.lazyclient", "the relay's module providers.lazyclient is missing"),
+        ("providers.outbound.lazy", "the relay's module providers.outbound.lazy is missing"),
         ("core.settings", "the relay's module core.settings is missing"),
     ],
 )

@@ -1,9 +1,9 @@
-"""A provider's HTTP client, built on its first use.
+"""A provider's HTTP client, built on its first use: the one place the relay defers one.
 
-The module that defines the client imports httpx (about 50 ms of a Lambda cold start, more where
+The module that defines a client imports httpx (about 50 ms of a Lambda cold start, more where
 `rich` is installed: httpx then loads its command line too). Signing subscriptions and minting
 tokens never call the provider, so a cold start that serves them should not pay for it: each
-provider builds its client through `LazyClient` and imports the client's module inside `build`.
+provider holds its client in a `Lazy` whose `build` imports the client's module.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from core.errors import ProviderUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+SHUTTING_DOWN = "the relay is shutting down"
 
 
 class Closable(Protocol):
@@ -26,7 +28,7 @@ class Closable(Protocol):
 ClientT = TypeVar("ClientT", bound=Closable)
 
 
-class LazyClient(Generic[ClientT]):
+class Lazy(Generic[ClientT]):
     """Build once on first use; after `aclose`, refuse instead of building a new one."""
 
     def __init__(self, build: Callable[[], ClientT], *, ready: ClientT | None = None) -> None:
@@ -34,15 +36,10 @@ class LazyClient(Generic[ClientT]):
         self._client = ready
         self._closed = False
 
-    @property
-    def built(self) -> bool:
-        """Whether the client exists yet."""
-        return self._client is not None
-
     def get(self) -> ClientT:
         """The client, built now if this is the first use."""
         if self._closed:
-            raise ProviderUnavailable("the relay is shutting down")
+            raise ProviderUnavailable(SHUTTING_DOWN)
         if self._client is None:
             self._client = self._build()
         return self._client

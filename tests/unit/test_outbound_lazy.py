@@ -1,11 +1,11 @@
-"""LazyClient: built once on first use, closed only when built, refused after closing."""
+"""Lazy: built once on first use, closed only when built, refused after closing."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.errors import ProviderUnavailable
-from providers.lazyclient import LazyClient
+from providers.outbound.lazy import Lazy
 
 
 class Client:
@@ -27,8 +27,7 @@ class Factory:
 
 async def test_nothing_is_built_before_the_first_use() -> None:
     factory = Factory()
-    lazy = LazyClient(factory)
-    assert not lazy.built
+    lazy = Lazy(factory)
     assert factory.made == []
     await lazy.aclose()  # closing an unbuilt client builds nothing
     assert factory.made == []
@@ -36,17 +35,16 @@ async def test_nothing_is_built_before_the_first_use() -> None:
 
 async def test_built_once_and_reused() -> None:
     factory = Factory()
-    lazy = LazyClient(factory)
+    lazy = Lazy(factory)
     first = lazy.get()
     assert lazy.get() is first
-    assert lazy.built
-    assert len(factory.made) == 1
+    assert factory.made == [first]
 
 
 async def test_a_ready_client_is_used_as_is() -> None:
     factory = Factory()
     ready = Client()
-    lazy = LazyClient(factory, ready=ready)
+    lazy = Lazy(factory, ready=ready)
     assert lazy.get() is ready
     await lazy.aclose()
     assert ready.closed == 1
@@ -56,11 +54,11 @@ async def test_a_ready_client_is_used_as_is() -> None:
 @pytest.mark.parametrize("used", [False, True])
 async def test_after_aclose_uses_are_refused(used: bool) -> None:
     factory = Factory()
-    lazy = LazyClient(factory)
+    lazy = Lazy(factory)
     if used:
         lazy.get()
     await lazy.aclose()
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(ProviderUnavailable, match="shutting down"):
         lazy.get()
     assert len(factory.made) == int(used)
     assert [c.closed for c in factory.made] == [1] * int(used)
