@@ -50,7 +50,7 @@ def test_retry_after_is_honoured_up_to_the_longest_wait() -> None:
         # A Retry-After cap below the backoff's: the backoff is the longest wait.
         (
             RetryPolicy(
-                attempts=3, timeout_seconds=5, backoff_cap_seconds=2, max_retry_wait_seconds=0
+                attempts=3, timeout_seconds=5, backoff_cap_seconds=2, max_retry_wait_seconds=0.5
             ),
             3 * 5 + 2 * 2.0,
         ),
