@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,8 @@ import orjson
 
 from app import logs
 from core.errors import ConfigurationError, RelayError
-from core.settings import Settings, load_settings
+from core.settings import Settings, load_settings, warn_about_dev_defaults
+from providers.registry import load_settings_with_provider
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -24,6 +26,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     settings = serving.fit_to_descriptors(settings)
+    warn_about_dev_defaults(settings)
     app = create_app(settings)
     print(f"relay: serving provider {settings.provider!r} on http://{host}:{port}", flush=True)
     if settings.provider == "local":
@@ -38,12 +41,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_argument(text: str) -> Any:
-    """DATA as JSON when it parses, else as a plain string."""
+def _data_argument(text: str, *, raw: bool) -> Any:
+    """DATA as the JSON value it spells, or (`raw`) the text itself as a string."""
+    if raw:
+        return text
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(
+            f"DATA is not valid JSON ({exc}); quote a string as JSON ('\"hello\"'), "
+            "or send the text as it is with --raw"
+        ) from None
 
 
 def _publish(settings: Settings, args: argparse.Namespace) -> int:
@@ -51,7 +59,7 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
         "name": args.event,
         "channel": args.channel,
-        "data": _data_argument(args.data),
+        "data": _data_argument(args.data, raw=args.raw),
     }
     key = settings.api_keys[0].get_secret_value()
     try:
@@ -115,6 +123,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     from app.relay import Relay
 
     relay = Relay.build(settings)
+    warn_about_dev_defaults(settings)
     print(
         f"relay: configuration ok; provider {relay.provider.name!r}; policy {relay.policy.source}"
     )
@@ -123,17 +132,19 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser.set_defaults(with_provider=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the relay (HTTP, WebSocket, SSE)")
     serve.add_argument("--host", help="default RELAY_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, help="default RELAY_PORT or 8000")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=_serve, with_provider=True)
 
     publish = commands.add_parser("publish", help="publish through the running relay's REST API")
     publish.add_argument("channel")
     publish.add_argument("event")
-    publish.add_argument("data", help="JSON, or any other text as a string")
+    publish.add_argument("data", help="the event's data, as JSON")
+    publish.add_argument("--raw", action="store_true", help="send DATA as a string, not as JSON")
     publish.add_argument("--url", help="the relay's base URL (default from RELAY_HOST/PORT)")
     publish.set_defaults(run=_publish)
 
@@ -171,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     policies.set_defaults(run=_supabase_policies)
 
     check = commands.add_parser("check", help="validate configuration and the provider")
-    check.set_defaults(run=_check)
+    check.set_defaults(run=_check, with_provider=True)
     return parser
 
 
@@ -180,11 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure("INFO")
     try:
-        settings = load_settings()
+        # serve and check need the provider's settings too: read them in the same pass.
+        settings = load_settings_with_provider() if args.with_provider else load_settings()
         logs.configure(settings.log_level)
+        if args.command != "serve" and settings.log_level != "DEBUG":
+            # A command's own output says what happened; httpx would add a line per request.
+            logging.getLogger("httpx").setLevel(logging.WARNING)
         code: int = args.run(settings, args)
     except ConfigurationError as exc:
-        print(f"relay: configuration error: {exc.detail}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"relay: configuration error: {problem}", file=sys.stderr)
         return 2
     except RelayError as exc:
         print(f"relay: {exc.detail}", file=sys.stderr)

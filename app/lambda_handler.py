@@ -150,14 +150,16 @@ def check_package(settings: Settings) -> None:
 def _build_relay() -> Relay:
     from app import logs
     from app.relay import Relay
-    from core.settings import load_settings
+    from core.settings import warn_about_dev_defaults
+    from providers.registry import load_settings_with_provider
 
     path = os.environ.get(SSM_PATH_VARIABLE, "").strip()
     if path:
         load_ssm_parameters(path)
-    settings = load_settings()
+    settings = load_settings_with_provider()
     check_package(settings)
     logs.configure(settings.log_level, json_lines=True)
+    warn_about_dev_defaults(settings)
     # botocore tells at INFO where it found each endpoint and credential, on every cold start.
     logging.getLogger("botocore").setLevel(max(logging.WARNING, logging.getLogger().level))
     return Relay.build(settings)

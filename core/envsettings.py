@@ -20,6 +20,26 @@ from pydantic import AliasChoices, BaseModel, ConfigDict
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
 
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
+
+# pydantic's error types in plain words, filled from the error's context; a value is never
+# repeated (it may be a secret). Other types keep pydantic's message.
+_PLAIN = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false (also 1 or 0, yes or no, on or off)",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "literal_error": "must be {expected}",
+    "string_too_short": "must be at least {min_length} characters",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+
 
 class EnvSettings(BaseModel):
     """A frozen settings model whose fields default to environment variables."""
@@ -58,6 +78,35 @@ class EnvSettings(BaseModel):
         """The variable behind a validation error's location: a field name or an alias."""
         key = str(key)
         return cls.env_name(key) if key in cls.model_fields else key
+
+    @classmethod
+    def problems(cls, error: ValidationError) -> list[str]:
+        """Every problem of a failed validation, one line per variable in plain words; the
+        variables that are required and unset come first, together."""
+        missing: list[str] = []
+        found: dict[str, str] = {}
+        for details in error.errors(include_url=False):
+            name = cls.variable(details["loc"][0]) if details["loc"] else f"{cls.env_prefix}*"
+            if details["type"] == "missing":
+                missing.append(name)
+            else:
+                found.setdefault(name, f"{name}: {cls._plain(details)}")
+        unset = [f"{', '.join(missing)}: required, not set"] if missing else []
+        return unset + list(found.values())
+
+    @classmethod
+    def _plain(cls, details: ErrorDetails) -> str:
+        context = details.get("ctx", {})
+        if details["type"] == "string_too_short" and context.get("min_length") == 1:
+            return "must not be empty"
+        if details["type"] == "string_pattern_mismatch":
+            info = cls.model_fields.get(str(details["loc"][0])) if details["loc"] else None
+            if info is not None and info.description:
+                return f"must be {info.description}"
+        template = _PLAIN.get(details["type"])
+        if template is not None:
+            return template.format(**context)
+        return details["msg"].removeprefix("Value error, ")
 
     @staticmethod
     def aliases(alias: object) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Every error the relay raises on purpose, and how each becomes RFC 9457 problem+json.
 
     RelayError                      500 internal
-    ├── ConfigurationError          start-up only: one line naming the variable
+    ├── ConfigurationError          start-up only: every problem, each naming its variable
     ├── BadRequest                  400 invalid-request
     │   ├── InvalidChannel          400 invalid-channel
     │   ├── InvalidEventName        400 invalid-event-name
@@ -75,10 +75,15 @@ class RelayError(Exception):
 
 
 class ConfigurationError(RelayError):
-    """A setting is missing or malformed; start-up stops."""
+    """Settings are missing or malformed; start-up stops. Each problem is a line that names its
+    variable; `detail` joins them."""
 
     slug = "configuration"
     title = "Configuration error"
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class BadRequest(RelayError):

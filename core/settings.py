@@ -28,6 +28,9 @@ DEV_API_KEY = "relay-dev-api-key"
 
 ENV_PREFIX = "RELAY_"
 SettingsT = TypeVar("SettingsT", bound=EnvSettings)
+# The providers that serve Pusher-protocol sockets under the relay's own app credentials
+# (RELAY_APP_*); the others use their own service's credentials and never read these.
+APP_CREDENTIAL_PROVIDERS = frozenset({"local", "apigateway"})
 
 
 class Settings(EnvSettings):
@@ -42,8 +45,14 @@ class Settings(EnvSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # The local provider's Pusher-style application credentials.
-    app_id: str = Field(default=DEV_APP_ID, pattern=r"^[0-9]{1,20}$")
-    app_key: str = Field(default=DEV_APP_KEY, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    app_id: str = Field(default=DEV_APP_ID, pattern=r"^[0-9]{1,20}$", description="1 to 20 digits")
+    app_key: str = Field(
+        default=DEV_APP_KEY,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\w.-]+$",
+        description="letters, digits, '_', '.' and '-'",
+    )
     app_secret: SecretStr = SecretStr(DEV_APP_SECRET)
 
     # Identity.
@@ -175,14 +184,16 @@ class Settings(EnvSettings):
 
     @cached_property
     def dev_defaults_in_use(self) -> list[str]:
-        """Names of the variables still at their published development default."""
+        """Names of the variables the configured provider uses that are still at their published
+        development default."""
         used = []
-        if self.app_id == DEV_APP_ID:
-            used.append("RELAY_APP_ID")
-        if self.app_key == DEV_APP_KEY:
-            used.append("RELAY_APP_KEY")
-        if self.app_secret.get_secret_value() == DEV_APP_SECRET:
-            used.append("RELAY_APP_SECRET")
+        if self.provider in APP_CREDENTIAL_PROVIDERS:
+            if self.app_id == DEV_APP_ID:
+                used.append("RELAY_APP_ID")
+            if self.app_key == DEV_APP_KEY:
+                used.append("RELAY_APP_KEY")
+            if self.app_secret.get_secret_value() == DEV_APP_SECRET:
+                used.append("RELAY_APP_SECRET")
         if self.jwt_secret is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
             used.append("RELAY_JWT_SECRET")
         if any(k.get_secret_value() == DEV_API_KEY for k in self.api_keys):
@@ -191,29 +202,57 @@ class Settings(EnvSettings):
 
 
 def read_env(cls: type[SettingsT]) -> SettingsT:
-    """Build a settings class from the environment; the first problem becomes one line naming
-    its variable (and never its value, which may be a secret)."""
+    """Build a settings class from the environment; every problem becomes a line naming its
+    variable (and never its value, which may be a secret)."""
+    settings, problems = _read_partly(cls)
+    if problems or settings is None:
+        raise ConfigurationError(*problems)
+    return settings
+
+
+def _read_partly(cls: type[SettingsT]) -> tuple[SettingsT | None, list[str]]:
+    """The settings with each variable that failed left at its default (None when one without a
+    default failed), and the problems, so that later checks can still run."""
     try:
-        return cls()
+        return cls(), []
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = cls.variable(first["loc"][0]) if first["loc"] else f"{cls.env_prefix}*"
-        raise ConfigurationError(f"{name}: {first['msg']}") from exc
+        problems = cls.problems(exc)
+        failed = {str(details["loc"][0]) for details in exc.errors() if details["loc"]}
+    defaults: dict[str, object] = {}
+    for name, info in cls.model_fields.items():
+        if failed & {name, *cls.aliases(info.validation_alias)}:
+            if info.is_required():
+                return None, problems
+            defaults[name] = info.get_default(call_default_factory=True)
+    try:
+        return cls(**defaults), problems  # keyword arguments win over the environment
+    except ValidationError:
+        return None, problems
 
 
 def load_settings() -> Settings:
-    """Read the relay's settings and check the combinations a single field cannot."""
-    settings = read_env(Settings)
-    if settings.jwt_secret is None and settings.jwks_url is None:
-        raise ConfigurationError("RELAY_JWT_SECRET: set it, or RELAY_JWKS_URL, to verify users")
-    if settings.dev_defaults_in_use:
-        if settings.env == "production":
-            raise ConfigurationError(
-                f"{settings.dev_defaults_in_use[0]}: the development default is refused "
+    """Read the relay's settings and check the combinations a single field cannot; every
+    problem is reported at once."""
+    settings, problems = _read_partly(Settings)
+    if settings is not None:
+        named = {name for p in problems for name in p.partition(": ")[0].split(", ")}
+        if settings.jwt_secret is None and settings.jwks_url is None:
+            problems.append("RELAY_JWT_SECRET: set it, or RELAY_JWKS_URL, to verify users")
+        refused = [v for v in settings.dev_defaults_in_use if v not in named]
+        if settings.env == "production" and refused:
+            problems.append(
+                f"{', '.join(refused)}: set your own; the development defaults are refused "
                 "when RELAY_ENV=production"
             )
+    if problems or settings is None:
+        raise ConfigurationError(*problems)
+    return settings
+
+
+def warn_about_dev_defaults(settings: Settings) -> None:
+    """Log, once per process that serves, which development defaults are in use."""
+    if settings.dev_defaults_in_use:
         log.warning(
-            "using development defaults for %s: set them before exposing the relay",
+            "using development defaults for %s: set your own before exposing the relay",
             ", ".join(settings.dev_defaults_in_use),
         )
-    return settings

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigurationError
+from core.settings import Settings, load_settings, read_env
 
 if TYPE_CHECKING:
     from core.provider import Provider
-    from core.settings import Settings
 
 PROVIDERS: dict[str, str] = {
     "local": "providers.local.provider:LocalProvider",
@@ -17,6 +18,13 @@ PROVIDERS: dict[str, str] = {
     "ably": "providers.ably.provider:AblyProvider",
     "supabase": "providers.supabase.provider:SupabaseProvider",
     "apigateway": "providers.apigateway.provider:ApiGatewayProvider",
+}
+# The settings each provider reads besides the relay's own (`from_settings` reads them again).
+PROVIDER_SETTINGS: dict[str, str] = {
+    "pusher": "providers.pusher.settings:PusherSettings",
+    "ably": "providers.ably.settings:AblySettings",
+    "supabase": "providers.supabase.settings:SupabaseSettings",
+    "apigateway": "providers.apigateway.settings:ApiGatewaySettings",
 }
 
 
@@ -29,6 +37,11 @@ def provider_class(name: str) -> type[Provider]:
         raise ConfigurationError(
             f"RELAY_PROVIDER: {name!r} is not available (have: {known})"
         ) from None
+    cls: type[Provider] = _load(name, target)
+    return cls
+
+
+def _load(name: str, target: str) -> Any:
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -43,8 +56,28 @@ def provider_class(name: str) -> type[Provider]:
             f"RELAY_PROVIDER: {name!r} needs its extra: "
             f"pip install 'realtime-relay[{name}]' (missing {exc.name})"
         ) from exc
-    cls: type[Provider] = getattr(module, class_name)
-    return cls
+    return getattr(module, class_name)
+
+
+def load_settings_with_provider() -> Settings:
+    """The relay's settings, and the configured provider's read as well, so that one run reports
+    every problem of both (its missing credentials all named at once)."""
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        problems.extend(exc.problems)
+    name = settings.provider if settings else Settings.from_environ(os.environ).get("provider")
+    target = PROVIDER_SETTINGS.get(name or "local")
+    if target is not None:
+        try:
+            read_env(_load(str(name), target))
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+    if problems or settings is None:
+        raise ConfigurationError(*problems)
+    return settings
 
 
 def create_provider(settings: Settings) -> Provider:

@@ -71,3 +71,33 @@ def test_errors_name_the_variable_never_the_value(
     assert named == variable
     assert why
     assert value not in why
+
+
+class Credentials(EnvSettings):
+    env_prefix = "SAMPLE_"
+
+    app_id: str = Field(pattern=r"^[0-9]+$")
+    key: str
+    secret: str
+    size: int = Field(default=1, le=10)
+
+
+def test_every_problem_at_once_the_unset_variables_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAMPLE_SIZE", "11")
+    with pytest.raises(ConfigurationError) as caught:
+        read_env(Credentials)
+    assert caught.value.problems == (
+        "SAMPLE_APP_ID, SAMPLE_KEY, SAMPLE_SECRET: required, not set",
+        "SAMPLE_SIZE: must be at most 10",
+    )
+
+
+def test_a_pattern_without_a_description_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMPLE_APP_ID", "abc")
+    monkeypatch.setenv("SAMPLE_KEY", "k")
+    monkeypatch.setenv("SAMPLE_SECRET", "s")
+    with pytest.raises(ConfigurationError) as caught:
+        read_env(Credentials)
+    assert caught.value.problems == ("SAMPLE_APP_ID: must match ^[0-9]+$",)

@@ -17,6 +17,7 @@ from core.settings import (
     DEV_JWT_SECRET,
     Settings,
     load_settings,
+    warn_about_dev_defaults,
 )
 
 if TYPE_CHECKING:
@@ -87,9 +88,22 @@ def test_defaults_load() -> None:
     assert settings.max_channels_per_event == 100
 
 
+def _load_and_warn() -> Settings:
+    settings = load_settings()
+    warn_about_dev_defaults(settings)
+    return settings
+
+
+def test_loading_alone_warns_of_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    # `relay token`, `publish`, `policy explain` load settings too: only serving warns.
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
+        assert load_settings().dev_defaults_in_use == DEV_VARIABLES
+    assert _warnings(caplog) == []
+
+
 def test_every_dev_default_is_listed_and_warned(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="core.settings"):
-        settings = load_settings()
+        settings = _load_and_warn()
     assert settings.dev_defaults_in_use == DEV_VARIABLES
     (warning,) = _warnings(caplog)
     for name in DEV_VARIABLES:
@@ -106,7 +120,7 @@ def test_each_dev_default_alone(
         if name != still_default:
             monkeypatch.setenv(name, value)
     with caplog.at_level(logging.WARNING, logger="core.settings"):
-        settings = load_settings()
+        settings = _load_and_warn()
     assert settings.dev_defaults_in_use == [still_default]
     (warning,) = _warnings(caplog)
     assert still_default in warning
@@ -120,7 +134,7 @@ def test_each_dev_default_alone(
 @pytest.mark.usefixtures("own_values")
 def test_no_warning_without_dev_defaults(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="core.settings"):
-        settings = load_settings()
+        settings = _load_and_warn()
     assert settings.dev_defaults_in_use == []
     assert _warnings(caplog) == []
 
@@ -153,11 +167,49 @@ def test_production_refuses_each_dev_default(
     assert _warnings(caplog) == []
 
 
-def test_production_with_every_dev_default_names_the_first(
+def test_production_with_every_dev_default_names_them_all_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RELAY_ENV", "production")
-    assert _config_error(secrets=DEV_SECRETS).detail.startswith("RELAY_APP_ID: ")
+    error = _config_error(secrets=DEV_SECRETS)
+    assert error.problems == (
+        "RELAY_APP_ID, RELAY_APP_KEY, RELAY_APP_SECRET, RELAY_JWT_SECRET, RELAY_API_KEYS: set "
+        "your own; the development defaults are refused when RELAY_ENV=production",
+    )
+
+
+@pytest.mark.parametrize("provider", ["pusher", "ably", "supabase"])
+def test_providers_with_their_own_credentials_need_no_relay_app_credentials(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, provider: str
+) -> None:
+    monkeypatch.setenv("RELAY_PROVIDER", provider)
+    with caplog.at_level(logging.WARNING, logger="core.settings"):
+        settings = _load_and_warn()
+    assert settings.dev_defaults_in_use == ["RELAY_JWT_SECRET", "RELAY_API_KEYS"]
+    (warning,) = _warnings(caplog)
+    assert "RELAY_APP_" not in warning
+    monkeypatch.setenv("RELAY_ENV", "production")
+    for name in ("RELAY_JWT_SECRET", "RELAY_API_KEYS"):
+        monkeypatch.setenv(name, OWN_VALUES[name])
+    assert load_settings().provider == provider
+
+
+def test_production_reports_every_problem_in_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_ENV", "production")
+    monkeypatch.setenv("RELAY_PORT", "http")
+    monkeypatch.setenv("RELAY_APP_SECRET", "short-secret")
+    monkeypatch.setenv("RELAY_APP_KEY", "has space")
+    monkeypatch.setenv("RELAY_RATE_LIMITS", "sometimes")
+    error = _config_error(secrets=("short-secret", *DEV_SECRETS))
+    assert error.problems == (
+        "RELAY_PORT: must be a whole number",
+        "RELAY_APP_KEY: must be letters, digits, '_', '.' and '-'",
+        "RELAY_APP_SECRET: must be at least 16 characters: it signs every subscription",
+        "RELAY_RATE_LIMITS: must be true or false (also 1 or 0, yes or no, on or off)",
+        "RELAY_APP_ID, RELAY_JWT_SECRET, RELAY_API_KEYS: set your own; the development "
+        "defaults are refused when RELAY_ENV=production",
+    )
+    assert error.detail == "; ".join(error.problems)
 
 
 BAD_VALUES = [
@@ -194,6 +246,8 @@ def test_bad_value_is_one_line_naming_the_variable(
     error = _config_error(secrets=echoed)
     assert error.detail.startswith(f"{name}: ")
     assert len(error.detail) > len(name) + 2
+    # Plain words, not pydantic's.
+    assert not any(words in error.detail for words in ("Input should", "String should", "Value"))
     assert error.type == "urn:realtime-relay:problem:configuration"
 
 

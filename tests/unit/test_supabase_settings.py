@@ -86,7 +86,7 @@ def test_a_bad_value_names_its_variable_and_never_a_secret(
 def test_a_missing_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co")
     monkeypatch.setenv("SUPABASE_JWT_SECRET", SECRET)
-    with pytest.raises(ConfigurationError, match=r"^SUPABASE_SERVICE_ROLE_KEY: Field required"):
+    with pytest.raises(ConfigurationError, match=r"^SUPABASE_SERVICE_ROLE_KEY: required, not set$"):
         read_env(SupabaseSettings)
 
 
