@@ -28,17 +28,32 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = serving.fit_to_descriptors(settings)
     warn_about_dev_defaults(settings)
     app = create_app(settings)
-    print(f"relay: serving provider {settings.provider!r} on http://{host}:{port}", flush=True)
-    if settings.provider == "local":
-        print(
-            f"relay: pusher-js: new Pusher({settings.app_key!r}, {{ wsHost: {host!r}, "
-            f"wsPort: {port}, forceTLS: false, enabledTransports: ['ws'], cluster: '' }})",
-            flush=True,
-        )
+    for line in banner(settings, host, port):
+        print(f"relay: {line}", flush=True)
     config = serving.build_config(app, settings, host=host, port=port)
     provider = app.state.relay.provider
     serving.RelayServer(config, provider=provider, drain_seconds=settings.drain_seconds).run()
     return 0
+
+
+def pusher_js_options(host: str, port: int) -> str:
+    """The pusher-js options for the local relay over plain ws (the README shows the same)."""
+    # pusher-js insists on a cluster, unused with wsHost; only 'ws', or it falls back to
+    # wss://host:443 while the relay is down.
+    host = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104 - a client on this machine
+    return (
+        f"cluster: 'local', wsHost: '{host}', wsPort: {port}, forceTLS: false, "
+        "enabledTransports: ['ws']"
+    )
+
+
+def banner(settings: Settings, host: str, port: int) -> list[str]:
+    """What `relay serve` prints on start: where it listens and, for local, how to connect."""
+    lines = [f"serving provider {settings.provider!r} on http://{host}:{port}"]
+    if settings.provider == "local":
+        options = pusher_js_options(host, port)
+        lines.append(f"pusher-js: new Pusher('{settings.app_key}', {{ {options} }})")
+    return lines
 
 
 def _data_argument(text: str, *, raw: bool) -> Any:

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -15,14 +16,13 @@ import orjson
 import pytest
 import respx
 
-from app.cli import main
+from app.cli import banner, main
 from core.errors import InvalidToken
 from core.identity import Authenticator
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 APP_SECRET = "cli-test-app-secret-0123456789"
 JWT_SECRET = "cli-test-jwt-secret-0123456789-abcdefghij"
@@ -417,6 +417,37 @@ def test_publish_refused_is_one_line(
     assert captured.out == ""
     line = _one_line(captured.err)
     assert line == f"relay: publish refused ({response.status_code}): {detail}"
+
+
+# --- serve's banner ----------------------------------------------------------------------------
+
+
+def test_the_banner_and_the_readme_give_the_same_pusher_js_settings() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (_, line) = banner(Settings(app_key="relay-dev-key"), "127.0.0.1", 8000)
+    prefix = "pusher-js: new Pusher('relay-dev-key', { "
+    assert line.startswith(prefix)
+    assert line.endswith(" })")
+    options = line.removeprefix(prefix).removesuffix(" })")
+    assert options == (
+        "cluster: 'local', wsHost: '127.0.0.1', wsPort: 8000, forceTLS: false, "
+        "enabledTransports: ['ws']"
+    )
+    # The README's front-end snippet: the app key, then exactly these options on one line.
+    snippet = readme.split("### In your front end (pusher-js)", 1)[1].split("```", 2)[1]
+    assert "new Pusher('relay-dev-key', {\n" in snippet
+    assert f"\n  {options},\n" in snippet
+    assert "'wss'" not in readme
+
+
+def test_the_banner_follows_the_port_and_names_a_reachable_host() -> None:
+    (first, line) = banner(Settings(app_key="own-key"), "0.0.0.0", 9000)
+    assert first == "serving provider 'local' on http://0.0.0.0:9000"
+    assert "new Pusher('own-key', { " in line
+    assert "wsHost: '127.0.0.1', wsPort: 9000," in line
+    assert banner(Settings(provider="pusher"), "127.0.0.1", 8000) == [
+        "serving provider 'pusher' on http://127.0.0.1:8000"
+    ]
 
 
 # --- check -------------------------------------------------------------------------------------
