@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from typing import TYPE_CHECKING, Any
@@ -11,12 +12,14 @@ import httpx
 import orjson
 
 from app import logs
-from core.errors import ConfigurationError, RelayError
+from core.errors import ConfigurationError, NotSupported, ProviderError, RelayError
 from core.settings import Settings, load_settings, warn_about_dev_defaults
 from providers.registry import load_settings_with_provider
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from app.relay import Relay
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -140,8 +143,25 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     relay = Relay.build(settings)
     warn_about_dev_defaults(settings)
     print(
-        f"relay: configuration ok; provider {relay.provider.name!r}; policy {relay.policy.source}"
+        f"relay: configuration ok; provider {relay.provider.name!r}; policy {relay.policy.source}",
+        flush=True,
     )
+    return asyncio.run(_live_check(relay)) if args.live else 0
+
+
+async def _live_check(relay: Relay) -> int:
+    """Try the provider's credentials with a harmless call: 0 when they work, 1 when not."""
+    try:
+        said = await relay.provider.check()
+    except NotSupported as exc:
+        print(f"relay: live check: {exc.detail}")
+        return 0
+    except ProviderError as exc:
+        print(f"relay: live check failed: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await relay.aclose()
+    print(f"relay: live check ok: {said}")
     return 0
 
 
@@ -197,6 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     policies.set_defaults(run=_supabase_policies)
 
     check = commands.add_parser("check", help="validate configuration and the provider")
+    check.add_argument(
+        "--live", action="store_true", help="also try the provider's credentials with a call"
+    )
     check.set_defaults(run=_check, with_provider=True)
     return parser
 

@@ -144,6 +144,11 @@ class Provider(ABC):
         """The most recent messages on a channel, oldest first."""
         raise NotSupported(f"{self.name} keeps no message history")
 
+    async def check(self) -> str:
+        """Make a harmless call with the provider's credentials and say who accepted them; raise
+        ProviderError when they do not work. Providers that call an outside service override it."""
+        raise NotSupported(f"{self.name} calls no outside service: there are no credentials to try")
+
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ChannelEvent]:
         """Verify a webhook, then normalize its events."""
         raise NotSupported(f"{self.name} sends no webhooks")

@@ -55,6 +55,7 @@ BATCH_MAX_BODY_BYTES = 2 * 1024 * 1024 - 1  # "must be less than 2MiB"
 MAX_TOKEN_CHANNELS = 100  # channels a caller may name for one token
 PRESENCE_LIMIT = 1000  # the REST API's largest page
 IDEMPOTENCY_WINDOW_SECONDS = 120.0  # Ably drops a repeated message id within two minutes
+CHECK_CHANNEL = "realtime-relay-check"  # `relay check --live` reads its history: nothing written
 
 
 class AblyProvider(Provider):
@@ -177,6 +178,14 @@ class AblyProvider(Provider):
             if isinstance(item, dict) and isinstance(item.get("clientId"), str):
                 members.setdefault(item["clientId"], Member(item["clientId"], _info(item)))
         return list(members.values())
+
+    async def check(self) -> str:
+        """Read a channel's history with the key (Basic auth): Ably answers only a valid key."""
+        await self.rest.history(CHECK_CHANNEL, limit=1)
+        return (
+            f"{self.settings.base_url} accepted the key {self.settings.key_name} "
+            f"(GET /channels/{CHECK_CHANNEL}/messages)"
+        )
 
     # -- webhooks -------------------------------------------------------------------------
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ChannelEvent]:

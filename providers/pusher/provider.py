@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Self
 
-from core.errors import PayloadTooLarge
+from core.errors import PayloadTooLarge, ProviderError
 from core.provider import (
     Limits,
     Member,
@@ -186,6 +186,19 @@ class PusherProvider(Provider):
             occupied=bool(found.get("occupied")),
             subscription_count=found.get("subscription_count"),
             user_count=found.get("user_count"),
+        )
+
+    async def check(self) -> str:
+        """A signed GET of the app's channels: answered only for the right id, key and secret."""
+        found = await self.api.get("/channels")
+        if isinstance(found, dict) and "error" in found:
+            # soketi refuses a bad signature with status 200 and {"error", "code"} in the body.
+            raise ProviderError(f"pusher refused the call ({found.get('code')}): {found['error']}")
+        channels = found.get("channels") if isinstance(found, dict) else None
+        count = len(channels) if isinstance(channels, dict) else 0
+        return (
+            f"{self.settings.base_url} accepted app {self.settings.app_id}'s key and secret "
+            f"(GET /channels: {count} occupied)"
         )
 
     # -- webhooks -------------------------------------------------------------------------

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from providers.supabase.broadcast import BroadcastApi
 
 log = logging.getLogger(__name__)
+# `relay check --live` broadcasts an empty event to this public topic, which no client is meant
+# to join: Realtime's REST API has no read-only call a service role key could be tried on.
+CHECK_TOPIC = "realtime-relay-check"
 
 
 def topic_is_private(channel: str) -> bool:
@@ -144,6 +147,12 @@ class SupabaseProvider(Provider):
             self.settings, principal, tokens.policy_claims(policy), now=self._clock()
         )
         return minted.answer()
+
+    async def check(self) -> str:
+        """Broadcast an empty event to CHECK_TOPIC with the service role key."""
+        message = {"topic": CHECK_TOPIC, "event": "check", "payload": {}, "private": False}
+        await self.api.send([message])
+        return f"{self.settings.broadcast_url} accepted the service role key (topic {CHECK_TOPIC})"
 
     # -- queries --------------------------------------------------------------------------
     async def members(self, channel: str) -> list[Member]:

@@ -81,6 +81,18 @@ class SoketiProcess:
         """The HTTP API's origin."""
         return f"http://127.0.0.1:{self.port}"
 
+    def relay_env(self) -> dict[str, str]:
+        """The variables that point the relay's pusher provider at this server."""
+        return {
+            "RELAY_PROVIDER": "pusher",
+            "PUSHER_APP_ID": self.app_id,
+            "PUSHER_KEY": self.key,
+            "PUSHER_SECRET": self.secret,
+            "PUSHER_HOST": "127.0.0.1",
+            "PUSHER_PORT": str(self.port),
+            "PUSHER_USE_TLS": "false",
+        }
+
     @property
     def running(self) -> bool:
         """Whether the process is alive."""

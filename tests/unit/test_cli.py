@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import shutil
@@ -485,3 +486,131 @@ def test_check_warns_about_dev_defaults_on_stderr(
     assert "RELAY_APP_KEY" in captured.err
     for secret in SECRETS:
         assert secret not in captured.err
+
+
+# --- check --live --------------------------------------------------------------------------------
+# The providers' answers as their references document them (soketi stands in for Pusher in
+# tests/e2e/test_check_live.py; the apigateway provider's tables are moto's).
+ABLY_KEY = "appId.keyId:cli-ably-secret"
+ABLY_HISTORY = "https://main.realtime.ably.net/channels/realtime-relay-check/messages"
+ABLY_INVALID_CREDENTIALS = {
+    "error": {
+        "message": "Invalid credentials; cause: invalid key secret",
+        "code": 40101,
+        "statusCode": 401,
+        "href": "https://help.ably.io/error/40101",
+    }
+}
+SUPABASE_URL = "https://abcdefghijklmnop.supabase.co"
+SUPABASE_KEY = "cli-supabase-service-role-key"
+
+
+def test_check_live_on_local_says_there_is_nothing_to_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", "--live"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "relay: live check: local calls no outside service: there are no credentials to try"
+    )
+
+
+@pytest.fixture
+def ably(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_PROVIDER", "ably")
+    monkeypatch.setenv("ABLY_API_KEY", ABLY_KEY)
+    monkeypatch.setenv("ABLY_MAX_ATTEMPTS", "1")
+
+
+@pytest.mark.usefixtures("ably")
+def test_check_live_reads_ably_history_with_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        route = router.get(ABLY_HISTORY, params={"limit": "1"}).mock(
+            return_value=httpx.Response(200, json=[])
+        )
+        assert main(["check", "--live"]) == 0
+    sent = route.calls.last.request
+    assert sent.headers["Authorization"] == "Basic " + base64.b64encode(ABLY_KEY.encode()).decode()
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == (
+        "relay: live check ok: https://main.realtime.ably.net:443 accepted the key appId.keyId "
+        "(GET /channels/realtime-relay-check/messages)"
+    )
+    assert captured.err == ""
+
+
+@pytest.mark.usefixtures("ably")
+def test_check_live_fails_when_ably_refuses_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        router.get(ABLY_HISTORY).mock(
+            return_value=httpx.Response(401, json=ABLY_INVALID_CREDENTIALS)
+        )
+        assert main(["check", "--live"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "relay: live check failed: ably refused GET /channels/realtime-relay-check/messages "
+        "(401, code 40101: Invalid credentials; cause: invalid key secret)\n"
+    )
+    assert "cli-ably-secret" not in captured.err + captured.out
+
+
+@pytest.fixture
+def supabase(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_PROVIDER", "supabase")
+    monkeypatch.setenv("SUPABASE_URL", SUPABASE_URL)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", SUPABASE_KEY)
+    monkeypatch.setenv("SUPABASE_JWT_SECRET", "cli-supabase-jwt-secret-0123456789abcdef")
+    monkeypatch.setenv("SUPABASE_MAX_ATTEMPTS", "1")
+
+
+@pytest.mark.usefixtures("supabase")
+def test_check_live_broadcasts_nothing_anyone_hears_to_supabase(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        route = router.post(f"{SUPABASE_URL}/realtime/v1/api/broadcast").mock(
+            return_value=httpx.Response(202)  # Realtime's documented answer: 202, no body
+        )
+        assert main(["check", "--live"]) == 0
+    sent = route.calls.last.request
+    assert sent.headers["apikey"] == SUPABASE_KEY
+    assert sent.headers["Authorization"] == f"Bearer {SUPABASE_KEY}"
+    assert orjson.loads(sent.content) == {
+        "messages": [
+            {"topic": "realtime-relay-check", "event": "check", "payload": {}, "private": False}
+        ]
+    }
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"relay: live check ok: {SUPABASE_URL}/realtime/v1/api/broadcast accepted the service "
+        "role key (topic realtime-relay-check)"
+    )
+
+
+@pytest.mark.usefixtures("supabase")
+def test_check_live_fails_when_supabase_refuses_the_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{SUPABASE_URL}/realtime/v1/api/broadcast").mock(
+            # What Realtime's AuthTenant plug answers a token it cannot verify.
+            return_value=httpx.Response(401, json={"message": "Unauthorized"})
+        )
+        assert main(["check", "--live"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "relay: live check failed: supabase refused the broadcast (401): Unauthorized\n"
+    )
+    assert SUPABASE_KEY not in captured.err
+
+
+@pytest.mark.usefixtures("supabase")
+def test_check_live_fails_when_the_provider_is_unreachable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{SUPABASE_URL}/realtime/v1/api/broadcast").mock(
+            side_effect=httpx.ConnectError("refused")
+        )
+        assert main(["check", "--live"]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]  # after a warning line per attempt
+    assert last.startswith("relay: live check failed: supabase unreachable")
