@@ -19,6 +19,7 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from core import aws
 from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -73,9 +74,7 @@ def load_ssm_parameters(path: str, *, client: Any = None) -> list[str]:
     """Copy the SecureString (or String) parameters under `path` into os.environ; return the
     names set. Values never reach a log line."""
     if client is None:
-        import boto3
-
-        client = boto3.client("ssm")
+        client = aws.client("ssm")
     names: list[str] = []
     paginator = client.get_paginator("get_parameters_by_path")
     for page in paginator.paginate(Path=path, Recursive=False, WithDecryption=True):

@@ -1,6 +1,6 @@
 """The DynamoDB store: shared state for the relay on Lambda (one table, TTL on `exp`).
 
-boto3 is synchronous: calls run in a worker thread. It is imported only when this store is used.
+Calls go through core/aws.py, whose shared client (and boto3) is built on the first call.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from core import aws
+from core.aws import Conflict
 from core.errors import ProviderUnavailable
 from core.stores.base import Store, bucket_ttl, refill, spend
 
@@ -30,28 +32,15 @@ class DynamoStore(Store):
         table: str,
         *,
         client: Any = None,
-        endpoint_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if client is None:
-            import boto3
-
-            client = boto3.client("dynamodb", endpoint_url=endpoint_url)
         self._client = client
         self._table = table
         self._clock = clock
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return await asyncio.to_thread(getattr(self._client, method), **kwargs)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise _Conflict from exc
-            raise ProviderUnavailable(f"the DynamoDB store failed: {method}") from exc
-        except BotoCoreError as exc:
-            raise ProviderUnavailable(f"the DynamoDB store failed: {method}") from exc
+        client = self._client or aws.client("dynamodb")
+        return await aws.call(client, method, f"the DynamoDB store failed: {method}", **kwargs)
 
     async def _item(self, key: str) -> dict[str, Any] | None:
         found = await self._call(
@@ -82,7 +71,7 @@ class DynamoStore(Store):
                     ExpressionAttributeValues={":now": {"N": repr(now)}},
                 )
                 return None
-            except _Conflict:
+            except Conflict:
                 existing = await self.get(key)
                 if existing is not None:
                     return existing
@@ -127,15 +116,11 @@ class DynamoStore(Store):
                     **({"ExpressionAttributeNames": names} if names else {}),
                 )
                 return wait
-            except _Conflict:
+            except Conflict:
                 # Another writer won the race: back off a little, at random, and read again.
                 pause = random.random() * CONFLICT_BACKOFF_SECONDS * (attempt + 1)  # noqa: S311
                 await asyncio.sleep(pause)
         raise ProviderUnavailable("the DynamoDB store kept conflicting")
-
-
-class _Conflict(Exception):
-    """A conditional write lost a race."""
 
 
 def _value_item(key: str, value: bytes, expires: float) -> dict[str, Any]:

@@ -1,26 +1,23 @@
-"""What the apigateway provider's tables share: the client, the call wrapper, TTL-aware reads.
+"""What the apigateway provider's tables share: the client, the calls, TTL-aware reads.
 
-boto3 is synchronous, so each call runs in a worker thread; a failed condition becomes Conflict,
-any other failure ProviderUnavailable (a 503 to an HTTP caller, a logged 500 to API Gateway).
+Calls go through core/aws.py: a failed condition becomes Conflict, any other AWS failure
+ProviderUnavailable (a 503 to an HTTP caller, a logged 500 to API Gateway).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ProviderUnavailable
-from providers.apigateway import aws
+from core import aws
+from core.aws import Conflict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from providers.apigateway.settings import ApiGatewaySettings
 
-
-class Conflict(Exception):
-    """A conditional write found the row not as expected."""
+__all__ = ["Conflict", "Tables", "n", "optional", "s"]
 
 
 def s(value: str) -> dict[str, str]:
@@ -57,21 +54,11 @@ class Tables:
 
     @property
     def client(self) -> Any:
-        """The DynamoDB client (created on first use)."""
-        if self._client is None:
-            self._client = aws.client("dynamodb")
-        return self._client
+        """The DynamoDB client (the shared one unless one was given)."""
+        return self._client or aws.client("dynamodb")
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = await asyncio.to_thread(
-                getattr(self.client, operation), **params
-            )
-        except Exception as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
-                raise Conflict(operation) from exc
-            raise ProviderUnavailable(f"DynamoDB {operation} failed") from exc
-        return result
+        return await aws.call(self.client, operation, f"DynamoDB {operation} failed", **params)
 
     def _live(self, item: dict[str, Any]) -> bool:
         # TTL deletes lazily (DynamoDB may keep an expired row for days): check it ourselves.

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from core.errors import ConfigurationError, ProviderUnavailable
-from providers.apigateway import aws
+from core import aws
+from core.errors import ConfigurationError
 from providers.pusherproto import frames
 
 if TYPE_CHECKING:
@@ -43,13 +43,14 @@ async def start(provider: ApiGatewayProvider, connection_id: str, socket_id: str
     if not function:
         raise ConfigurationError("APIGW_HANDSHAKE_FUNCTION: the function that greets connections")
     payload = orjson.dumps({"connection_id": connection_id, "socket_id": socket_id})
-    lambda_client = aws.client("lambda")
-    try:
-        await asyncio.to_thread(
-            lambda_client.invoke, FunctionName=function, InvocationType="Event", Payload=payload
-        )
-    except Exception as exc:
-        raise ProviderUnavailable("could not start the handshake function") from exc
+    await aws.call(
+        provider.functions,
+        "invoke",
+        "could not start the handshake function",
+        FunctionName=function,
+        InvocationType="Event",
+        Payload=payload,
+    )
 
 
 def parse(event: dict[str, Any]) -> tuple[str, str]:

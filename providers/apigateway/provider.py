@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
+from core import aws
 from core.errors import ConfigurationError, PayloadTooLarge, ProviderError
 from core.provider import Limits, Member, Message, Occupancy, Provider, Receipt
 from core.settings import read_env
@@ -47,6 +48,7 @@ class ApiGatewayProvider(RelaySigned, Provider):
         store: Store | None = None,
         api: ManagementApi | None = None,
         queue: SliceQueue | None = None,
+        functions: Any = None,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -62,6 +64,7 @@ class ApiGatewayProvider(RelaySigned, Provider):
         self.store = store or Store(gateway)
         self.queue = queue or SliceQueue(gateway.queue)
         self._api = api
+        self._functions = functions
         self._fanout: Fanout | None = None
 
     @classmethod
@@ -86,6 +89,11 @@ class ApiGatewayProvider(RelaySigned, Provider):
                 max_connections=self.gateway.fanout_concurrency,
             )
         return self._api
+
+    @property
+    def functions(self) -> Any:
+        """The Lambda client that starts the handshake function (created on first use)."""
+        return self._functions or aws.client("lambda")
 
     @property
     def fanout(self) -> Fanout:

@@ -9,14 +9,13 @@ is split in two.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from msgspec import Struct
 
+from core import aws
 from core.errors import ProviderUnavailable
-from providers.apigateway import aws
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -76,19 +75,11 @@ class SliceQueue:
 
     @property
     def client(self) -> Any:
-        """The SQS client (created on first use)."""
-        if self._client is None:
-            self._client = aws.client("sqs")
-        return self._client
+        """The SQS client (the shared one unless one was given)."""
+        return self._client or aws.client("sqs")
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = await asyncio.to_thread(
-                getattr(self.client, operation), **params
-            )
-        except Exception as exc:
-            raise ProviderUnavailable(f"SQS {operation} failed") from exc
-        return result
+        return await aws.call(self.client, operation, f"SQS {operation} failed", **params)
 
     async def url(self) -> str:
         """The queue URL."""

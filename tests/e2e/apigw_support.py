@@ -13,10 +13,10 @@ import boto3
 import orjson
 
 from app.relay import Relay
+from core import aws
 from core.policy import Policy
 from core.settings import Settings
 from core.tokens import mint_dev_token
-from providers.apigateway import aws
 from providers.apigateway.provider import ApiGatewayProvider
 from providers.apigateway.settings import ApiGatewaySettings
 from providers.pusherproto import signing
@@ -66,7 +66,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    aws.reset()
+    aws.client.cache_clear()
 
 
 def deploy_infra(prefix: str = PREFIX) -> dict[str, str]:
@@ -103,9 +103,10 @@ def relay_settings(**overrides: Any) -> Settings:
 
 
 def build_relay(
-    endpoint: str, *, policy: Policy | None = None, **gateway: Any
+    endpoint: str, *, policy: Policy | None = None, functions: Any = None, **gateway: Any
 ) -> tuple[Relay, ApiGatewayProvider]:
-    """A relay on the apigateway provider, its management API at `endpoint`."""
+    """A relay on the apigateway provider, its management API at `endpoint` (and its Lambda
+    client `functions`, when given)."""
     settings = relay_settings()
     options: dict[str, Any] = {
         "table_prefix": PREFIX,
@@ -113,7 +114,7 @@ def build_relay(
         "handshake_function": "relay-unit-handshake",
         **gateway,
     }
-    provider = ApiGatewayProvider(settings, ApiGatewaySettings(**options))
+    provider = ApiGatewayProvider(settings, ApiGatewaySettings(**options), functions=functions)
     relay = Relay.build(settings, provider=provider, policy=policy)
     return relay, provider
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from core import aws
 from core.errors import (
     ConfigurationError,
     ProviderTimeout,
@@ -332,6 +333,7 @@ async def test_the_factory_builds_each_backend(
 ) -> None:
     for name, value in {**AWS_ENV, "AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint}.items():
         monkeypatch.setenv(name, value)
+    aws.client.cache_clear()  # the shared clients read the endpoint when they are built
     memory = create_store(_settings())
     redis = create_store(_settings(store="redis", redis_url=redis_url))
     dynamo = create_store(_settings(store="dynamodb", dynamodb_table=TABLE))
@@ -345,6 +347,7 @@ async def test_the_factory_builds_each_backend(
     finally:
         for backend in (memory, redis, dynamo):
             await backend.aclose()
+        aws.client.cache_clear()
 
 
 def test_the_factory_bounds_the_memory_store_in_bytes() -> None:

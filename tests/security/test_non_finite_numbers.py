@@ -218,7 +218,6 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     from moto import mock_aws
 
     from app.lambda_handler import LambdaRuntime
-    from providers.apigateway import aws
     from tests.e2e.apigw_support import (
         FakeLambda,
         aws_environment,
@@ -231,15 +230,15 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     aws_environment(monkeypatch)
     with mock_aws(), StubThread() as stub:
         deploy_infra()
-        aws.override("lambda", FakeLambda())
-        relay, provider = build_relay(stub.endpoint, policy=chat_policy(tmp_path))
+        relay, provider = build_relay(
+            stub.endpoint, policy=chat_policy(tmp_path), functions=FakeLambda()
+        )
         runtime = LambdaRuntime(relay)
         lambda_runtime.install(runtime)
         try:
             yield runtime, provider, stub
         finally:
             lambda_runtime.install()
-            aws.reset()
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "1e400"])

@@ -200,7 +200,6 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     from moto import mock_aws
 
     from app.lambda_handler import LambdaRuntime
-    from providers.apigateway import aws
     from tests.e2e.apigw_support import (
         FakeLambda,
         aws_environment,
@@ -213,15 +212,15 @@ def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     aws_environment(monkeypatch)
     with mock_aws(), StubThread() as stub:
         deploy_infra()
-        aws.override("lambda", FakeLambda())
-        relay, provider = build_relay(stub.endpoint, policy=chat_policy(tmp_path))
+        relay, provider = build_relay(
+            stub.endpoint, policy=chat_policy(tmp_path), functions=FakeLambda()
+        )
         runtime = LambdaRuntime(relay)
         lambda_runtime.install(runtime)
         try:
             yield runtime, provider, stub
         finally:
             lambda_runtime.install()
-            aws.reset()
 
 
 def test_a_gateway_user_signed_in_as_auth0_can_be_terminated(gateway: Any) -> None:

@@ -14,7 +14,6 @@ from app import lambda_websocket as handlers
 from app.lambda_handler import LambdaRuntime
 from app.relay import Relay
 from core.tokens import mint_dev_token
-from providers.apigateway import aws
 from providers.apigateway.records import Connection
 from providers.apigateway.slices import Slice
 from providers.pusherproto import signing
@@ -79,15 +78,13 @@ def lam(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Lam]:
     with mock_aws(), StubThread() as stub:
         deploy_infra()
         fake = FakeLambda()
-        aws.override("lambda", fake)
-        relay, provider = build_relay(stub.endpoint, policy=chat_policy(tmp_path))
+        relay, provider = build_relay(stub.endpoint, policy=chat_policy(tmp_path), functions=fake)
         rt = LambdaRuntime(relay)
         lambda_runtime.install(rt)
         try:
             yield Lam(rt, provider, stub, fake)
         finally:
             lambda_runtime.install()
-            aws.reset()
 
 
 def test_connect_stores_the_user_and_starts_the_handshake(lam: Lam) -> None:

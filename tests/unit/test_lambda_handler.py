@@ -197,6 +197,19 @@ def test_the_local_cold_path_never_imports_boto3() -> None:
     assert "botocore" not in loaded
 
 
+def test_the_dynamodb_store_loads_boto3_on_its_first_call_not_at_the_cold_start() -> None:
+    loaded = _loaded(
+        "",
+        HEALTH,
+        RELAY_STORE="dynamodb",
+        RELAY_DYNAMODB_TABLE="relay-state",
+        AWS_REGION="eu-west-1",
+    )
+    assert "mangum" in loaded  # the relay, its store included, was built
+    assert "boto3" not in loaded
+    assert "botocore" not in loaded
+
+
 def test_the_apigateway_handlers_import_boto3_only_when_they_call_aws() -> None:
     loaded = _loaded(
         "",
