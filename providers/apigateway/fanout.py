@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING
 
 from msgspec import Struct, field
 
+from providers.outbound.policy import backoff
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
     from providers.apigateway.management import Answer, ManagementApi
 
 log = logging.getLogger(__name__)
-
-BACKOFF_BASE_SECONDS = 0.05
-BACKOFF_CAP_SECONDS = 1.0
 
 
 class Report(Struct):
@@ -96,6 +95,4 @@ class Fanout:
             attempt += 1
             if answer.ok or not answer.retryable or attempt >= self.attempts:
                 return answer
-            # Full jitter: retries of many workers spread out instead of arriving together.
-            delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
-            await self._sleep(self._jitter() * delay)
+            await self._sleep(backoff(attempt, self._jitter()))

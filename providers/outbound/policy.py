@@ -24,9 +24,9 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, jitter: float) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based), `jitter` drawn from [0, 1)."""
-        # Full jitter on an exponential ceiling: retries from many processes do not line up.
-        ceiling = self.backoff_base_seconds * (1 << (attempt - 1))
-        return min(self.backoff_cap_seconds, ceiling) * jitter
+        return backoff(
+            attempt, jitter, base=self.backoff_base_seconds, cap=self.backoff_cap_seconds
+        )
 
     def wait(self, attempt: int, jitter: float, retry_after: float | None) -> float:
         """The wait after failed attempt `attempt`: the provider's Retry-After where it is
@@ -46,3 +46,15 @@ class RetryPolicy:
         longest. The retry loop enforces it, so nothing of a call reaches the provider later."""
         waits = (self.attempts - 1) * self.longest_wait_seconds
         return self.attempts * self.timeout_seconds + waits
+
+
+def backoff(
+    attempt: int,
+    jitter: float,
+    *,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+) -> float:
+    """Seconds to wait after failed attempt `attempt` (1-based), `jitter` drawn from [0, 1)."""
+    # Full jitter on an exponential ceiling: retries from many processes do not line up.
+    return min(cap, base * (1 << (attempt - 1))) * jitter
