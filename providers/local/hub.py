@@ -1,7 +1,10 @@
 """In-process channel state: who is subscribed where, presence rosters, and a short replay log.
 
-A broadcast is encoded once per wire format (Pusher frame, SSE frame) however many subscribers
-receive it; subscribers take frames without blocking and write them from their own tasks.
+The hub records and answers (a roster, whether a user's first socket joined or its last left);
+what others are told about it is the Pusher session's decision (providers/pusherproto/session.py),
+delivered through `deliver`. A broadcast is encoded once per wire format (Pusher frame, SSE frame)
+however many subscribers receive it; subscribers take frames without blocking and write them from
+their own tasks.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from msgspec import Struct, field
 
-from core.provider import Member, PresenceData
+from core.provider import Member
 from providers.pusherproto import frames
+from providers.pusherproto.port import Joined
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-log = logging.getLogger(__name__)
+    from core.provider import PresenceData
+    from providers.pusherproto.outcome import Broadcast
 
-MEMBER_ADDED = "pusher_internal:member_added"
-MEMBER_REMOVED = "pusher_internal:member_removed"
+log = logging.getLogger(__name__)
 
 
 class Delivery:
@@ -48,6 +52,18 @@ class Delivery:
         self.seq = 0
         self._pusher: str | None = None
         self._sse: bytes | None = None
+
+    @classmethod
+    def of(cls, broadcast: Broadcast, *, sender: str | None) -> Delivery:
+        """A session's broadcast, sent by the socket `sender` (excluded when it asks so)."""
+        exclude = sender if broadcast.exclude_sender else None
+        return cls(
+            broadcast.event,
+            broadcast.channel,
+            broadcast.data,
+            exclude=exclude,
+            user_id=broadcast.user_id,
+        )
 
     @property
     def internal(self) -> bool:
@@ -82,7 +98,9 @@ class Subscriber(Protocol):
 class Socket(Subscriber, Protocol):
     """A WebSocket client, as the provider closes it (drain, terminate a user)."""
 
-    signed_in: str | None
+    @property
+    def signed_in(self) -> str | None:
+        """The user pusher:signin proved, if any."""
 
     def close(self, code: int) -> None:
         """Close with a Pusher close code, after what is queued."""
@@ -125,28 +143,23 @@ class Hub:
 
     def subscribe(
         self, sub: Subscriber, channel: str, presence: PresenceData | None = None
-    ) -> dict[str, Any] | None:
-        """Add a subscription; for presence, return the roster and announce a new user."""
+    ) -> Joined:
+        """Add a subscription; for presence, the roster and whether the user is new here."""
         self._subscribers.setdefault(channel, {})[sub.socket_id] = sub
         sub.channels.add(channel)
         if presence is None:
-            return None
+            return Joined()
         roster = self._presence.setdefault(channel, {})
         entry = roster.get(presence.user_id)
+        first = entry is None
         if entry is None:
             entry = roster[presence.user_id] = _Presence(presence.user_info)
-            data = orjson.dumps({"user_id": presence.user_id, "user_info": presence.user_info})
-            self.deliver(Delivery(MEMBER_ADDED, channel, data.decode(), exclude=sub.socket_id))
         entry.sockets.add(sub.socket_id)
         self._member_of[(channel, sub.socket_id)] = presence.user_id
-        return {
-            "ids": list(roster),
-            "hash": {uid: e.user_info for uid, e in roster.items()},
-            "count": len(roster),
-        }
+        return Joined([Member(uid, e.user_info) for uid, e in roster.items()], first)
 
-    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
-        """Drop one subscription; announce a presence user whose last socket left."""
+    def unsubscribe(self, sub: Subscriber, channel: str) -> str | None:
+        """Drop one subscription; the presence user id if its last socket left."""
         sub.channels.discard(channel)
         subs = self._subscribers.get(channel)
         if subs is not None:
@@ -155,22 +168,22 @@ class Hub:
                 del self._subscribers[channel]
         user_id = self._member_of.pop((channel, sub.socket_id), None)
         if user_id is None:
-            return
+            return None
         roster = self._presence[channel]
         entry = roster[user_id]
         entry.sockets.discard(sub.socket_id)
         if entry.sockets:
-            return
+            return None
         del roster[user_id]
         if not roster:
             del self._presence[channel]
-        data = orjson.dumps({"user_id": user_id}).decode()
-        self.deliver(Delivery(MEMBER_REMOVED, channel, data))
+        return user_id
 
-    def remove(self, sub: Subscriber) -> None:
-        """Drop every subscription of a closing connection."""
-        for channel in list(sub.channels):
-            self.unsubscribe(sub, channel)
+    def remove(self, sub: Subscriber) -> list[tuple[str, str]]:
+        """Drop every subscription of a closing connection; (channel, user id) of each presence
+        user whose last socket this was."""
+        left = [(channel, self.unsubscribe(sub, channel)) for channel in sorted(sub.channels)]
+        return [(channel, user_id) for channel, user_id in left if user_id is not None]
 
     def is_subscribed(self, sub: Subscriber, channel: str) -> bool:
         """Whether this connection is subscribed to the channel."""

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from core.errors import BadRequest
-from providers.local.websocket import new_socket_id
+from providers.local.hub import Delivery
+from providers.pusherproto.outcome import member_added, member_removed
+from providers.pusherproto.state import new_socket_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from core.provider import PresenceData
-    from providers.local.hub import Delivery
     from providers.local.provider import LocalProvider
 
 RETRY_MS = 3000
@@ -82,7 +83,10 @@ class SseStream:
         if self.provider.draining:  # drain() ran between the route's check and this first read
             self.end()
         for channel in self._wanted:
-            hub.subscribe(self, channel, self._presence.get(channel))
+            member = self._presence.get(channel)
+            if hub.subscribe(self, channel, member).first and member is not None:
+                joined = member_added(channel, member)
+                self.provider.broadcast(Delivery.of(joined, sender=self.socket_id))
         try:
             hello = {"type": "connected", "socket_id": self.socket_id, "channels": self._wanted}
             yield b"retry: %d\ndata: %s\n\n" % (RETRY_MS, orjson.dumps(hello))
@@ -110,7 +114,8 @@ class SseStream:
                     continue  # already sent from the replay log
                 yield delivery.sse_frame(hub.epoch)
         finally:
-            hub.remove(self)
+            for channel, user_id in hub.remove(self):
+                self.provider.broadcast(Delivery.of(member_removed(channel, user_id), sender=None))
             self.provider.streams.discard(self)
 
 

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+
+    from core.provider import Member
 
 PROTOCOL_VERSION = 7
 MIN_PROTOCOL_VERSION = 5
@@ -32,6 +34,10 @@ class ErrorCode(IntEnum):
     UNSUPPORTED_PROTOCOL = 4007
     NO_PROTOCOL = 4008
     UNAUTHORIZED = 4009
+    # The relay's own: a socket that keeps sending what is no protocol 7 frame. In the range
+    # pusher-js does not reconnect after (the same client would send the same frames again),
+    # and unassigned by Pusher, so never confused with one of its errors.
+    TOO_MANY_INVALID_FRAMES = 4010
     OVER_CAPACITY = 4100  # reconnect after backoff (also: a slow consumer was cut off)
     GENERIC_RECONNECT = 4200  # reconnect at once (server shutting down)
     PONG_NOT_RECEIVED = 4201
@@ -72,6 +78,16 @@ def subscription_succeeded(channel: str, presence: Mapping[str, Any] | None = No
     return _dumps(
         {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data}
     )
+
+
+def roster(members: Iterable[Member]) -> dict[str, Any]:
+    """A presence channel's members as subscription_succeeded carries them, by user id."""
+    ordered = sorted(members, key=lambda m: m.user_id)
+    return {
+        "ids": [m.user_id for m in ordered],
+        "hash": {m.user_id: m.user_info for m in ordered},
+        "count": len(ordered),
+    }
 
 
 def subscription_error(channel: str, *, kind: str, message: str, status: int) -> str:

@@ -1,21 +1,46 @@
 """What a provider that is itself the Pusher-protocol server (local, apigateway) signs with: the
-relay's own app key and secret, `RELAY_APP_KEY` and `RELAY_APP_SECRET`."""
+relay's own app key and secret, `RELAY_APP_KEY` and `RELAY_APP_SECRET`; and what its protocol
+sessions decide by."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from providers.pusherproto import answers
+from providers.pusherproto.config import CLIENT_EVENTS_PER_SECOND, SessionConfig
 
 if TYPE_CHECKING:
-    from core.provider import PresenceData
+    from core.policy import Policy
+    from core.provider import Limits, PresenceData
+    from core.schemas import EventSchemas
     from core.settings import Settings
 
 
 class RelaySigned:
-    """Channel and user auth answers signed with the relay's own app credentials (a mixin)."""
+    """Channel and user auth answers signed with the relay's own app credentials, and the
+    protocol sessions that check them (a mixin)."""
 
     settings: Settings
+    limits: Limits
+
+    @property
+    def client_events_per_second(self) -> int:
+        """Client events one connection may send per second (Pusher's limit)."""
+        return CLIENT_EVENTS_PER_SECOND
+
+    def session_config(self, policy: Policy, schemas: EventSchemas | None = None) -> SessionConfig:
+        """What this server's Pusher protocol sessions decide by."""
+        settings = self.settings
+        return SessionConfig(
+            app_key=settings.app_key,
+            app_secret=self.app_secret,
+            limits=self.limits,
+            policy=policy,
+            schemas=schemas,
+            max_subscriptions=settings.max_subscriptions_per_connection,
+            max_invalid_frames=settings.max_invalid_frames,
+            client_events_per_second=self.client_events_per_second,
+        )
 
     @property
     def app_secret(self) -> str:

@@ -1,4 +1,6 @@
-"""The local hub on its own: subscriptions, presence rosters, replay log and fan-out."""
+"""The local hub on its own: subscriptions, presence rosters, replay log and fan-out. The hub
+records presence and says who joined first and who left last; announcing it is the session's
+(tests/unit/test_pusherproto_session.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +8,16 @@ import orjson
 import pytest
 
 from core.provider import Member, PresenceData
-from providers.local.hub import MEMBER_ADDED, MEMBER_REMOVED, Delivery, Hub
+from providers.local.hub import Delivery, Hub
+from providers.pusherproto.outcome import MEMBER_ADDED, MEMBER_REMOVED, Broadcast
+from providers.pusherproto.port import Joined
 from tests.unit.conftest import Recorder
-
-
-def _presence_events(sub: Recorder) -> list[tuple[str, dict[str, object]]]:
-    return [(d.event, orjson.loads(d.data)) for d in sub.deliveries if d.internal]
 
 
 def test_public_subscription_has_no_roster_and_receives_deliveries() -> None:
     hub = Hub()
     sub = Recorder("1.1")
-    assert hub.subscribe(sub, "news") is None
+    assert hub.subscribe(sub, "news") == Joined()
     assert sub.channels == {"news"}
     assert hub.is_subscribed(sub, "news")
     assert hub.deliver(Delivery("update", "news", "x")) == 1
@@ -36,48 +36,43 @@ def test_delivery_goes_only_to_the_channels_subscribers() -> None:
     assert len(news.deliveries) == 1
 
 
-def test_member_added_once_per_user_not_per_socket() -> None:
+def test_a_user_joins_first_once_per_channel_not_per_socket() -> None:
     hub = Hub()
     watcher = Recorder("9.9")
-    hub.subscribe(watcher, "presence-room", PresenceData("watcher", {}))
+    assert hub.subscribe(watcher, "presence-room", PresenceData("watcher", {})).first
     alice_tab1, alice_tab2 = Recorder("1.1"), Recorder("1.2")
-    hub.subscribe(alice_tab1, "presence-room", PresenceData("alice", {"name": "Alice"}))
-    hub.subscribe(alice_tab2, "presence-room", PresenceData("alice", {"name": "Alice"}))
-    assert _presence_events(watcher) == [
-        (MEMBER_ADDED, {"user_id": "alice", "user_info": {"name": "Alice"}})
-    ]
-    # The joining socket is not told about its own arrival.
-    assert _presence_events(alice_tab1) == []
+    alice = PresenceData("alice", {"name": "Alice"})
+    assert hub.subscribe(alice_tab1, "presence-room", alice).first
+    assert not hub.subscribe(alice_tab2, "presence-room", alice).first
+    assert hub.subscribe(Recorder("1.3"), "presence-other", alice).first
+    # The hub announces nothing itself.
+    assert watcher.deliveries == alice_tab1.deliveries == []
 
 
-def test_member_removed_only_when_the_last_socket_leaves() -> None:
+def test_a_user_leaves_last_only_with_its_last_socket() -> None:
     hub = Hub()
     watcher = Recorder("9.9")
     hub.subscribe(watcher, "presence-room", PresenceData("watcher", {}))
     tab1, tab2 = Recorder("1.1"), Recorder("1.2")
     hub.subscribe(tab1, "presence-room", PresenceData("alice", {}))
     hub.subscribe(tab2, "presence-room", PresenceData("alice", {}))
-    watcher.deliveries.clear()
 
-    hub.unsubscribe(tab1, "presence-room")
-    assert watcher.deliveries == []
+    assert hub.unsubscribe(tab1, "presence-room") is None
     assert [m.user_id for m in hub.members("presence-room")] == ["watcher", "alice"]
 
-    hub.remove(tab2)
-    assert _presence_events(watcher) == [(MEMBER_REMOVED, {"user_id": "alice"})]
+    assert hub.remove(tab2) == [("presence-room", "alice")]
     assert [m.user_id for m in hub.members("presence-room")] == ["watcher"]
+    assert watcher.deliveries == []
 
 
 def test_roster_lists_every_present_user() -> None:
     hub = Hub()
     hub.subscribe(Recorder("1.1"), "presence-room", PresenceData("alice", {"name": "Alice"}))
     hub.subscribe(Recorder("1.2"), "presence-room", PresenceData("alice", {"name": "Alice"}))
-    roster = hub.subscribe(Recorder("2.1"), "presence-room", PresenceData("bob", {"name": "Bob"}))
-    assert roster == {
-        "ids": ["alice", "bob"],
-        "hash": {"alice": {"name": "Alice"}, "bob": {"name": "Bob"}},
-        "count": 2,
-    }
+    joined = hub.subscribe(Recorder("2.1"), "presence-room", PresenceData("bob", {"name": "Bob"}))
+    assert joined == Joined(
+        [Member("alice", {"name": "Alice"}), Member("bob", {"name": "Bob"})], True
+    )
     assert hub.members("presence-room") == [
         Member("alice", {"name": "Alice"}),
         Member("bob", {"name": "Bob"}),
@@ -94,8 +89,8 @@ def test_last_member_leaving_empties_the_presence_channel() -> None:
     assert hub.subscriber_count("presence-room") == 0
     assert sub.channels == set()
     # A new member starts a fresh roster.
-    roster = hub.subscribe(Recorder("2.1"), "presence-room", PresenceData("bob", {}))
-    assert roster == {"ids": ["bob"], "hash": {"bob": {}}, "count": 1}
+    joined = hub.subscribe(Recorder("2.1"), "presence-room", PresenceData("bob", {}))
+    assert joined == Joined([Member("bob", {})], True)
 
 
 def test_remove_drops_every_subscription_of_a_connection() -> None:
@@ -223,6 +218,19 @@ def test_presence_bookkeeping_is_not_remembered() -> None:
 def test_internal_deliveries_are_flagged(event: str) -> None:
     assert Delivery(event, "presence-room", "{}").internal
     assert not Delivery("client-typing", "presence-room", "{}").internal
+
+
+def test_a_sessions_broadcast_excludes_its_sender_when_it_asks() -> None:
+    typed = Broadcast("presence-room", "client-typing", "{}", user_id="alice")
+    delivery = Delivery.of(typed, sender="1.1")
+    assert (delivery.event, delivery.channel, delivery.data) == (
+        "client-typing",
+        "presence-room",
+        "{}",
+    )
+    assert (delivery.exclude, delivery.user_id) == ("1.1", "alice")
+    left = Broadcast("presence-room", MEMBER_REMOVED, "{}", exclude_sender=False)
+    assert Delivery.of(left, sender="1.1").exclude is None
 
 
 def test_client_event_frame_carries_user_id_on_presence() -> None:

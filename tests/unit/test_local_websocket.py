@@ -545,17 +545,17 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
         await client.subscribe_ok("firehose")
         (socket,) = provider.connections
         assert isinstance(socket, local_websocket.PusherConnection)
-        connection = socket
-        assert connection._queue.maxsize == 10
+        queue = socket.outbox._queue
+        assert queue.maxsize == 10
         peak = 0
-        original = connection._queue.put_nowait
+        original = queue.put_nowait
 
         def tracking_put(item: str | None) -> None:
             nonlocal peak
             original(item)
-            peak = max(peak, connection._queue.qsize())
+            peak = max(peak, queue.qsize())
 
-        connection._queue.put_nowait = tracking_put  # type: ignore[method-assign]
+        queue.put_nowait = tracking_put  # type: ignore[method-assign]
         batch = [
             {"name": "big", "channel": "firehose", "data": f"{i:05d}" + "x" * 10_000}
             for i in range(20)

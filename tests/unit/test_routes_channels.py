@@ -11,6 +11,8 @@ from app.main import create_app
 from app.relay import Relay
 from core.policy import Policy
 from core.provider import PresenceData
+from providers.local.hub import Delivery
+from providers.pusherproto.outcome import member_added
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -186,9 +188,15 @@ async def test_history_of_an_unused_channel_is_empty(http: httpx.AsyncClient) ->
 
 
 async def test_history_excludes_presence_bookkeeping(
-    http: httpx.AsyncClient, relay_api_key: str, roster: list[Recorder]
+    http: httpx.AsyncClient,
+    relay_api_key: str,
+    roster: list[Recorder],
+    relay_provider: LocalProvider,
 ) -> None:
-    assert any(d.internal for d in roster[0].deliveries)  # member_added went out
+    # member_added, as the session announces bob's arrival
+    joined = member_added("presence-room", PresenceData("bob", {}))
+    relay_provider.broadcast(Delivery.of(joined, sender="2.1"))
+    assert any(d.internal for d in roster[0].deliveries)
     await _publish(http, relay_api_key, "presence-room", "hello")
     response = await http.get(
         "/v1/channels/presence-room/messages", headers={"X-API-Key": relay_api_key}

@@ -1,0 +1,228 @@
+"""One Pusher Channels protocol 7 session, sans I/O: a client's frames in, an Outcome out.
+
+Both of the relay's Pusher-protocol servers drive this one session (STYLE.md 14): the local socket
+server (providers/local/websocket.py) for the life of a socket, and the API Gateway `$default`
+handler (providers/apigateway/protocol.py) for one frame, with the state rebuilt from DynamoDB.
+The session opens no socket, reads no table and starts no task. What it needs to know about other
+connections it awaits from its port (port.py: a roster, a first or last member, a counter), and
+what should happen it returns as an `Outcome` (replies to the sender, broadcasts to the others, a
+close), which the driver carries out in that order. Effects are returned rather than performed
+through the port so that their order is decided here once (API Gateway needs the joiner's roster
+out before member_added) and each driver delivers as it does best (a route response, a queue).
+
+The rules, the same on both servers (tests/unit/test_pusherproto_session.py):
+* `pusher:ping` is answered without the connection's state (API Gateway reads no table for it);
+  `pusher:pong` and events Pusher does not define are ignored.
+* `pusher:subscribe` as subscribing.py decides; the presence roster in the answer, and
+  member_added to the others on a user's first connection.
+* `pusher:unsubscribe` of a channel joined; member_removed after a user's last connection.
+* `pusher:signin` checks the user_data's signature (4009 otherwise); the user is then the
+  connection's, for the policy and for `#server-to-user-`.
+* client events as client_events.py checks them, then at most `client_events_per_second` per
+  connection (4301); they go to the channel's other subscribers, never back to the sender.
+* More than `max_invalid_frames` frames a minute that are no protocol 7 frame close the
+  connection (4010); each before that gets a `pusher:error`.
+* A connection whose state is gone (API Gateway: the row expired or was cleaned up) is told to
+  reconnect (4200) and closed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from core.validation import CLIENT_EVENT_PREFIX
+from providers.pusherproto import client_events, frames, signing, subscribing
+from providers.pusherproto.frames import ErrorCode
+from providers.pusherproto.outcome import Broadcast, Outcome, member_added, member_removed
+from providers.pusherproto.port import ConnectionGone, Counter
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from providers.pusherproto.config import SessionConfig
+    from providers.pusherproto.port import SessionPort
+    from providers.pusherproto.state import SessionState
+
+    Step = Callable[[SessionState, Outcome], Awaitable[None]]
+
+INVALID_FRAME_WINDOW_SECONDS = 60.0
+
+
+class Session:
+    """One connection's protocol conversation; `state` is read from the port when first needed."""
+
+    def __init__(
+        self, config: SessionConfig, port: SessionPort, state: SessionState | None = None
+    ) -> None:
+        self.config = config
+        self.port = port
+        self.state = state
+
+    async def receive(self, text: str) -> Outcome:
+        """The outcome of one text frame from the client."""
+        try:
+            frame = frames.parse(text)
+        except ValueError:
+            return await self.invalid("Invalid JSON: a frame must be an object with an event")
+        name: str = frame["event"]
+        data = frame.get("data")
+        args: dict[str, Any] = data if isinstance(data, dict) else {}
+        if name == "pusher:ping":
+            return Outcome([frames.pong()])
+        if name == "pusher:subscribe":
+            return await self._run(lambda state, out: self._subscribe(state, out, args))
+        if name == "pusher:unsubscribe":
+            return await self._run(lambda state, out: self._unsubscribe(state, out, args))
+        if name == "pusher:signin":
+            return await self._run(lambda state, out: self._signin(state, out, args))
+        if name.startswith(CLIENT_EVENT_PREFIX):
+            channel = frame.get("channel")
+            return await self._run(
+                lambda state, out: self._client_event(state, out, name, channel, data)
+            )
+        return Outcome()  # pusher:pong, and events Pusher ignores
+
+    async def invalid(self, message: str) -> Outcome:
+        """A frame that is no protocol 7 frame (not UTF-8, not JSON, too large for the server):
+        an error, or past `max_invalid_frames` a minute, the close (4010)."""
+        state = await self._load()
+        if state is None:
+            return _gone()
+        limit = self.config.max_invalid_frames
+        span = INVALID_FRAME_WINDOW_SECONDS
+        if await self._count(state, Counter.INVALID_FRAMES, span=span, limit=limit):
+            return Outcome([frames.error(message)])
+        code = ErrorCode.TOO_MANY_INVALID_FRAMES
+        text = f"Too many invalid frames: more than {limit} in {span:g} seconds"
+        return Outcome([frames.error(text, code)], close=code)
+
+    async def close(self) -> Outcome:
+        """The connection ended: leave every channel, announcing members who left for good."""
+        state = await self._load()
+        return Outcome() if state is None else Outcome(broadcasts=await leave_all(self.port, state))
+
+    # -- internals --------------------------------------------------------------------------
+    async def _load(self) -> SessionState | None:
+        if self.state is None:
+            self.state = await self.port.load()
+        return self.state
+
+    async def _run(self, step: Step) -> Outcome:
+        state = await self._load()
+        if state is None:
+            return _gone()
+        out = Outcome()
+        try:
+            await step(state, out)
+        except ConnectionGone:
+            return _gone()
+        return out
+
+    async def _count(
+        self, state: SessionState, counter: Counter, *, span: float, limit: int
+    ) -> bool:
+        # The state's window decides first (no write when it is full); the port's count is the
+        # authority where concurrent invocations share the counter (API Gateway).
+        now = self.config.clock()
+        before = state.client_events if counter is Counter.CLIENT_EVENTS else state.invalid_frames
+        after = before.counted(now, span=span, limit=limit)
+        if after is None or not await self.port.count(counter, now=now, span=span, limit=limit):
+            return False
+        if counter is Counter.CLIENT_EVENTS:
+            state.client_events = after
+        else:
+            state.invalid_frames = after
+        return True
+
+    async def _subscribe(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
+        try:
+            admitted = subscribing.admit(self.config, state, data)
+        except subscribing.Refused as refused:
+            raw = data.get("channel")
+            out.replies.append(refused.frame(raw if isinstance(raw, str) else ""))
+            return
+        if admitted is None:
+            return  # joined already: pusher-js never resubscribes, and nothing changes
+        channel, member = admitted
+        joined = await self.port.join(channel, member)
+        state.channels.add(channel)
+        if member is not None:
+            state.members[channel] = member.user_id
+        roster = None if joined.roster is None else frames.roster(joined.roster)
+        out.replies.append(frames.subscription_succeeded(channel, roster))
+        if member is not None and joined.first:
+            out.broadcasts.append(member_added(channel, member))
+
+    async def _unsubscribe(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
+        channel = data.get("channel")
+        if isinstance(channel, str) and channel in state.channels:
+            out.broadcasts.extend(await _leave(self.port, state, channel))
+
+    async def _signin(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
+        user_data = data.get("user_data")
+        config = self.config
+        if not isinstance(user_data, str) or not signing.verify_user_auth(
+            config.app_key,
+            config.app_secret,
+            data.get("auth"),
+            socket_id=state.socket_id,
+            user_data=user_data,
+        ):
+            out.replies.append(frames.error("Invalid signin signature", ErrorCode.UNAUTHORIZED))
+            return
+        user_id = _user_id(user_data)
+        if user_id is None:
+            message = "user_data must hold a string id"
+            out.replies.append(frames.error(message, ErrorCode.UNAUTHORIZED))
+            return
+        await self.port.sign_in(user_id)
+        state.signed_in = user_id
+        out.replies.append(frames.signin_success(user_data))
+
+    async def _client_event(
+        self, state: SessionState, out: Outcome, name: str, channel: object, data: object
+    ) -> None:
+        try:
+            event = client_events.check(self.config, state, name, channel, data)
+        except client_events.Rejected as rejected:
+            out.replies.append(frames.error(str(rejected)))
+            return
+        limit = self.config.client_events_per_second
+        if not await self._count(state, Counter.CLIENT_EVENTS, span=1.0, limit=limit):
+            code = ErrorCode.CLIENT_EVENT_RATE_LIMIT
+            out.replies.append(frames.error("Client event rejected: rate limit", code))
+            return
+        out.broadcasts.append(event)
+
+
+async def leave_all(port: SessionPort, state: SessionState) -> list[Broadcast]:
+    """Leave every channel of a connection that ended, member_removed where it was a user's last
+    connection (the local socket's end; API Gateway's $disconnect and its cleanup of connections
+    found gone)."""
+    broadcasts: list[Broadcast] = []
+    for channel in sorted(state.channels):
+        broadcasts.extend(await _leave(port, state, channel))
+    return broadcasts
+
+
+async def _leave(port: SessionPort, state: SessionState, channel: str) -> list[Broadcast]:
+    last = await port.leave(channel)
+    state.channels.discard(channel)
+    state.members.pop(channel, None)
+    return [] if last is None else [member_removed(channel, last)]
+
+
+def _user_id(user_data: str) -> str | None:
+    try:
+        user_id = orjson.loads(user_data)["id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return user_id if isinstance(user_id, str) and user_id else None
+
+
+def _gone() -> Outcome:
+    # The API Gateway row expired or a cleanup removed it: only a new connection can recover.
+    code = ErrorCode.GENERIC_RECONNECT
+    return Outcome([frames.error("Unknown connection: reconnect", code)], close=code)
