@@ -1,4 +1,5 @@
-"""The services one relay instance is made of, built once and shared by every route."""
+"""The services one relay instance is made of, built once and shared by every route: the
+authorizing and publishing services (core) over one provider, and identity from HTTP."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING
 from msgspec import Struct
 
 from app.clientaddr import ClientAddress
+from core.authorizing import Authorizer
 from core.breaker import CircuitBreaker
 from core.errors import InvalidToken
 from core.idempotency import Idempotency
@@ -37,6 +39,7 @@ class Relay(Struct):
     store: Store
     limiter: RateLimiter
     schemas: EventSchemas
+    authorizer: Authorizer
     publisher: Publisher
     addresses: ClientAddress | None = None  # built on first use from the settings
 
@@ -59,6 +62,11 @@ class Relay(Struct):
         store = store or create_store(settings)
         limiter = RateLimiter(settings, store, policy)
         schemas = EventSchemas(policy)
+        # One breaker per provider: publishes, channel queries and user events all call it.
+        breaker = CircuitBreaker(
+            failures=settings.breaker_failures, cooldown=settings.breaker_cooldown_seconds
+        )
+        authorizer = Authorizer(settings, policy, provider, limiter=limiter, breaker=breaker)
         publisher = Publisher(
             settings,
             policy,
@@ -71,9 +79,7 @@ class Relay(Struct):
                 wait=settings.idempotency_wait_seconds,
                 per_caller=settings.idempotency_keys_per_caller,
             ),
-            breaker=CircuitBreaker(
-                failures=settings.breaker_failures, cooldown=settings.breaker_cooldown_seconds
-            ),
+            breaker=breaker,
         )
         return cls(
             settings=settings,
@@ -83,6 +89,7 @@ class Relay(Struct):
             store=store,
             limiter=limiter,
             schemas=schemas,
+            authorizer=authorizer,
             publisher=publisher,
         )
 

@@ -8,7 +8,7 @@ from core.errors import Forbidden, Unauthenticated
 from core.policy import Allow, AllowPresence, Deny
 
 if TYPE_CHECKING:
-    from core.policy import Action, Policy
+    from core.policy import Action, Decision, Policy
     from core.principal import Principal
 
 
@@ -16,7 +16,11 @@ def require(
     policy: Policy, principal: Principal, action: Action, channel: str
 ) -> Allow | AllowPresence:
     """The allowing decision, or raise Unauthenticated (a login would help) or Forbidden."""
-    decision = policy.decide(principal, action, channel)
+    return allowed(policy.decide(principal, action, channel), channel)
+
+
+def allowed(decision: Decision, channel: str) -> Allow | AllowPresence:
+    """The decision if it allows; a Deny raised as Unauthenticated or Forbidden."""
     if isinstance(decision, Deny):
         if decision.unauthenticated:
             raise Unauthenticated(decision.reason)

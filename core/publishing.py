@@ -1,15 +1,16 @@
-"""The publish flow after identity: policy, validation and limits, rate limits, idempotency,
-then the provider behind its circuit breaker."""
+"""The publish flow after identity: the events read, then the rate limit, the policy and the
+schemas (the gates' order, as in core.authorizing), idempotency, and the provider behind its
+circuit breaker."""
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from msgspec import Struct
 
-from core.access import require
+from core.access import allowed
 from core.errors import TooManyItems
 from core.idempotency import fingerprint
 from core.policy import Action
@@ -74,46 +75,6 @@ class Publisher:
         self.idempotency = idempotency
         self.breaker = breaker
 
-    def prepare(
-        self,
-        principal: Principal,
-        requests: Sequence[EventRequest],
-        *,
-        idempotency_key: str | None = None,
-        client_ip: str | None = None,
-    ) -> list[Message]:
-        """Validate and authorize every event; raise on the first refusal, before any delivery.
-
-        Message ids are `<base>:<index>`, the base a hash of the caller and its Idempotency-Key
-        when it gave one (a retry gets the same ids, so a provider with idempotent publishing
-        drops a duplicate; another caller's same key never does), otherwise random."""
-        if len(requests) > self.settings.max_batch_events:
-            raise TooManyItems(
-                f"{len(requests)} events given; the limit is {self.settings.max_batch_events}",
-                limit=self.settings.max_batch_events,
-            )
-        base = (
-            uuid.uuid4().hex
-            if idempotency_key is None
-            else message_id_base(caller_scope(principal, client_ip), idempotency_key)
-        )
-        limits = self.provider.limits
-        messages: list[Message] = []
-        for request in requests:
-            name = validate_event_name(request.name, limits)
-            channels = validate_channels(
-                request.channels, limits, max_count=self.settings.max_channels_per_event
-            )
-            socket_id = None if request.socket_id is None else validate_socket_id(request.socket_id)
-            data = encode_data(request.data)
-            check_payload_size(data, limits)
-            for channel in channels:
-                require(self.policy, principal, Action.PUBLISH, channel)
-                self.schemas.check(channel, name, data)
-                message_id = f"{base}:{len(messages)}"
-                messages.append(Message(channel, name, data, socket_id, message_id))
-        return messages
-
     async def publish(
         self,
         principal: Principal,
@@ -122,18 +83,39 @@ class Publisher:
         idempotency_key: str | None = None,
         client_ip: str | None = None,
     ) -> Outcome:
-        """Publish every event or none of them; all are checked before the provider sees any."""
-        messages = self.prepare(
-            principal, requests, idempotency_key=idempotency_key, client_ip=client_ip
-        )
+        """Publish every event or none of them; all are checked before the provider sees any.
+
+        After identity (the caller's): the events are read, then the rate limit, the policy and
+        the schemas, as every flow's gates run (core.authorizing); each channel is matched
+        against the policy once. Message ids are `<base>:<index>`, the base a hash of the caller
+        and its Idempotency-Key when it gave one (a retry gets the same ids, so a provider with
+        idempotent publishing drops a duplicate; another caller's same key never does),
+        otherwise random."""
+        drafts = self._read(requests)
+        channels = dict.fromkeys(channel for d in drafts for channel in d.channels)
+        found = {channel: self.policy.match(channel) for channel in channels}  # once each
         per_rule: dict[int, tuple[Rule, int]] = {}
-        for m in messages:
-            rule = self.policy.rule_for(m.channel)
-            if rule is not None:
-                per_rule[rule.index] = (rule, per_rule.get(rule.index, (rule, 0))[1] + 1)
-        await self.limiter.check(
-            "publish", principal, client_ip, cost=len(messages), rules=per_rule.values()
+        for match in (found[channel] for d in drafts for channel in d.channels):
+            if match is not None:
+                count = per_rule.get(match.rule.index, (match.rule, 0))[1]
+                per_rule[match.rule.index] = (match.rule, count + 1)
+        cost = sum(len(d.channels) for d in drafts)
+        rules = per_rule.values()
+        await self.limiter.check("publish", principal, client_ip, cost=cost, rules=rules)
+        for channel, match in found.items():
+            allowed(self.policy.decide_matched(principal, Action.PUBLISH, channel, match), channel)
+        base = (
+            uuid.uuid4().hex
+            if idempotency_key is None
+            else message_id_base(caller_scope(principal, client_ip), idempotency_key)
         )
+        messages: list[Message] = []
+        for d in drafts:
+            for channel in d.channels:
+                match = found[channel]
+                self.schemas.check_rule(None if match is None else match.rule, d.name, d.data)
+                message_id = f"{base}:{len(messages)}"
+                messages.append(Message(channel, d.name, d.data, d.socket_id, message_id))
 
         async def deliver() -> dict[str, Any]:
             receipts = await self.breaker.call(lambda: self.provider.publish(messages))
@@ -156,6 +138,36 @@ class Publisher:
             resend_within=self.provider.limits.idempotent_ids_seconds,
         )
         return Outcome(answer, replayed)
+
+    def _read(self, requests: Sequence[EventRequest]) -> list[_Draft]:
+        """Every event's name, channels, socket id and encoded data, checked against the
+        provider's limits; raise on the first that is malformed."""
+        if len(requests) > self.settings.max_batch_events:
+            raise TooManyItems(
+                f"{len(requests)} events given; the limit is {self.settings.max_batch_events}",
+                limit=self.settings.max_batch_events,
+            )
+        limits = self.provider.limits
+        drafts: list[_Draft] = []
+        for request in requests:
+            name = validate_event_name(request.name, limits)
+            channels = validate_channels(
+                request.channels, limits, max_count=self.settings.max_channels_per_event
+            )
+            socket_id = None if request.socket_id is None else validate_socket_id(request.socket_id)
+            data = encode_data(request.data)
+            check_payload_size(data, limits)
+            drafts.append(_Draft(name, channels, data, socket_id))
+        return drafts
+
+
+class _Draft(NamedTuple):
+    """One event as read, before the gates."""
+
+    name: str
+    channels: list[str]
+    data: str
+    socket_id: str | None
 
 
 def caller_scope(principal: Principal, client_ip: str | None) -> str:

@@ -4,7 +4,9 @@ A rule may set its own limits in the policy file:
 
     options = { rate_limit = { publish = { per_second = 5, burst = 10 } } }
 
-(keys: `auth` for subscribe/sign-in/token requests, `publish`), counted per caller on that rule.
+(keys: `auth`, a client's requests: channel auth, sign-in, tokens, streams, channel queries;
+`publish`, messages and a backend's other requests), counted per caller on that rule. Which
+requests count against which kind is decided in core.authorizing and core.publishing.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from core.errors import ConfigurationError, InvalidPayload
 
 if TYPE_CHECKING:
     from core.policy import Policy
+    from core.policy.rules import Rule
 
 
 class EventSchemas:
@@ -34,9 +35,11 @@ class EventSchemas:
 
     def check(self, channel: str, event: str, data: str) -> None:
         """Raise InvalidPayload unless the data fits the schema declared for this event here."""
-        if not self._validators:
-            return
-        rule = self._policy.rule_for(channel)
+        if self._validators:
+            self.check_rule(self._policy.rule_for(channel), event, data)
+
+    def check_rule(self, rule: Rule | None, event: str, data: str) -> None:
+        """`check` for a channel already matched to `rule` (None: no rule governs it)."""
         validator = None if rule is None else self._validators.get((rule.index, event))
         if validator is None:
             return

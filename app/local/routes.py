@@ -12,11 +12,7 @@ from app.local.pusher_http import build_pusher_http_router
 from app.middleware import over_capacity_problem
 from app.problems import problem_response
 from app.relay import relay_of
-from core.access import require
-from core.errors import Forbidden, RateLimited, TooManyItems
-from core.policy import Action, AllowPresence
-from core.provider import PresenceData
-from core.validation import ChannelKind, channel_kind, encode_user_info, validate_channel
+from core.errors import RateLimited
 from providers.local.admission import Refusal, Ticket
 from providers.local.sse import SseStream
 from providers.local.websocket import PusherConnection
@@ -28,7 +24,6 @@ if TYPE_CHECKING:
 
     from starlette.types import Receive, Scope, Send
 
-    from core.policy import Allow
     from providers.local.provider import LocalProvider
 
 # An address at its cap must first close a stream; a full server waits for others to leave.
@@ -77,20 +72,14 @@ def build_router(provider: LocalProvider) -> APIRouter:
     ) -> Response:
         """Each event as `data: {"type": "event", ...}`; `: heartbeat` comments keep it open."""
         relay = relay_of(request)
-        limit = settings.max_subscriptions_per_connection
-        if len(channel) > limit:
-            raise TooManyItems(f"{len(channel)} channels given; the limit is {limit}", limit=limit)
         provider.refuse_if_draining()
-        channels = [validate_channel(c, provider.limits) for c in dict.fromkeys(channel)]
         principal = await relay.identify(request, query_token=True)  # EventSource: no headers
-        presence: dict[str, PresenceData] = {}
-        for name in channels:
-            decision = require(relay.policy, principal, Action.SUBSCRIBE, name)
-            member = _member(decision, name)
-            if member is not None:
-                presence[name] = member
+        client_ip = relay.client_ip(request)
+        grants = await relay.authorizer.authorize_stream(principal, channel, client_ip=client_ip)
+        channels = [g.channel for g in grants]
+        presence = {g.channel: g.presence for g in grants if g.presence is not None}
         sse = SseStream(provider, channels, request.headers.get("last-event-id"), presence=presence)
-        admitted = provider.admission.admit(relay.client_ip(request))
+        admitted = provider.admission.admit(client_ip)
         if admitted is Refusal.ADDRESS_FULL:
             raise RateLimited(
                 f"{settings.max_connections_per_ip} streams and sockets are open from this address",
@@ -145,17 +134,6 @@ class _Stream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.ticket.release()
-
-
-def _member(decision: Allow | AllowPresence, channel: str) -> PresenceData | None:
-    """Who a stream joins a presence channel as: what /auth/channel signs for the same caller
-    (the policy's AllowPresence, size-checked), or 403 when the policy allowed no member."""
-    if channel_kind(channel) is not ChannelKind.PRESENCE:
-        return None
-    if not isinstance(decision, AllowPresence):
-        raise Forbidden("presence channels need a signed-in user", channel=channel)
-    encode_user_info(decision.user_info)
-    return PresenceData(decision.user_id, decision.user_info)
 
 
 def _refusal(key: str, app_key: str, protocol: str | None) -> tuple[int, str] | None:

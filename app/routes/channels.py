@@ -1,15 +1,12 @@
-"""Channel queries: presence members and message history."""
+"""Channel queries: occupancy, presence members and message history (core.authorizing runs
+their gates and calls the provider through the circuit breaker)."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from app.relay import Relay, relay_of
-from core.access import require
-from core.errors import InvalidChannel
-from core.policy import Action
-from core.validation import ChannelKind, channel_kind, validate_channel
+from app.relay import relay_of
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
 
@@ -53,20 +50,12 @@ class ChannelInfo(BaseModel):
     user_count: int | None
 
 
-async def _may_read(relay: Relay, request: Request, action: Action, channel: str) -> None:
-    """Backends (API keys) read any channel's state; others as far as the policy lets them."""
-    principal = await relay.identify(request)
-    if not principal.is_backend:
-        require(relay.policy, principal, action, channel)
-
-
 @router.get("/{channel}", summary="Channel occupancy")
 async def occupancy(channel: str, request: Request) -> ChannelInfo:
     """Backends, and callers the policy lets subscribe, may ask how busy a channel is."""
     relay = relay_of(request)
-    channel = validate_channel(channel, relay.provider.limits)
-    await _may_read(relay, request, Action.SUBSCRIBE, channel)
-    found = await relay.provider.occupancy(channel)
+    principal = await relay.identify(request)
+    found = await relay.authorizer.occupancy(principal, channel, client_ip=relay.client_ip(request))
     return ChannelInfo(
         channel=channel,
         occupied=found.occupied,
@@ -79,11 +68,8 @@ async def occupancy(channel: str, request: Request) -> ChannelInfo:
 async def members(channel: str, request: Request) -> Members:
     """Backends, and users the policy lets subscribe, may list a presence channel's members."""
     relay = relay_of(request)
-    channel = validate_channel(channel, relay.provider.limits)
-    if channel_kind(channel) is not ChannelKind.PRESENCE:
-        raise InvalidChannel("only presence- channels have members", channel=channel)
-    await _may_read(relay, request, Action.SUBSCRIBE, channel)
-    found = await relay.provider.members(channel)
+    principal = await relay.identify(request)
+    found = await relay.authorizer.members(principal, channel, client_ip=relay.client_ip(request))
     return Members(
         channel=channel,
         count=len(found),
@@ -99,9 +85,10 @@ async def messages(
 ) -> History:
     """History, where the channel's policy grants it (backends always may read it)."""
     relay = relay_of(request)
-    channel = validate_channel(channel, relay.provider.limits)
-    await _may_read(relay, request, Action.HISTORY, channel)
-    found = await relay.provider.history(channel, limit=limit)
+    principal = await relay.identify(request)
+    found = await relay.authorizer.history(
+        principal, channel, limit=limit, client_ip=relay.client_ip(request)
+    )
     return History(
         channel=channel,
         messages=[MessageOut(id=m.id, name=m.name, data=m.data) for m in found],

@@ -6,15 +6,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.relay import Relay, relay_of
+from app.relay import relay_of
 from app.routes.events import FiniteJsonRoute
-from core.errors import Forbidden, Unauthenticated
-from core.validation import (
-    check_payload_size,
-    encode_data,
-    validate_event_name,
-    validate_user_id,
-)
 
 
 class _AnyText(Convertor[str]):
@@ -50,26 +43,15 @@ class Done(BaseModel):
     user_id: str
 
 
-async def _require_backend(relay: Relay, request: Request) -> None:
-    principal = await relay.identify(request)
-    if principal.is_backend:
-        return
-    if principal.is_user:
-        raise Forbidden("only a backend (API key) may act on users' connections")
-    raise Unauthenticated("send an API key")
-
-
 # Clients percent-encode the id (`auth0%7C123`, `/` as %2F); the server decodes it once.
 @router.post("/{user_id:user_id}/events", summary="Send an event to one user's connections")
 async def send_to_user(user_id: str, event: UserEvent, request: Request) -> Done:
     """Deliver to the connections that signed in (pusher:signin) as the user."""
     relay = relay_of(request)
-    await _require_backend(relay, request)
-    user_id = validate_user_id(user_id)
-    name = validate_event_name(event.name, relay.provider.limits)
-    data = encode_data(event.data)
-    check_payload_size(data, relay.provider.limits)
-    await relay.provider.send_to_user(user_id, name, data)
+    principal = await relay.identify(request)
+    await relay.authorizer.send_to_user(
+        principal, user_id, name=event.name, data=event.data, client_ip=relay.client_ip(request)
+    )
     return Done(provider=relay.provider.name, user_id=user_id)
 
 
@@ -77,7 +59,6 @@ async def send_to_user(user_id: str, event: UserEvent, request: Request) -> Done
 async def terminate_user(user_id: str, request: Request) -> Done:
     """Disconnect the user's signed-in connections; pusher-js does not reconnect them."""
     relay = relay_of(request)
-    await _require_backend(relay, request)
-    user_id = validate_user_id(user_id)
-    await relay.provider.terminate_user(user_id)
+    principal = await relay.identify(request)
+    await relay.authorizer.terminate_user(principal, user_id, client_ip=relay.client_ip(request))
     return Done(provider=relay.provider.name, user_id=user_id)

@@ -11,7 +11,7 @@ The policy file format is described in core.policy.loader and in core/policy/def
 """
 
 from core.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
-from core.policy.engine import Policy
+from core.policy.engine import Match, Policy
 from core.policy.rules import Hook, Rule, Term
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Deny",
     "Explanation",
     "Hook",
+    "Match",
     "Policy",
     "Rule",
     "Term",

@@ -1,15 +1,17 @@
 """The policy gate: which rule governs a channel, and what it decides for a principal and action.
 
 Deny by default: a channel no rule matches is denied, and a matched rule grants an action only
-through one of its terms. `decide` is `explain(...).decision`, so what `relay policy explain`
-prints is always what the routes enforce.
+through one of its terms. `decide` and `explain` apply the same rule through the same code, so
+what `relay policy explain` prints is always what the routes enforce; `decide` only skips
+building the explanation. A caller that needs both the rule (for its rate limits or schemas)
+and the decision matches the channel once (`match`) and decides on that match.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from msgspec import Struct
 from msgspec.structs import force_setattr
@@ -28,6 +30,13 @@ if TYPE_CHECKING:
 
 DEFAULT_SOURCE = "built-in default"
 PRESENCE_PREFIX = "presence-"
+
+
+class Match(NamedTuple):
+    """The rule that governs a channel and the placeholders its pattern bound."""
+
+    rule: Rule
+    params: dict[str, str]
 
 
 class Policy(Struct, frozen=True):
@@ -66,25 +75,40 @@ class Policy(Struct, frozen=True):
         document = parse_policy(text, source=source)
         return cls(document.rules, source, document.hook)
 
+    def match(self, channel: str) -> Match | None:
+        """The first rule whose pattern matches the whole channel name, with its bindings."""
+        for rule in self.rules:
+            params = rule.match(channel)
+            if params is not None:
+                return Match(rule, params)
+        return None
+
     def rule_for(self, channel: str) -> Rule | None:
         """The first rule whose pattern matches the whole channel name, or None."""
-        return next((rule for rule in self.rules if rule.match(channel) is not None), None)
+        found = self.match(channel)
+        return None if found is None else found.rule
 
     def decide(self, principal: Principal, action: Action, channel: str) -> Decision:
         """Allow, AllowPresence or Deny for this principal doing this action on this channel."""
-        return self.explain(principal, action, channel).decision
+        return self.decide_matched(principal, action, channel, self.match(channel))
+
+    def decide_matched(
+        self, principal: Principal, action: Action, channel: str, found: Match | None
+    ) -> Decision:
+        """`decide` for a channel already matched (`found` is `match(channel)`)."""
+        if found is None:
+            return _unmatched(channel)
+        return self._apply(found.rule, principal, Action(action), channel, found.params, [])
 
     def explain(self, principal: Principal, action: Action, channel: str) -> Explanation:
         """The decision together with the rule, bindings and term verdicts that produced it."""
         action = Action(action)
-        for rule in self.rules:
-            params = rule.match(channel)
-            if params is not None:
-                break
-        else:
-            denied = Deny(f"no rule matches channel {channel!r}", rule=None)
-            return Explanation(channel, action, principal, None, {}, [], denied, source=self.source)
-
+        found = self.match(channel)
+        if found is None:
+            return Explanation(
+                channel, action, principal, None, {}, [], _unmatched(channel), source=self.source
+            )
+        rule, params = found
         tried: list[tuple[str, str]] = []
         decision = self._apply(rule, principal, action, channel, params, tried)
         return Explanation(
@@ -161,6 +185,10 @@ def _grant(
     else:
         info = {key: principal.claims[key] for key in rule.presence_info if key in principal.claims}
     return AllowPresence(rule=rule.pattern, reason=reason, user_id=principal.id, user_info=info)
+
+
+def _unmatched(channel: str) -> Deny:
+    return Deny(f"no rule matches channel {channel!r}", rule=None)
 
 
 @cache

@@ -104,6 +104,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # The relay's own default (100 channels per event) would stop a 150-channel publish
         # before the provider's chunking is reached.
         RELAY_MAX_CHANNELS_PER_EVENT="500",
+        # The outage test makes five failing calls in a row (four publishes and a channel
+        # query, which pass the same circuit breaker) and then expects soketi back at once: the
+        # default of five would hold the breaker open for its cooldown (tests/unit/test_breaker).
+        RELAY_BREAKER_FAILURES="10",
     )
     relay = RelayProcess(env, folder / "relay.log")
     try:
