@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 # First of the relay's imports: it puts the package's vendored dependencies on sys.path.
 from app.lambda_handler import runtime
 from providers.apigateway import handshake as greeting
-from providers.apigateway import lifecycle, membership
+from providers.apigateway import lifecycle
+from providers.apigateway.port import drop
 from providers.apigateway.protocol import Protocol
 from providers.apigateway.slices import Slice
 
@@ -58,7 +59,7 @@ def disconnect(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """$disconnect: remove subscriptions and presence, announce member_removed."""
 
     async def work(relay: Relay, provider: ApiGatewayProvider) -> dict[str, Any]:
-        await membership.drop(provider, _connection_id(event))
+        await drop(provider.store, provider, _connection_id(event))
         return OK
 
     return _serve("$disconnect", work)
@@ -71,7 +72,7 @@ def message(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body = event.get("body") or ""
         if event.get("isBase64Encoded"):
             body = base64.b64decode(body).decode("utf-8", errors="replace")
-        protocol = Protocol(provider, relay.policy)
+        protocol = Protocol(provider, provider.session_config(relay.policy, relay.schemas))
         reply = await protocol.handle(_connection_id(event), str(body))
         return OK if reply is None else {"statusCode": 200, "body": reply}
 

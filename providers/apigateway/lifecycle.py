@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -21,6 +20,7 @@ from core.errors import ProviderUnavailable, Unauthenticated
 from providers.apigateway import handshake
 from providers.apigateway.records import Connection
 from providers.pusherproto import frames
+from providers.pusherproto.state import new_socket_id
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
     from providers.apigateway.provider import ApiGatewayProvider
 
 log = logging.getLogger(__name__)
-
-
-def new_socket_id() -> str:
-    """A Pusher-style socket id: two random integers joined by a dot."""
-    return f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}"
 
 
 def client_path(params: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -1,9 +1,10 @@
 """API Gateway WebSockets as the relay's provider: no third-party service at all.
 
-Clients are pusher-js connected to API Gateway (Pusher protocol 7, see protocol.py); the relay
-signs their subscriptions like the local provider does, and publishes by posting to every
-subscribed connection through the management API (fanout.py), slices of large channels going
-through SQS (slices.py). State is in DynamoDB (store.py).
+Clients are pusher-js connected to API Gateway, speaking Pusher protocol 7 with pusherproto's
+session (the local provider's too), driven by protocol.py with its state in the tables through
+port.py. The relay signs their subscriptions like the local provider does, and publishes by posting
+to every subscribed connection through the management API (fanout.py), slices of large channels
+going through SQS (slices.py). State is in DynamoDB (store.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from core.errors import ConfigurationError, PayloadTooLarge, ProviderError
 from core.provider import Limits, Member, Message, Occupancy, Provider, Receipt
 from core.settings import read_env
 from core.validation import ChannelKind, channel_kind
-from providers.apigateway import membership
 from providers.apigateway.fanout import Fanout, Report
 from providers.apigateway.management import ManagementApi
+from providers.apigateway.port import drop
 from providers.apigateway.settings import MAX_MESSAGE_BYTES, ApiGatewaySettings
 from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
 from providers.apigateway.slices import Slice, SliceQueue
@@ -94,6 +95,11 @@ class ApiGatewayProvider(RelaySigned, Provider):
     def functions(self) -> Any:
         """The Lambda client that starts the handshake function (created on first use)."""
         return self._functions or aws.client("lambda")
+
+    @property
+    def client_events_per_second(self) -> int:
+        """APIGW_CLIENT_EVENTS_PER_SECOND (10, Pusher's limit)."""
+        return self.gateway.client_events_per_second
 
     @property
     def fanout(self) -> Fanout:
@@ -191,7 +197,7 @@ class ApiGatewayProvider(RelaySigned, Provider):
         cleanup deletes a row first, so the cascade ends with the connections that are gone."""
         dropped = 0
         for connection_id in gone:
-            if await membership.drop(self, connection_id):
+            if await drop(self.store, self, connection_id):
                 dropped += 1
         return dropped
 
@@ -199,7 +205,7 @@ class ApiGatewayProvider(RelaySigned, Provider):
         """Close one connection; API Gateway then invokes $disconnect for it."""
         answer = await self.api.delete(connection_id)
         if answer.gone:
-            await membership.drop(self, connection_id)
+            await drop(self.store, self, connection_id)
 
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """An event on the user's #server-to-user- channel, joined by pusher-js after signin."""

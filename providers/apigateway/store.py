@@ -1,9 +1,14 @@
 """Connections, subscriptions and presence in three DynamoDB tables (infra/apigateway-tables.yaml).
 
-    connections    connection_id                  socket_id, user_id, token_expires, channels (set)
+    connections    connection_id                  socket_id, user_id, token_expires, signed_in,
+                                                  channels (set), members (set of "channel\nuser"),
+                                                  the session's counters (<counter>_since, _count)
     subscriptions  channel + connection_id        socket_id, user_id (presence channels)
     presence       channel + user_id              user_info, connections (set)
 
+The connection's row is its Pusher session's state (providers/apigateway/port.py reads it once
+per frame); each change the session makes is one conditional write here, never a rewrite of the
+row, so that frames of one connection handled at once by two invocations do not undo each other.
 Fan-out and rosters are a Query on the channel, never a Scan. Every row carries `expires_at`
 (TTL), because $disconnect is best effort; reads skip rows past it, as TTL deletes lazily.
 Presence is in presence.py, what the tables share in dynamo.py.
@@ -17,9 +22,15 @@ from typing import TYPE_CHECKING, Any
 from providers.apigateway.dynamo import Conflict, n, optional, s
 from providers.apigateway.presence import PresenceTable
 from providers.apigateway.records import Connection, Subscription
+from providers.pusherproto.port import Counter
+from providers.pusherproto.state import Window
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+# A presence membership on the connection's row: the channel, a newline, the user id. Channel
+# names hold no newline (core.validation), so the first one splits the two.
+MEMBER_SEPARATOR = "\n"
 
 __all__ = ["Conflict", "Connection", "Store", "Subscription"]
 
@@ -64,28 +75,33 @@ class Store(PresenceTable):
         item = found.get("Attributes")
         return _connection(item) if item else None
 
-    async def track_channel(self, connection_id: str, channel: str) -> None:
-        """Remember the channel on the connection (for $disconnect); Conflict if it is gone."""
+    async def track_channel(
+        self, connection_id: str, channel: str, member: str | None = None
+    ) -> None:
+        """Remember the channel (and the presence member) on the connection, for the session
+        and for $disconnect; Conflict if the connection is gone."""
         await self._call(
             "update_item",
             TableName=self._connections,
             Key={"connection_id": s(connection_id)},
-            UpdateExpression="ADD channels :c",
+            UpdateExpression="ADD " + _sets(member),
             ConditionExpression="attribute_exists(connection_id)",
-            ExpressionAttributeValues={":c": {"SS": [channel]}},
+            **_set_values(channel, member),
         )
 
-    async def untrack_channel(self, connection_id: str, channel: str) -> None:
-        """Forget the channel on the connection."""
+    async def untrack_channel(
+        self, connection_id: str, channel: str, member: str | None = None
+    ) -> None:
+        """Forget the channel (and the presence member) on the connection."""
         # A connection that is gone already took the channel with it.
         with contextlib.suppress(Conflict):
             await self._call(
                 "update_item",
                 TableName=self._connections,
                 Key={"connection_id": s(connection_id)},
-                UpdateExpression="DELETE channels :c",
+                UpdateExpression="DELETE " + _sets(member),
                 ConditionExpression="attribute_exists(connection_id)",
-                ExpressionAttributeValues={":c": {"SS": [channel]}},
+                **_set_values(channel, member),
             )
 
     async def sign_in(self, connection_id: str, user_id: str) -> None:
@@ -99,37 +115,51 @@ class Store(PresenceTable):
             ExpressionAttributeValues={":u": s(user_id)},
         )
 
-    async def count_client_event(self, connection_id: str, *, second: int, limit: int) -> bool:
-        """Count one client event in this second on the connection row; False past `limit`.
+    async def count_in_window(
+        self, connection_id: str, counter: Counter, *, now: float, span: float, limit: int
+    ) -> bool:
+        """Count one in the connection's window of `counter` (as pusherproto's Window.counted);
+        False when the window is full or the connection is gone.
 
-        Pusher's limit is per connection and per second: a counter on the row the frame already
-        names costs one conditional write (two when a new second starts late in a burst)."""
+        Two conditional writes at most, each an increment rather than a rewrite, so that
+        invocations counting at once for one connection never both take the last place."""
+        now_ms = int(now * 1000)
+        names = {"#s": f"{counter}_since", "#c": f"{counter}_count"}
         try:
             await self._call(
                 "update_item",
                 TableName=self._connections,
                 Key={"connection_id": s(connection_id)},
-                UpdateExpression="SET event_count = event_count + :one",
-                ConditionExpression="event_second = :s AND event_count < :limit",
-                ExpressionAttributeValues={":one": n(1), ":s": n(second), ":limit": n(limit)},
+                UpdateExpression="SET #c = #c + :one",
+                ConditionExpression="#s > :floor AND #c < :limit",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":one": n(1),
+                    ":floor": n(now_ms - int(span * 1000)),
+                    ":limit": n(limit),
+                },
             )
             return True
         except Conflict:
             pass
-        try:
+        try:  # the window ran out (or never opened): a new one, with this count
             await self._call(
                 "update_item",
                 TableName=self._connections,
                 Key={"connection_id": s(connection_id)},
-                UpdateExpression="SET event_second = :s, event_count = :one",
+                UpdateExpression="SET #s = :now, #c = :one",
                 ConditionExpression=(
-                    "attribute_exists(connection_id) AND "
-                    "(attribute_not_exists(event_second) OR event_second <> :s)"
+                    "attribute_exists(connection_id) AND (attribute_not_exists(#s) OR #s <= :floor)"
                 ),
-                ExpressionAttributeValues={":one": n(1), ":s": n(second)},
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":one": n(1),
+                    ":now": n(now_ms),
+                    ":floor": n(now_ms - int(span * 1000)),
+                },
             )
         except Conflict:
-            return False  # this second's count is at the limit (or the connection is gone)
+            return False  # the window is full (or the connection is gone)
         return True
 
     # -- subscriptions --------------------------------------------------------------------------
@@ -192,8 +222,28 @@ class Store(PresenceTable):
         return sum([len(page) async for page in self.subscribers(channel, page_size=1000)])
 
 
+def _sets(member: str | None) -> str:
+    return "channels :c" if member is None else "channels :c, #m :m"
+
+
+def _set_values(channel: str, member: str | None) -> dict[str, Any]:
+    values: dict[str, Any] = {":c": {"SS": [channel]}}
+    if member is None:
+        return {"ExpressionAttributeValues": values}
+    values[":m"] = {"SS": [channel + MEMBER_SEPARATOR + member]}
+    return {"ExpressionAttributeValues": values, "ExpressionAttributeNames": {"#m": "members"}}
+
+
+def _window(item: dict[str, Any], counter: str) -> Window:
+    since, count = optional(item, f"{counter}_since"), optional(item, f"{counter}_count")
+    if since is None or count is None:
+        return Window()
+    return Window(int(since) / 1000, int(count))
+
+
 def _connection(item: dict[str, Any]) -> Connection:
     token_expires = optional(item, "token_expires")
+    members = (e.partition(MEMBER_SEPARATOR) for e in item.get("members", {}).get("SS", []))
     return Connection(
         connection_id=item["connection_id"]["S"],
         socket_id=item["socket_id"]["S"],
@@ -202,6 +252,9 @@ def _connection(item: dict[str, Any]) -> Connection:
         token_expires=None if token_expires is None else int(token_expires),
         signed_in=optional(item, "signed_in"),
         channels=frozenset(item.get("channels", {}).get("SS", [])),
+        members={channel: user_id for channel, _, user_id in members},
+        client_events=_window(item, Counter.CLIENT_EVENTS),
+        invalid_frames=_window(item, Counter.INVALID_FRAMES),
     )
 
 

@@ -13,7 +13,8 @@ from moto import mock_aws
 from core.errors import ConfigurationError, PayloadTooLarge, ProviderError
 from core.provider import Message, PresenceData
 from core.settings import Settings
-from providers.apigateway import handshake, membership
+from providers.apigateway import handshake
+from providers.apigateway.port import DynamoPort
 from providers.apigateway.provider import ApiGatewayProvider
 from providers.apigateway.records import Connection
 from providers.apigateway.settings import ApiGatewaySettings
@@ -61,8 +62,9 @@ async def connect(
 ) -> Connection:
     connection = Connection(connection_id, f"{len(connection_id)}.{connection_id[-1:]}0", 2**40)
     await provider.store.add_connection(connection)
+    port = DynamoPort(provider.store, connection_id, connection=connection)
     for channel in channels:
-        await membership.join(provider, connection, channel, presence)
+        await port.join(channel, presence)
     return connection
 
 

@@ -11,6 +11,8 @@ from moto import mock_aws
 from providers.apigateway.records import Connection
 from providers.apigateway.settings import ApiGatewaySettings
 from providers.apigateway.store import Conflict, Store
+from providers.pusherproto.port import Counter
+from providers.pusherproto.state import Window
 from tests.e2e.apigw_support import PREFIX, aws_environment, deploy_infra
 
 if TYPE_CHECKING:
@@ -117,13 +119,35 @@ async def test_presence_counts_users_not_connections(store: Store) -> None:
     assert await store.join("presence-x", "ann", {"name": "Ann"}, ann1) is True  # back again
 
 
-async def test_client_events_are_counted_per_connection_and_second(store: Store) -> None:
+async def test_counters_count_in_a_window_that_opens_with_its_first_count(store: Store) -> None:
     await store.add_connection(conn("c1"))
-    assert [await store.count_client_event("c1", second=100, limit=3) for _ in range(4)] == [
-        True,
-        True,
-        True,
-        False,
-    ]
-    assert await store.count_client_event("c1", second=101, limit=3)  # a new second
-    assert not await store.count_client_event("gone", second=100, limit=3)
+
+    async def count(now: float, counter: Counter = Counter.CLIENT_EVENTS) -> bool:
+        return await store.count_in_window("c1", counter, now=now, span=1.0, limit=3)
+
+    assert [await count(100.5) for _ in range(4)] == [True, True, True, False]
+    assert not await count(101.4)  # the window opened at 100.5 lasts a second
+    assert await count(101.5)  # a new window
+    assert await count(100.5, Counter.INVALID_FRAMES)  # each counter has its own window
+    found = await store.connection("c1")
+    assert found is not None
+    assert found.client_events == Window(101.5, 1)
+    assert found.invalid_frames == Window(100.5, 1)
+    assert not await store.count_in_window(
+        "gone", Counter.CLIENT_EVENTS, now=100, span=1.0, limit=3
+    )
+
+
+async def test_presence_members_are_tracked_on_the_connection(store: Store) -> None:
+    await store.add_connection(conn("c1"))
+    await store.track_channel("c1", "presence-a", "ann")
+    await store.track_channel("c1", "presence-b", "ann\nwith a newline")
+    await store.track_channel("c1", "news")
+    found = await store.connection("c1")
+    assert found is not None
+    assert found.channels == {"presence-a", "presence-b", "news"}
+    assert found.members == {"presence-a": "ann", "presence-b": "ann\nwith a newline"}
+    await store.untrack_channel("c1", "presence-a", "ann")
+    found = await store.connection("c1")
+    assert found is not None
+    assert found.members == {"presence-b": "ann\nwith a newline"}
