@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck unit e2e bench fuzz package services deps clean
+.PHONY: run test lint typecheck unit e2e bench fuzz package offline services deps clean
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -65,6 +65,12 @@ package: deps
 	SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off node_modules/.bin/serverless package \
 		--param provider=$(PROVIDER) $(if $(STAGE),--stage $(STAGE)) $(if $(REGION),--region $(REGION)) \
 		--package $(PACKAGE_DIR)
+
+## offline: the apigateway provider's stack on this machine, no AWS account (moto, its tables and
+## secrets, serverless offline on ports 3000-3003); prints the client settings; Ctrl-C stops it.
+## The apigateway end-to-end tests start it the same way (infra/offline.py)
+offline: deps
+	$(BIN)/python -m infra.offline $(OFFLINE_ARGS)
 
 ## fuzz: schemathesis over every route of the OpenAPI, long run (RELAY_FUZZ_EXAMPLES, default 500)
 fuzz: $(PY_STAMP)

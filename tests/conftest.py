@@ -53,7 +53,7 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
         "UNIT_SETTINGS.jwt_secret",
         "UNIT_SETTINGS.api_keys",
     ),
-    "tests.unit.test_cli": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
+    "tests.unit.test_cli": ("APP_SECRET", "JWT_SECRET", "API_KEY", "ABLY_KEY", "SUPABASE_KEY"),
     "tests.unit.test_identity": ("SECRET", "OTHER_SECRET", "API_KEY", "OTHER_API_KEY"),
     "tests.unit.test_tokens": ("SECRET",),
     "tests.unit.test_signing": ("SECRET", "DOC_SECRET"),
@@ -93,7 +93,8 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
     "tests.e2e.test_fault_injection": ("PUSHER_SECRET",),
     "tests.e2e.test_load_without_loss": ("PUSHER_SECRET",),
     "tests.e2e.apigw_support": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
-    "tests.e2e.offline": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
+    "infra.offline": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
+    "tests.e2e.test_check_live": ("SECRET",),
 }
 MIN_SECRET_LENGTH: Final = 8
 JWT_SHAPE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")

@@ -17,6 +17,7 @@ from core import aws
 from core.policy import Policy
 from core.settings import Settings
 from core.tokens import mint_dev_token
+from infra.offline import deploy_tables
 from providers.apigateway.provider import ApiGatewayProvider
 from providers.apigateway.settings import ApiGatewaySettings
 from providers.pusherproto import signing
@@ -70,20 +71,9 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def deploy_infra(prefix: str = PREFIX) -> dict[str, str]:
-    """Create the stacks of infra/*.yaml (as a deployment without the framework would); return
-    their outputs."""
-    cloudformation = boto3.client("cloudformation")
-    outputs: dict[str, str] = {}
-    for template in sorted((ROOT / "infra").glob("*.yaml")):
-        stack = f"{prefix}-{template.stem}"
-        cloudformation.create_stack(
-            StackName=stack,
-            TemplateBody=template.read_text(),
-            Parameters=[{"ParameterKey": "TablePrefix", "ParameterValue": prefix}],
-        )
-        found = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
-        outputs.update({o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])})
-    return outputs
+    """Create the stacks of infra/*.yaml in the mocked account, as `make offline` does in moto;
+    return their outputs."""
+    return deploy_tables(boto3.client("cloudformation"), prefix)
 
 
 def relay_settings(**overrides: Any) -> Settings:

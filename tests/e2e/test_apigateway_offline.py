@@ -1,5 +1,6 @@
 """pusher-js against API Gateway WebSockets, emulated by serverless-offline running this
-repository's serverless.yml, with DynamoDB, SQS and SSM from moto in server mode.
+repository's serverless.yml, with DynamoDB, SQS and SSM from moto in server mode: the stack
+`make offline` starts (infra/offline.py), and the client settings it prints.
 
 One stack serves the whole module: starting it (and the functions' Python processes) is the
 slow part.
@@ -7,6 +8,7 @@ slow part.
 
 from __future__ import annotations
 
+import subprocess
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,20 +18,15 @@ from websockets.sync.client import connect as ws_connect
 
 from core.settings import Settings
 from core.tokens import mint_dev_token
+from infra.offline import API_KEY, APP_KEY, JWT_SECRET, PREFIX, STAGE
 from tests.e2e.apigw_support import CHAT_POLICY
-from tests.e2e.offline import (
-    API_KEY,
-    APP_KEY,
-    JWT_SECRET,
-    PREFIX,
-    STAGE,
-    ApiGatewayAgent,
-    OfflineStack,
-)
+from tests.e2e.harness import ROOT
+from tests.e2e.offline import ApiGatewayAgent, start_stack
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from infra.offline import OfflineStack
     from tests.e2e.harness import Observation
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineStack]:
     policy.write_text(CHAT_POLICY)
     # Rate limits stay on: the HTTP function shares its buckets through the DynamoDB store.
     env = {"RELAY_POLICY_FILE": str(policy)}
-    started = OfflineStack(folder, extra_env=env)
+    started = start_stack(folder, extra_env=env)
     yield started
     started.stop()
 
@@ -184,7 +181,39 @@ def test_connect_without_a_valid_token_is_refused(
     stack: OfflineStack, credential: str | None
 ) -> None:
     query = f"?token={credential}&path=" if credential else "?path="
-    url = f"ws://127.0.0.1:{stack.ws_port}/{STAGE}{query}/app/{APP_KEY}?protocol=7"
+    url = f"ws://127.0.0.1:{stack.port}/{STAGE}{query}/app/{APP_KEY}?protocol=7"
     with pytest.raises(InvalidStatus) as refused, ws_connect(url, open_timeout=30):
         pass
     assert refused.value.response.status_code == 401
+
+
+def test_the_settings_make_offline_prints_work(stack: OfflineStack) -> None:
+    """examples/listen.mjs and `relay publish`, run as `make offline` tells a user to."""
+    lines = dict(line.split(": ", 1) for line in stack.endpoints.describe())
+    listener = subprocess.Popen(
+        ["bash", "-c", lines["listen"]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        for line in listener.stdout:
+            if line.startswith("subscribed: "):
+                break
+        published = subprocess.run(
+            ["bash", "-c", lines["publish"]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert published.returncode == 0, published.stderr
+        assert listener.stdout.readline().strip() == (
+            '{"channel":"news","event":"headline","data":{"text":"hi"}}'
+        )
+    finally:
+        listener.kill()
+        listener.communicate()

@@ -1,16 +1,16 @@
 // pusher-js against API Gateway WebSockets (serverless-offline here): the agent.mjs protocol of
 // JSON commands and observations, with the user's token in the WebSocket URL, as browsers must
 // send it. pusher-js appends `/app/{key}?protocol=7...` to wsPath, so a wsPath of
-// `/{stage}?token={jwt}&path=` keeps the stage as the path and carries both in the query.
+// `/{stage}?token={jwt}&path=` keeps the stage as the path and carries both in the query: the
+// wsPath comes from infra/offline.py (OfflineStack.ws_path), which `make offline` prints too.
 import readline from 'node:readline';
 import Pusher from 'pusher-js';
 
 const clients = new Map();
 const say = (observation) => process.stdout.write(`${JSON.stringify(observation)}\n`);
 
-function connect({ client, key, host, wsPort, base, token, stage = 'local' }) {
+function connect({ client, key, host, wsPort, wsPath, base, token }) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const wsPath = token ? `/${stage}?token=${encodeURIComponent(token)}&path=` : `/${stage}`;
   const pusher = new Pusher(key, {
     cluster: 'apigateway',
     wsHost: host,
