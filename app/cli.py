@@ -157,7 +157,9 @@ async def _live_check(relay: Relay) -> int:
         print(f"relay: live check: {exc.detail}")
         return 0
     except ProviderError as exc:
-        print(f"relay: live check failed: {exc.detail}", file=sys.stderr)
+        # The cause (an AWS error code, a connection error) says which part did not work.
+        cause = f" ({str(exc.__cause__).splitlines()[0][:200]})" if exc.__cause__ else ""
+        print(f"relay: live check failed: {exc.detail}{cause}", file=sys.stderr)
         return 1
     finally:
         await relay.aclose()
@@ -233,8 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings_with_provider() if args.with_provider else load_settings()
         logs.configure(settings.log_level)
         if args.command != "serve" and settings.log_level != "DEBUG":
-            # A command's own output says what happened; httpx would add a line per request.
-            logging.getLogger("httpx").setLevel(logging.WARNING)
+            # A command's own output says what happened: no line per request (httpx), nor where
+            # credentials were found (botocore).
+            for chatty in ("httpx", "botocore"):
+                logging.getLogger(chatty).setLevel(logging.WARNING)
         code: int = args.run(settings, args)
     except ConfigurationError as exc:
         for problem in exc.problems:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from core import aws
 from core.errors import ConfigurationError, PayloadTooLarge, ProviderError
@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 log = logging.getLogger(__name__)
+TABLES: tuple[Literal["connections", "subscriptions", "presence"], ...] = (
+    "connections",
+    "subscriptions",
+    "presence",
+)
+CHECK_NAME = "realtime-relay-check"  # `relay check --live` reads its rows: there are none
 
 
 class ApiGatewayProvider(RelaySigned, Provider):
@@ -231,6 +237,15 @@ class ApiGatewayProvider(RelaySigned, Provider):
         if channel_kind(channel) is ChannelKind.PRESENCE:
             users = len(await self.store.members(channel))
         return Occupancy(occupied=count > 0, subscription_count=count, user_count=users)
+
+    async def check(self) -> str:
+        """Read each of the three tables (for a channel and a connection nobody has): answered
+        only where the tables exist and the credentials may read them."""
+        await self.store.connection(CHECK_NAME)
+        await self.store.count(CHECK_NAME)
+        await self.store.members(CHECK_NAME)
+        tables = ", ".join(self.gateway.table(kind) for kind in TABLES)
+        return f"DynamoDB ({self.gateway.region}) answered reads of {tables}"
 
     async def aclose(self) -> None:
         """Close the management API's sockets."""

@@ -16,11 +16,13 @@ import jwt
 import orjson
 import pytest
 import respx
+from moto import mock_aws
 
 from app.cli import banner, main
 from core.errors import InvalidToken
 from core.identity import Authenticator
 from core.settings import Settings, load_settings
+from tests.e2e.apigw_support import aws_environment, deploy_infra
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -614,3 +616,32 @@ def test_check_live_fails_when_the_provider_is_unreachable(
         assert main(["check", "--live"]) == 1
     last = capsys.readouterr().err.splitlines()[-1]  # after a warning line per attempt
     assert last.startswith("relay: live check failed: supabase unreachable")
+
+
+@pytest.fixture
+def apigateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    aws_environment(monkeypatch)
+    monkeypatch.setenv("RELAY_PROVIDER", "apigateway")
+    monkeypatch.setenv("APIGW_TABLE_PREFIX", "relay-cli")
+    with mock_aws():
+        yield
+
+
+@pytest.mark.usefixtures("apigateway")
+def test_check_live_reads_the_apigateway_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    deploy_infra("relay-cli")
+    assert main(["check", "--live"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "relay: live check ok: DynamoDB (us-east-1) answered reads of relay-cli-connections, "
+        "relay-cli-subscriptions, relay-cli-presence"
+    )
+
+
+@pytest.mark.usefixtures("apigateway")
+def test_check_live_fails_without_the_apigateway_tables(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", "--live"]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("relay: live check failed: DynamoDB get_item failed (")
+    assert "ResourceNotFoundException" in last
