@@ -1,0 +1,1 @@
+"""One Pusher protocol conformance suite for the local relay, API Gateway and soketi."""
