@@ -5,20 +5,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
+# Set-up steps that take a minute show the time so far and their latest line (scripts/progress.py).
+PROGRESS := $(PYTHON) scripts/progress.py
 
 .PHONY: run test lint typecheck unit e2e bench fuzz package offline services deps clean
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 		|| { echo "make: install Python 3.11 or newer (python3)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(PROGRESS) "creating $(VENV)" -- $(PYTHON) -m venv $(VENV)
+	@$(PROGRESS) "upgrading pip" -- $(BIN)/python -m pip install --upgrade pip
+	@$(PROGRESS) "installing the relay and its Python tools (about 1.5 min the first time)" -- \
+		$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
 	@touch $@
 
 $(JS_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null || { echo "make: install Node.js 20 and npm"; exit 1; }
-	npm ci --no-audit --no-fund --loglevel=error
+	@$(PROGRESS) "installing pusher-js and the Node test tools (about 1.5 min the first time)" -- \
+		npm ci --no-audit --no-fund --loglevel=http
 	@touch $@
 
 deps: $(PY_STAMP) $(JS_STAMP)
