@@ -72,8 +72,13 @@ def message(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body = event.get("body") or ""
         if event.get("isBase64Encoded"):
             body = base64.b64decode(body).decode("utf-8", errors="replace")
-        protocol = Protocol(provider, provider.session_config(relay.policy, relay.schemas))
-        reply = await protocol.handle(_connection_id(event), str(body))
+        from app.clientaddr import lambda_source_ip  # here: app.lambda_handler comes first
+
+        config = provider.session_config(relay.authorizer, relay.policy, relay.schemas)
+        client_ip = lambda_source_ip(event)  # API Gateway's sourceIp: the rate limit's key
+        reply = await Protocol(provider, config).handle(
+            _connection_id(event), str(body), client_ip=client_ip
+        )
         return OK if reply is None else {"statusCode": 200, "body": reply}
 
     return _serve("$default", work)

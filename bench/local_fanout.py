@@ -61,6 +61,10 @@ def relay_env() -> dict[str, str]:
         # One publisher, back to back: the limiter runs but must not throttle the benchmark.
         "RELAY_RATE_PUBLISH_PER_SECOND": "1000000",
         "RELAY_RATE_PUBLISH_BURST": "1000000",
+        # Socket subscriptions count against the auth rate, which every subscriber (one
+        # anonymous address, 127.0.0.1) would share.
+        "RELAY_RATE_AUTH_PER_SECOND": "1000000",
+        "RELAY_RATE_AUTH_BURST": "1000000",
         # Every subscriber connects from 127.0.0.1: the per-address cap (200) would refuse most.
         "RELAY_MAX_CONNECTIONS_PER_IP": "100000",
         "RELAY_MAX_CONNECTIONS": "100000",

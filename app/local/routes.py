@@ -45,13 +45,15 @@ def build_router(provider: LocalProvider) -> APIRouter:
         # a refused handshake, while pusher-js acts on a close code (4000-4099: do not retry,
         # 4100-4199: retry after a backoff, 4200-4299: retry at once).
         refusal = _refusal(key, settings.app_key, websocket.query_params.get("protocol"))
-        ticket = refusal or _admit(provider, relay.client_ip(websocket))
+        client_ip = relay.client_ip(websocket)
+        ticket = refusal or _admit(provider, client_ip)
         if not isinstance(ticket, Ticket):
             code, message = ticket
             await websocket.send_text(frames.error(message, code))
             await websocket.close(code)
             return
-        connection = PusherConnection(websocket, provider, relay.policy, relay.schemas)
+        config = provider.session_config(relay.authorizer, relay.policy, relay.schemas)
+        connection = PusherConnection(websocket, provider, config, client_ip=client_ip)
         provider.connections.add(connection)
         try:
             await connection.run()

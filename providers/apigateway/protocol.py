@@ -34,9 +34,12 @@ class Protocol:
         self.provider = provider
         self.config = config
 
-    async def handle(self, connection_id: str, body: str) -> str | None:
+    async def handle(
+        self, connection_id: str, body: str, *, client_ip: str | None = None
+    ) -> str | None:
         """The route response to one frame (None: nothing to say, or said by posts)."""
-        session = Session(self.config, DynamoPort(self.provider.store, connection_id))
+        port = DynamoPort(self.provider.store, connection_id)
+        session = Session(self.config, port, client_ip=client_ip)
         if len(body.encode()) > MAX_FRAME_BYTES:
             outcome = await session.invalid(f"Frames are limited to {MAX_FRAME_BYTES} bytes")
         else:

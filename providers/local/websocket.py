@@ -25,9 +25,8 @@ from providers.pusherproto.state import SessionState, new_socket_id
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
-    from core.policy import Policy
-    from core.schemas import EventSchemas
     from providers.local.provider import LocalProvider
+    from providers.pusherproto.config import SessionConfig
     from providers.pusherproto.outcome import Outcome
 
 PONG_TIMEOUT_SECONDS = 30
@@ -40,10 +39,10 @@ class PusherConnection:
         self,
         websocket: WebSocket,
         provider: LocalProvider,
-        policy: Policy,
-        schemas: EventSchemas | None = None,
+        config: SessionConfig,
+        *,
+        client_ip: str | None = None,
     ) -> None:
-        config = provider.session_config(policy, schemas)
         self.websocket = websocket
         self.provider = provider
         self.state = SessionState(new_socket_id())
@@ -52,7 +51,8 @@ class PusherConnection:
         self.outbox = Outbox(
             websocket, size=provider.settings.send_buffer_frames, label=self.socket_id
         )
-        self.session = Session(config, HubPort(provider.hub, self, self.state), self.state)
+        port = HubPort(provider.hub, self, self.state)
+        self.session = Session(config, port, self.state, client_ip=client_ip)
 
     @property
     def signed_in(self) -> str | None:

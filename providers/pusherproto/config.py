@@ -1,19 +1,30 @@
 """What a Pusher protocol session decides by: the app's credentials, the provider's limits, the
-policy and its event schemas, the per-connection caps, and the clock."""
+authorizing service, the policy and its event schemas, the per-connection caps, and the clock."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from core.policy import Policy
+    from core.principal import Principal
     from core.provider import Limits
     from core.schemas import EventSchemas
 
 CLIENT_EVENTS_PER_SECOND = 10  # Pusher's per-connection limit
+
+
+class SubscriptionGate(Protocol):
+    """The authorizing service's entry point for socket sessions (core.authorizing.Authorizer):
+    identity (the session's), rate limit, policy, validation, in that order."""
+
+    async def authorize_subscription(
+        self, principal: Principal, channel: object, *, client_ip: str | None = None
+    ) -> object:
+        """Return if `principal` may subscribe; raise the refusal (a RelayError) otherwise."""
 
 
 class SessionConfig:
@@ -24,6 +35,7 @@ class SessionConfig:
         "app_secret",
         "client_events_per_second",
         "clock",
+        "gate",
         "limits",
         "max_invalid_frames",
         "max_subscriptions",
@@ -37,6 +49,7 @@ class SessionConfig:
         app_key: str,
         app_secret: str,
         limits: Limits,
+        gate: SubscriptionGate,
         policy: Policy,
         schemas: EventSchemas | None = None,
         max_subscriptions: int = 100,
@@ -47,7 +60,8 @@ class SessionConfig:
         self.app_key = app_key
         self.app_secret = app_secret
         self.limits = limits
-        self.policy = policy
+        self.gate = gate  # public subscriptions
+        self.policy = policy  # client events
         self.schemas = schemas
         self.max_subscriptions = max_subscriptions
         self.max_invalid_frames = max_invalid_frames

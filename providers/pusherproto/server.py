@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from core.provider import Limits, PresenceData
     from core.schemas import EventSchemas
     from core.settings import Settings
+    from providers.pusherproto.config import SubscriptionGate
 
 
 class RelaySigned:
@@ -28,13 +29,17 @@ class RelaySigned:
         """Client events one connection may send per second (Pusher's limit)."""
         return CLIENT_EVENTS_PER_SECOND
 
-    def session_config(self, policy: Policy, schemas: EventSchemas | None = None) -> SessionConfig:
-        """What this server's Pusher protocol sessions decide by."""
+    def session_config(
+        self, gate: SubscriptionGate, policy: Policy, schemas: EventSchemas | None = None
+    ) -> SessionConfig:
+        """What this server's Pusher protocol sessions decide by: `gate` is the authorizing
+        service (public subscriptions), `policy` and `schemas` check client events."""
         settings = self.settings
         return SessionConfig(
             app_key=settings.app_key,
             app_secret=self.app_secret,
             limits=self.limits,
+            gate=gate,
             policy=policy,
             schemas=schemas,
             max_subscriptions=settings.max_subscriptions_per_connection,

@@ -13,8 +13,9 @@ out before member_added) and each driver delivers as it does best (a route respo
 The rules, the same on both servers (tests/unit/test_pusherproto_session.py):
 * `pusher:ping` is answered without the connection's state (API Gateway reads no table for it);
   `pusher:pong` and events Pusher does not define are ignored.
-* `pusher:subscribe` as subscribing.py decides; the presence roster in the answer, and
-  member_added to the others on a user's first connection.
+* `pusher:subscribe` as subscribing.py decides (public channels by the authorizing service,
+  core/authorizing.py); the presence roster in the answer, and member_added to the others on a
+  user's first connection.
 * `pusher:unsubscribe` of a channel joined; member_removed after a user's last connection.
 * `pusher:signin` checks the user_data's signature (4009 otherwise); the user is then the
   connection's, for the policy and for `#server-to-user-`.
@@ -54,11 +55,17 @@ class Session:
     """One connection's protocol conversation; `state` is read from the port when first needed."""
 
     def __init__(
-        self, config: SessionConfig, port: SessionPort, state: SessionState | None = None
+        self,
+        config: SessionConfig,
+        port: SessionPort,
+        state: SessionState | None = None,
+        *,
+        client_ip: str | None = None,
     ) -> None:
         self.config = config
         self.port = port
         self.state = state
+        self.client_ip = client_ip  # the rate limit's key for anonymous connections
 
     async def receive(self, text: str) -> Outcome:
         """The outcome of one text frame from the client."""
@@ -139,13 +146,17 @@ class Session:
     async def _subscribe(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
         try:
             admitted = subscribing.admit(self.config, state, data)
+            if admitted is not None and admitted.public:
+                await subscribing.authorize(
+                    self.config, state, admitted.channel, client_ip=self.client_ip
+                )
         except subscribing.Refused as refused:
             raw = data.get("channel")
             out.replies.append(refused.frame(raw if isinstance(raw, str) else ""))
             return
         if admitted is None:
             return  # joined already: pusher-js never resubscribes, and nothing changes
-        channel, member = admitted
+        channel, member = admitted.channel, admitted.member
         joined = await self.port.join(channel, member)
         state.channels.add(channel)
         if member is not None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from core.schemas import EventSchemas
-    from providers.pusherproto.config import SessionConfig
+    from providers.pusherproto.config import SessionConfig, SubscriptionGate
     from tests.unit.test_apigateway_handlers import Lam
 
 # Before the chat policy of the handlers' tests, whose rules come after these.
@@ -137,8 +137,10 @@ def test_client_events_are_rate_limited_per_connection(
 ) -> None:
     original = lam.provider.session_config
 
-    def frozen(policy: Policy, schemas: EventSchemas | None = None) -> SessionConfig:
-        config = original(policy, schemas)
+    def frozen(
+        gate: SubscriptionGate, policy: Policy, schemas: EventSchemas | None = None
+    ) -> SessionConfig:
+        config = original(gate, policy, schemas)
         config.clock = lambda: 1_800_000_000.0  # every frame in the same second, however slow
         return config
 

@@ -12,9 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
+from app.relay import Relay
 from core.policy import Policy
 from core.provider import Limits, Member, PresenceData
 from core.schemas import EventSchemas
+from core.settings import Settings
 from providers.pusherproto import signing
 from providers.pusherproto.config import SessionConfig
 from providers.pusherproto.outcome import MEMBER_ADDED, MEMBER_REMOVED, Broadcast, Outcome
@@ -171,10 +173,13 @@ def clock() -> Clock:
 @pytest.fixture
 def config(clock: Clock) -> SessionConfig:
     policy = Policy.from_toml(POLICY, source="session test policy")
+    # The real authorizing service, on a memory store: the session asks it about public channels.
+    settings = Settings(**{**UNIT_SETTINGS, "rate_auth_burst": 30, "rate_ip_multiplier": 1.0})
     return SessionConfig(
         app_key=KEY,
         app_secret=SECRET,
         limits=Limits(),
+        gate=Relay.build(settings, policy=policy).authorizer,
         policy=policy,
         schemas=EventSchemas(policy),
         max_subscriptions=5,
@@ -192,11 +197,13 @@ def connect(
     config: SessionConfig,
     channels: Channels,
     socket_id: str = "1.1",
+    *,
+    client_ip: str = "10.0.0.1",
     **state: Any,
 ) -> Client:
     """A new connection (its state handed to the port, read when first needed)."""
     port = FakePort(channels, SessionState(socket_id, **state))
-    return Client(Session(config, port), port)
+    return Client(Session(config, port, client_ip=client_ip), port)
 
 
 def error(outcome: Outcome) -> dict[str, Any]:
@@ -341,6 +348,22 @@ async def test_a_public_channel_the_policy_refuses_gets_the_status_auth_channel_
     refused = refusal(await client.subscribe(channel))
     assert (refused["type"], refused["status"]) == ("AuthError", status)
     assert channel not in channels.subscribers
+
+
+async def test_public_subscriptions_count_against_the_auth_rate(
+    config: SessionConfig, channels: Channels
+) -> None:
+    # The authorizing service's order: identity, rate limit, policy. An anonymous connection is
+    # its address: every socket from it shares one bucket (burst 30 here).
+    sockets = [connect(config, channels, f"1.{i}") for i in range(10)]
+    for i in range(30):
+        succeeded(await sockets[i % 10].subscribe(f"c{i}"), f"c{i}")
+    refused = refusal(await sockets[0].subscribe("one-more"))
+    assert (refused["type"], refused["status"]) == ("LimitReached", 429)
+    other = connect(config, channels, "2.1", client_ip="10.0.0.2")
+    succeeded(await other.subscribe("one-more"), "one-more")
+    # Signed subscriptions were counted when /auth/channel signed them, not again here.
+    succeeded(await sockets[0].subscribe_signed("private-team"), "private-team")
 
 
 async def test_pusher_signin_is_the_connections_user_for_the_policy(
