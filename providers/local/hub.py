@@ -185,10 +185,6 @@ class Hub:
         left = [(channel, self.unsubscribe(sub, channel)) for channel in sorted(sub.channels)]
         return [(channel, user_id) for channel, user_id in left if user_id is not None]
 
-    def is_subscribed(self, sub: Subscriber, channel: str) -> bool:
-        """Whether this connection is subscribed to the channel."""
-        return sub.socket_id in self._subscribers.get(channel, {})
-
     def deliver(self, delivery: Delivery) -> int:
         """Hand the delivery to every local subscriber but the excluded one; return how many."""
         self._seq += 1
