@@ -93,7 +93,7 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
     "tests.e2e.test_fault_injection": ("PUSHER_SECRET",),
     "tests.e2e.test_load_without_loss": ("PUSHER_SECRET",),
     "tests.e2e.apigw_support": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
-    "infra.offline": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
+    "infra.offline_endpoints": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
     "tests.e2e.test_check_live": ("SECRET",),
 }
 MIN_SECRET_LENGTH: Final = 8

@@ -10,7 +10,8 @@ import subprocess
 import threading
 from typing import TYPE_CHECKING, Any
 
-from infra.offline import APP_KEY, Endpoints, OfflineStack
+from infra.offline import OfflineStack
+from infra.offline_endpoints import APP_KEY, Endpoints
 from tests.e2e.harness import ROOT, PusherAgent, free_port
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from core.settings import Settings
 from core.tokens import mint_dev_token
-from infra.offline import API_KEY, APP_KEY, JWT_SECRET, PREFIX, STAGE
+from infra.offline_endpoints import API_KEY, APP_KEY, JWT_SECRET, PREFIX, STAGE
 from tests.e2e.apigw_support import CHAT_POLICY
 from tests.e2e.harness import ROOT
 from tests.e2e.offline import ApiGatewayAgent, start_stack

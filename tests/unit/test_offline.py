@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra import offline
+from infra import offline, offline_endpoints
 
 if TYPE_CHECKING:
     import pytest
@@ -22,7 +22,7 @@ def test_the_doc_shows_what_make_offline_prints() -> None:
     section = doc.split("## Running it locally", 1)[1].split("\n## ", 1)[0]
     printed = re.search(r"Then it prints.*?\n```\n(.*?)```", section, re.DOTALL)
     assert printed, section
-    expected = [f"  {line}" for line in offline.DEFAULT_ENDPOINTS.describe()]
+    expected = [f"  {line}" for line in offline_endpoints.DEFAULT_ENDPOINTS.describe()]
     assert printed.group(1).splitlines() == expected
     assert "```sh\nmake offline\n```" in section
 
@@ -34,7 +34,7 @@ def test_make_offline_runs_the_module() -> None:
 
 
 def test_ws_path_carries_the_token_in_the_query() -> None:
-    endpoints = offline.Endpoints(4000, 4001, 4002, 4003)
+    endpoints = offline_endpoints.Endpoints(4000, 4001, 4002, 4003)
     assert endpoints.ws_path("a.b.c") == "/offline?token=a.b.c&path="
     assert endpoints.ws_path(None) == "/offline"
     assert endpoints.base == "http://127.0.0.1:4000"
