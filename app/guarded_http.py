@@ -95,7 +95,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._await_headers()
 
     def on_headers_complete(self) -> None:
-        """Headers in: no deadline (BodyLimit bounds the body); the cap applies from here."""
+        """Headers in: no deadline (app.middleware.Front bounds the body); the cap applies here."""
         self._headers_done()
         self._partial = False
         upgrade = self.parser.should_upgrade() and self._should_upgrade()

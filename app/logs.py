@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
 class _UvicornConnectionLines(logging.Filter):
     """Drop uvicorn's per-WebSocket lines: they print the query string, where a token may be.
 
-    The relay's own access log (app.middleware.AccessLog) records every request without it."""
+    The relay's own access log (app.middleware.Front) records every request without it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)

@@ -1,21 +1,47 @@
-"""ASGI middleware: a body size limit and read deadline enforced before parsing, and a
-secret-free access log."""
+"""The relay's one ASGI middleware layer, `Front`, in front of FastAPI.
+
+Each request passes, in this order, what used to be four wrappers around the app (and the
+access log's, CORS's and the exception handlers' wrapped `send`s): CORS preflights answered;
+the origin allowlist (app.origins, 403); the body read up to RELAY_MAX_BODY_BYTES (413) within
+RELAY_REQUEST_READ_TIMEOUT_SECONDS (408) and handed on from memory; CORS headers added to every
+answer (app.cors); one access-log line. Routes registered through `Direct` (the pusher-js auth
+endpoints, the relay's busiest) are served from here, below FastAPI's routing: FastAPI still
+documents them, and their errors become the same problem+json through the same handlers
+(app.problems).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
-from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, PayloadTooLarge
+from app import problems
+from app.cors import Cors
+from app.deadlines import Deadlines
+from app.origins import OriginGuard
+from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, PayloadTooLarge, RelayError
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterable, Mapping
+
+    from fastapi import APIRouter
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from core.settings import Settings
+
 access_log = logging.getLogger("app.access")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+E = TypeVar("E", bound=Endpoint)
+_PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
 
 def request_timeout_problem(seconds: float, instance: str | None = None) -> dict[str, Any]:
@@ -44,75 +70,6 @@ def _problem(
     return body
 
 
-class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413, and bodies not received within
-    `read_timeout` seconds with 408, before any route parses them.
-
-    The body is read here, up to the limit, and handed on from memory: a route's own parser can
-    then never see (or swallow the error of) an oversized or under-declared body. The deadline
-    covers the whole body, not each read: a client trickling a byte at a time cannot hold a
-    connection (and its file descriptor) for longer than `read_timeout`."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int, read_timeout: float | None = None) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.read_timeout = read_timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await self._refuse(scope, send)
-                return
-        chunks: list[bytes] = []
-        seen = 0
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":  # the client left before sending it all
-                        return
-                    chunk = message.get("body", b"")
-                    seen += len(chunk)
-                    if seen > self.max_bytes:
-                        await self._refuse(scope, send)
-                        return
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            await self._time_out(scope, send)
-            return
-        buffered: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
-
-        async def replay() -> Message:
-            return buffered.pop() if buffered else await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        error = PayloadTooLarge(f"the request body is over {self.max_bytes} bytes")
-        body = orjson.dumps(error.problem(instance=scope["path"]))
-        headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _time_out(self, scope: Scope, send: Send) -> None:
-        assert self.read_timeout is not None
-        body = orjson.dumps(request_timeout_problem(self.read_timeout, scope["path"]))
-        # `connection: close`: the rest of the body may still arrive; it must not be read as the
-        # next request.
-        headers = [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-            (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 408, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
 def loggable(path: str) -> str:
     """The path as one log line can hold it: a control character a client percent-encoded
     (`%0a`, forging a second line) escaped as `\\n`, and so the backslash that could fake one."""
@@ -121,34 +78,227 @@ def loggable(path: str) -> str:
     return path.encode("unicode_escape").decode("ascii")
 
 
-class AccessLog:
-    """One line per request: method, path without the query (it may hold a token), status, time."""
+class _Answer(NamedTuple):
+    """A response this layer writes itself."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class Direct:
+    """Routes Front serves itself, below FastAPI's routing and request handling; FastAPI still
+    registers and documents them. Each takes the Request alone and returns a complete Response.
+    """
+
+    def __init__(self, router: APIRouter) -> None:
+        self.router = router
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
+
+    def post(self, path: str, **options: Any) -> Callable[[E], E]:
+        """`@router.post(path, **options)`, served by Front."""
+
+        def register(endpoint: E) -> E:
+            if len(inspect.signature(endpoint).parameters) != 1:
+                raise TypeError(f"{path}: a direct endpoint takes the Request alone")
+            self.router.post(path, **options)(endpoint)
+            self.endpoints[("POST", self.router.prefix + path)] = endpoint
+            return endpoint
+
+        return register
+
+
+class Front:
+    """Origins, body limits, CORS, the access log and the `@direct` routes, in one layer."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        host: ASGIApp,
+        direct: Mapping[tuple[str, str], Endpoint],
+    ) -> None:
         self.app = app
+        self.host = host  # the application the direct routes' requests belong to
+        self.direct = dict(direct)
+        self.max_bytes = settings.max_body_bytes
+        self.read_timeout = settings.request_read_timeout_seconds
+        self.deadlines = Deadlines(self.read_timeout)
+        self.guard = OriginGuard(origins=settings.origins)
+        self.cors = Cors(settings.origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 0
+        origin = preflight = wanted = private = None
+        oversize = False
+        for name, value in scope["headers"]:  # one pass for every header this layer reads
+            if name == b"content-length":
+                oversize = oversize or not value.isdigit() or int(value) > self.max_bytes
+            elif name == b"origin":
+                origin = value.decode("latin-1") if origin is None else origin
+            elif name.startswith(b"access-control-request-"):
+                if name == b"access-control-request-method" and preflight is None:
+                    preflight = value.decode("latin-1")
+                elif name == b"access-control-request-headers" and wanted is None:
+                    wanted = value.decode("latin-1")
+                elif name == b"access-control-request-private-network" and private is None:
+                    private = value.decode("latin-1")
 
-        async def tracking_send(message: Message) -> None:
+        async def answer(code: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
             nonlocal status
-            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+            status = code
+            headers = self.cors.answer(origin, headers)
+            await send({"type": "http.response.start", "status": code, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        try:
+            if origin is not None and preflight is not None and scope["method"] == "OPTIONS":
+                response = self.cors.preflight(origin, preflight, wanted, private)
+                status = response.status_code
+                await response(scope, receive, send)
+            elif self.guard.guards(scope) and not self.guard.allowed(origin):
+                await answer(*_sized(*self.guard.refusal(scope["path"])))
+            elif oversize:
+                await answer(*self._too_large(scope["path"]))
+            else:
+                body = await self._body(receive, scope["path"])
+                if body is None:  # the client left before sending it all
+                    return
+                if isinstance(body, _Answer):
+                    await answer(*body)
+                    return
+                endpoint = self.direct.get((scope["method"], scope["path"]))
+                if endpoint is not None:
+                    scope["app"] = self.host
+                    response = await _serve(endpoint, _ReadRequest(scope, receive, body))
+                    content = response.body
+                    if not isinstance(content, bytes):
+                        content = bytes(content)
+                    await answer(response.status_code, response.raw_headers, content)
+                    return
+
+                async def sending(message: Message) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = message["status"]
+                        message["headers"] = self.cors.answer(origin, message.get("headers", ()))
+                    await send(message)
+
+                buffered: list[Message] = [{"type": "http.request", "body": body}]
+
+                async def replay() -> Message:
+                    return buffered.pop() if buffered else await receive()
+
+                await self.app(scope, replay, sending)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                _log(scope, status, start)
+
+    async def _body(self, receive: Receive, path: str) -> bytes | _Answer | None:
+        """The whole body; or the answer refusing it; None when the client left mid-body.
+
+        The deadline covers the whole body, not each read: a client trickling a byte at a time
+        cannot hold a connection (and its file descriptor) for longer than `read_timeout`."""
+        chunks: list[bytes] = []
+        seen = 0
+        deadline = self.deadlines.start()
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None
+                chunk = message.get("body", b"")
+                seen += len(chunk)
+                if seen > self.max_bytes:
+                    return self._too_large(path)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except asyncio.CancelledError:
+            if not deadline.expired():
+                raise
+            # `connection: close`: the rest of the body may still arrive; it must not be read
+            # as the next request.
+            body = orjson.dumps(request_timeout_problem(self.read_timeout, path))
+            return _sized(408, [(b"content-type", _PROBLEM), (b"connection", b"close")], body)
+        finally:
+            deadline.done()
+
+    def _too_large(self, path: str) -> _Answer:
+        error = PayloadTooLarge(f"the request body is over {self.max_bytes} bytes")
+        body = orjson.dumps(error.problem(instance=path))
+        return _sized(413, [(b"content-type", _PROBLEM), (b"connection", b"close")], body)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        status = 0
+        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "websocket.http.response.start":
                 status = message["status"]
             elif message["type"] == "websocket.accept":
                 status = 101
             await send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            if not self.guard.allowed(origin):
+                await self.guard.refuse_socket(send)
+                return
+            await self.app(scope, receive, sending)
         finally:
-            access_log.info(
-                "%s %s %d %.1fms",
-                scope.get("method", "WS"),
-                loggable(scope["path"]),
-                status,
-                (time.perf_counter() - start) * 1000,
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                _log(scope, status, start)
+
+
+class _ReadRequest(Request):
+    """A request whose body Front has read already."""
+
+    def __init__(self, scope: Scope, receive: Receive, body: bytes) -> None:
+        super().__init__(scope, receive)
+        self._read = body
+
+    async def body(self) -> bytes:
+        """The body, as read."""
+        return self._read
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """The body, as read, in one piece."""
+        yield self._read
+
+
+def _sized(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> _Answer:
+    return _Answer(status, [*headers, (b"content-length", b"%d" % len(body))], body)
+
+
+async def _serve(endpoint: Endpoint, request: Request) -> Response:
+    """The endpoint's answer, or its error as the app's exception handlers answer it."""
+    try:
+        return await endpoint(request)
+    except RelayError as exc:
+        return await problems.relay_error(request, exc)
+    except Exception as exc:  # the app's last-resort handler: logged, answered 500
+        return await problems.unexpected(request, exc)
+
+
+def _log(scope: Scope, status: int, start: float) -> None:
+    """One line per request: method, path without the query (it may hold a token), status, time."""
+    access_log.info(
+        "%s %s %d %.1fms",
+        scope.get("method", "WS"),
+        loggable(scope["path"]),
+        status,
+        (time.perf_counter() - start) * 1000,
+    )

@@ -2,8 +2,9 @@
 
 CORS alone only stops a page from reading an answer; a cross-site page could still make the
 browser send a credentialed request, and WebSockets ignore CORS entirely. So a request that carries
-an Origin outside the list is refused here before any route runs. Requests without Origin (servers,
-curl) pass: browsers always send it on cross-origin requests and WebSocket handshakes.
+an Origin outside the list is refused (by app.middleware.Front) before any route runs. Requests
+without Origin (servers, curl) pass: browsers always send it on cross-origin requests and
+WebSocket handshakes.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ import orjson
 from core.errors import PROBLEM_CONTENT_TYPE, OriginNotAllowed
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import Scope, Send
 
 GUARDED_HTTP_PREFIXES = ("/auth/", "/v1/stream")
 
 
 class OriginGuard:
-    """ASGI middleware enforcing the origin allowlist on auth, SSE and WebSocket requests."""
+    """The origin allowlist of the auth endpoints, SSE and WebSockets."""
 
-    def __init__(self, app: ASGIApp, *, origins: tuple[str, ...]) -> None:
-        self.app = app
+    def __init__(self, *, origins: tuple[str, ...]) -> None:
         self.any = "*" in origins
         self.origins = frozenset(origins)
 
@@ -32,31 +32,20 @@ class OriginGuard:
         """Whether a request with this Origin header may proceed."""
         return origin is None or self.any or origin.rstrip("/") in self.origins
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guarded = scope["type"] == "websocket" or (
-            scope["type"] == "http" and scope["path"].startswith(GUARDED_HTTP_PREFIXES)
-        )
-        if guarded:
-            origin = next(
-                (v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None
-            )
-            if not self.allowed(origin):
-                await self._refuse(scope, send)
-                return
-        await self.app(scope, receive, send)
+    @staticmethod
+    def guards(scope: Scope) -> bool:
+        """Whether this request is one the allowlist applies to."""
+        path: str = scope["path"]
+        return scope["type"] == "websocket" or path.startswith(GUARDED_HTTP_PREFIXES)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        if scope["type"] == "websocket":
-            # Closing before accepting makes the server answer the handshake with 403.
-            await send({"type": "websocket.close", "code": 1008})
-            return
+    @staticmethod
+    def refusal(path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The HTTP refusal: status, headers, body (a 403 problem)."""
         error = OriginNotAllowed("this origin is not in RELAY_ALLOWED_ORIGINS")
-        body = orjson.dumps(error.problem(instance=scope["path"]))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [(b"content-type", PROBLEM_CONTENT_TYPE.encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        body = orjson.dumps(error.problem(instance=path))
+        return error.status, [(b"content-type", PROBLEM_CONTENT_TYPE.encode())], body
+
+    @staticmethod
+    async def refuse_socket(send: Send) -> None:
+        """Close a WebSocket handshake before accepting it: the server answers it with 403."""
+        await send({"type": "websocket.close", "code": 1008})

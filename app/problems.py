@@ -33,7 +33,8 @@ def _http_slug(status: int) -> str:
     )
 
 
-async def _relay_error(request: Request, exc: Exception) -> Response:
+async def relay_error(request: Request, exc: Exception) -> Response:
+    """A RelayError as its problem, with its headers (Retry-After, ...)."""
     assert isinstance(exc, RelayError)
     if exc.status >= 500:
         log.warning("%s %s: %s: %s", request.method, request.url.path, exc.slug, exc.detail)
@@ -69,7 +70,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, body, dict(exc.headers or {}))
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
+async def unexpected(request: Request, exc: Exception) -> Response:
+    """Any other exception: logged with its traceback, answered 500 without its text."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     body = {
         "type": PROBLEM_TYPE_PREFIX + "internal",
@@ -83,7 +85,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     """Register the handlers on an app."""
-    app.add_exception_handler(RelayError, _relay_error)
+    app.add_exception_handler(RelayError, relay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, unexpected)

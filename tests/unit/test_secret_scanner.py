@@ -237,7 +237,7 @@ async def test_the_relays_access_log_leaves_credentials_out(
     secret_scanner: SecretScanner,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The same request through the real AccessLog, logging to the private scanner...
+    # The same request through the real access log (Front), logging to the private scanner...
     logger, scanner = private_logger
     with monkeypatch.context() as patched:
         patched.setattr("app.middleware.access_log", logger)
