@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 IpAddress = IPv4Address | IPv6Address
 MAX_HOPS = 32  # a longer chain is walked this far from the right, no further
 MAX_ADDRESS_CHARS = 64
+MAX_REMEMBERED_PEERS = 4096
 
 
 def parse_address(text: str) -> IpAddress | None:
@@ -53,20 +54,33 @@ class ClientAddress:
         self._proxies = tuple(trusted_proxies)
         # With the flag on and no CIDRs, the peer is the one trusted proxy.
         self._enabled = trust_proxy_headers or bool(self._proxies)
+        self._peers: dict[str, tuple[IpAddress | None, str | None]] = {}
 
     def of(self, conn: HTTPConnection) -> str | None:
         """The address to count this request against."""
         event = conn.scope.get("aws.event")
         if isinstance(event, dict):
             return lambda_source_ip(event)
-        peer_text = conn.client.host if conn.client else None
-        peer = parse_address(peer_text) if peer_text else None
-        if peer is None:
-            return peer_text[:MAX_ADDRESS_CHARS] if peer_text else None
-        if not self._enabled or not self._is_proxy(peer, peer=True):
-            return str(peer)
+        client = conn.scope.get("client")
+        peer, text = self._peer(client[0] if client else None)
+        if peer is None or not self._enabled or not self._is_proxy(peer, peer=True):
+            return text
         hops = [h for v in conn.headers.getlist("x-forwarded-for") for h in v.split(",")]
         return str(self.walk(peer, hops))
+
+    def _peer(self, text: str | None) -> tuple[IpAddress | None, str | None]:
+        """The peer's address and its canonical text, remembered: a keep-alive connection (and
+        a proxy's) asks for the same one on every request."""
+        if not text:
+            return None, None
+        known = self._peers.get(text)
+        if known is None:
+            address = parse_address(text)
+            known = (address, text[:MAX_ADDRESS_CHARS] if address is None else str(address))
+            if len(self._peers) >= MAX_REMEMBERED_PEERS:
+                self._peers.clear()  # bounded; refilled from the peers still talking
+            self._peers[text] = known
+        return known
 
     def walk(self, peer: IpAddress, hops: Sequence[str]) -> IpAddress:
         """The right-most hop that is not a trusted proxy; the last trusted one if all are."""

@@ -98,13 +98,20 @@ class Relay(Struct):
 
         Only a route a browser cannot send headers to (EventSource) takes `?token=`; anywhere
         else it is refused, not ignored: ignoring it would turn the caller into anonymous."""
-        tokens = conn.query_params.getlist("token")
+        tokens = conn.query_params.getlist("token") if conn.scope.get("query_string") else []
         if tokens and not query_token:
             raise InvalidToken("send the token in the Authorization header, not in ?token=")
+        authorization: list[str] = []
+        api_key: list[str] = []
+        for name, value in conn.scope["headers"]:  # one pass; servers give names in lower case
+            if name == b"authorization":
+                authorization.append(value.decode("latin-1"))
+            elif name == b"x-api-key":
+                api_key.append(value.decode("latin-1"))
         try:
             return await self.authenticator.authenticate(
-                authorization=_single(conn.headers.getlist("authorization")),
-                api_key=_single(conn.headers.getlist("x-api-key")),
+                authorization=_single(authorization),
+                api_key=_single(api_key),
                 token=_single(tokens),
             )
         except InvalidToken:

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
@@ -86,6 +86,23 @@ def _timestamp(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
+class _Times(NamedTuple):
+    """A token's NumericDate claims, read and checked for type once per token."""
+
+    expires: float
+    not_before: float | None
+    issued: float | None
+
+
+def _times(claims: dict[str, Any]) -> _Times:
+    expires = _timestamp(claims, "exp")
+    not_before = _timestamp(claims, "nbf")
+    issued = _timestamp(claims, "iat")
+    if expires is None:
+        raise InvalidToken("missing exp claim")
+    return _Times(expires, not_before, issued)
+
+
 class JwtVerifier:
     """HS256 with the relay's secret; RS256/ES256 through the JWKS; times with a small leeway."""
 
@@ -105,7 +122,8 @@ class JwtVerifier:
             from core.jwks import JwksCache
 
             self._jwks = JwksCache(settings.jwks_url, http, clock=clock)
-        self._verified: OrderedDict[bytes, tuple[dict[str, Any], float]] = OrderedDict()
+        # digest -> (claims, when verified, their times read once)
+        self._verified: OrderedDict[bytes, tuple[dict[str, Any], float, _Times]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
         """A user principal for a JWT whose signature, times, issuer and audience verify."""
@@ -116,8 +134,8 @@ class JwtVerifier:
         digest = hashlib.sha256(token.encode()).digest()
         remembered = self._verified.get(digest)
         if remembered is not None and self._clock() - remembered[1] < VERIFIED_TTL_SECONDS:
-            claims = remembered[0]
-            self._check_times(claims)  # expiry moves on even when the signature is known good
+            claims, _, times = remembered
+            self._check_times(times)  # expiry moves on even when the signature is known good
             return Principal(PrincipalKind.USER, id=claims["sub"], claims=claims)
         _refuse_duplicate_keys(token)  # once per token: a remembered one passed it already
         try:
@@ -150,8 +168,9 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
             raise InvalidToken("invalid sub claim")
-        self._check_times(claims)
-        self._verified[digest] = (claims, self._clock())
+        times = _times(claims)
+        self._check_times(times)
+        self._verified[digest] = (claims, self._clock(), times)
         if len(self._verified) > VERIFIED_MAX_TOKENS:
             self._verified.popitem(last=False)
         return Principal(PrincipalKind.USER, id=subject, claims=claims)
@@ -184,14 +203,10 @@ class JwtVerifier:
             raise InvalidToken(reason or "invalid token") from exc
         return claims
 
-    def _check_times(self, claims: dict[str, Any]) -> None:
+    def _check_times(self, times: _Times) -> None:
         now = self._clock()
         leeway = self._settings.jwt_leeway_seconds
-        expires = _timestamp(claims, "exp")
-        not_before = _timestamp(claims, "nbf")
-        issued = _timestamp(claims, "iat")
-        if expires is None:
-            raise InvalidToken("missing exp claim")
+        expires, not_before, issued = times
         if expires <= now - leeway:
             raise InvalidToken("token expired")
         if not_before is not None and not_before > now + leeway:

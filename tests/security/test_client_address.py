@@ -207,6 +207,24 @@ def test_an_untrusted_peer_is_taken_as_it_is() -> None:
     )
 
 
+def test_remembered_peers_answer_as_parsed_and_stay_bounded() -> None:
+    # Each peer is parsed once (bench/README.md, "Auth"); the answers do not change.
+    from app.clientaddr import MAX_REMEMBERED_PEERS
+
+    addresses = ClientAddress(trust_proxy_headers=False)
+    peers = ["::ffff:192.0.2.1", "2001:DB8::0001", "unix-socket", "192.0.2.1"]
+    for _ in range(2):
+        assert [addresses.of(_request(p)) for p in peers] == [
+            "192.0.2.1",
+            "2001:db8::1",
+            "unix-socket",
+            "192.0.2.1",
+        ]
+    for n in range(MAX_REMEMBERED_PEERS + 10):
+        assert addresses.of(_request(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")) is not None
+    assert len(addresses._peers) <= MAX_REMEMBERED_PEERS
+
+
 def test_parse_address_bounds_and_canonical_form() -> None:
     assert parse_address("x" * 100) is None
     assert str(parse_address(" 2001:DB8::0001 ")) == "2001:db8::1"
