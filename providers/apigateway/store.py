@@ -121,46 +121,44 @@ class Store(PresenceTable):
         """Count one in the connection's window of `counter` (as pusherproto's Window.counted);
         False when the window is full or the connection is gone.
 
-        Two conditional writes at most, each an increment rather than a rewrite, so that
-        invocations counting at once for one connection never both take the last place."""
+        Conditional writes, each an increment rather than a rewrite, so that invocations
+        counting at once for one connection never both take the last place."""
         now_ms = int(now * 1000)
         names = {"#s": f"{counter}_since", "#c": f"{counter}_count"}
-        try:
-            await self._call(
-                "update_item",
-                TableName=self._connections,
-                Key={"connection_id": s(connection_id)},
-                UpdateExpression="SET #c = #c + :one",
-                ConditionExpression="#s > :floor AND #c < :limit",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={
-                    ":one": n(1),
-                    ":floor": n(now_ms - int(span * 1000)),
-                    ":limit": n(limit),
-                },
-            )
-            return True
-        except Conflict:
-            pass
-        try:  # the window ran out (or never opened): a new one, with this count
-            await self._call(
-                "update_item",
-                TableName=self._connections,
-                Key={"connection_id": s(connection_id)},
-                UpdateExpression="SET #s = :now, #c = :one",
-                ConditionExpression=(
-                    "attribute_exists(connection_id) AND (attribute_not_exists(#s) OR #s <= :floor)"
-                ),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={
-                    ":one": n(1),
-                    ":now": n(now_ms),
-                    ":floor": n(now_ms - int(span * 1000)),
-                },
-            )
-        except Conflict:
-            return False  # the window is full (or the connection is gone)
-        return True
+        floor = n(now_ms - int(span * 1000))
+        # Twice: when another invocation opens the new window between this one's two writes,
+        # this one counts in that window rather than taking itself for refused.
+        for _ in range(2):
+            try:
+                await self._call(
+                    "update_item",
+                    TableName=self._connections,
+                    Key={"connection_id": s(connection_id)},
+                    UpdateExpression="SET #c = #c + :one",
+                    ConditionExpression="#s > :floor AND #c < :limit",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={":one": n(1), ":floor": floor, ":limit": n(limit)},
+                )
+                return True
+            except Conflict:
+                pass
+            try:  # the window ran out (or never opened): a new one, with this count
+                await self._call(
+                    "update_item",
+                    TableName=self._connections,
+                    Key={"connection_id": s(connection_id)},
+                    UpdateExpression="SET #s = :now, #c = :one",
+                    ConditionExpression=(
+                        "attribute_exists(connection_id) "
+                        "AND (attribute_not_exists(#s) OR #s <= :floor)"
+                    ),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={":one": n(1), ":now": n(now_ms), ":floor": floor},
+                )
+                return True
+            except Conflict:
+                pass  # a full window, a gone connection, or another invocation opened it
+        return False
 
     # -- subscriptions --------------------------------------------------------------------------
     async def subscribe(self, channel: str, connection: Connection, user_id: str | None) -> None:

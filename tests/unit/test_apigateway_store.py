@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import boto3
@@ -136,6 +137,24 @@ async def test_counters_count_in_a_window_that_opens_with_its_first_count(store:
     assert not await store.count_in_window(
         "gone", Counter.CLIENT_EVENTS, now=100, span=1.0, limit=3
     )
+
+
+async def test_invocations_opening_a_window_at_once_all_count(store: Store) -> None:
+    # API Gateway runs a socket's frames concurrently: on a fresh connection, all of them find
+    # no window; one opens it and the others must count in it, not take it for full.
+    await store.add_connection(conn("c1"))
+    for attempt in range(5):
+        now = 200.0 + 10 * attempt
+        counted = await asyncio.gather(
+            *(
+                store.count_in_window("c1", Counter.CLIENT_EVENTS, now=now, span=1.0, limit=10)
+                for _ in range(4)
+            )
+        )
+        assert counted == [True] * 4, attempt
+        found = await store.connection("c1")
+        assert found is not None
+        assert found.client_events == Window(now, 4)
 
 
 async def test_presence_members_are_tracked_on_the_connection(store: Store) -> None:
