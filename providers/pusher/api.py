@@ -33,10 +33,20 @@ class PusherVerdicts(Classifier):
     item = "event"
 
     def answer(self, response: httpx.Response) -> Verdict:
-        """2xx delivered; any other status below 500 a final refusal; 5xx failed."""
+        """2xx delivered; any other status below 500 a final refusal; 5xx failed.
+
+        soketi answers a request it refuses (a bad signature) with status 200 and `{"error",
+        "code"}` in the body: a refusal too, or a publish it dropped would be reported delivered.
+        Pusher's own answers to a call never carry an `error` member."""
         status = response.status_code
         if status < 300:
-            return Verdict.delivered()
+            refused = _error_in(response)
+            if refused is None:
+                return Verdict.delivered()
+            code, reason = refused
+            return Verdict.refused(
+                ProviderError(f"pusher refused the call ({code}): {reason}", provider_status=code)
+            )
         reason = response.text[:MAX_REASON_CHARS].strip()
         if status < 500:
             return Verdict.refused(
@@ -45,6 +55,21 @@ class PusherVerdicts(Classifier):
                 )
             )
         return Verdict.failed(f"failed ({status}): {reason}")
+
+
+def _error_in(response: httpx.Response) -> tuple[int, str] | None:
+    """(code, reason) of an `{"error", "code"}` body, or None."""
+    if not response.content.startswith(b"{") or b'"error"' not in response.content:
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+    code = body.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 500 else 400
+    return status, str(body["error"])[:MAX_REASON_CHARS].strip()
 
 
 class PusherApi:

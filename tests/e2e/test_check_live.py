@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from core.errors import ProviderError
+from core.provider import Message
+from providers.pusher.provider import PusherProvider
+from providers.pusher.settings import PusherSettings
 from tests.e2e.soketi import SoketiProcess
 
 if TYPE_CHECKING:
@@ -76,3 +80,31 @@ def test_an_unreachable_server_fails(soketi: SoketiProcess) -> None:
     done = _check_live(soketi, PUSHER_PORT="1", PUSHER_TIMEOUT_SECONDS="2")
     assert done.returncode == 1
     assert "relay: live check failed: " in done.stderr
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["batch-call", "events-call"])
+async def test_a_publish_soketi_refuses_with_200_is_not_reported_delivered(
+    soketi: SoketiProcess, many: bool
+) -> None:
+    # soketi answers a bad signature with 200 and {"error", "code"}: the publish reached no one,
+    # so the caller must get a refusal (502, accepted: false), never a receipt.
+    env = soketi.relay_env()
+    settings = PusherSettings(
+        app_id=env["PUSHER_APP_ID"],
+        key=env["PUSHER_KEY"],
+        secret="not-the-secret-0123456789abcdef",
+        host="127.0.0.1",
+        port=soketi.port,
+        use_tls=False,
+        max_attempts=1,
+    )
+    provider = PusherProvider(settings)
+    channels = ["a", "b"] if many else ["a"]
+    try:
+        with pytest.raises(ProviderError) as refused:
+            await provider.publish([Message(c, "e", "{}") for c in channels])
+    finally:
+        await provider.aclose()
+    assert refused.value.status == 502
+    assert refused.value.extra["accepted"] is False
+    assert refused.value.extra["provider_status"] == 401

@@ -34,6 +34,28 @@ def test_any_other_answer_below_500_is_a_final_refusal_with_pushers_reason(statu
     assert error.extra["provider_status"] == status
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"error": "The auth signature is invalid.", "code": 401}, 401),
+        ({"error": "The auth signature is invalid."}, 400),
+        ({"error": "x", "code": 200}, 400),
+    ],
+)
+def test_soketis_200_with_an_error_is_a_refusal(body: dict[str, object], status: int) -> None:
+    # soketi answers a bad signature with 200 and the error in the body: not delivered.
+    verdict = JUDGE.classify(httpx.Response(200, json=body))
+    assert verdict.kind is Kind.REFUSED
+    assert verdict.error is not None
+    assert verdict.error.detail == f"pusher refused the call ({status}): {body['error']}"
+    assert verdict.error.extra["provider_status"] == status
+
+
+@pytest.mark.parametrize("body", [{}, {"channels": {}}, [], {"occupied": False}])
+def test_2xx_bodies_without_an_error_are_delivered(body: object) -> None:
+    assert JUDGE.classify(httpx.Response(200, json=body)).kind is Kind.DELIVERED
+
+
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_5xx_failed_and_may_pass(status: int) -> None:
     verdict = JUDGE.classify(httpx.Response(status, text="x" * 1000))
