@@ -3,7 +3,8 @@
 An attempt's outcome goes to the provider's classifier (verdict.py); the loop acts on the verdict:
 
     delivered                  return the response
-    refused                    raise the classifier's error (502, `accepted: false`)
+    refused                    raise the classifier's error (502, `accepted: false`), or 504
+                               `accepted: null` when an earlier attempt may have delivered
     surely not delivered       wait (backoff, or the capped Retry-After) and send again
     maybe delivered            send again where the provider deduplicates, else 504 at once
 
@@ -91,6 +92,11 @@ class Outbound:
             if response is not None and verdict.kind is Kind.DELIVERED:
                 return response
             if verdict.error is not None:
+                if maybe_delivered:  # the resend's refusal says nothing of the first attempt
+                    raise ProviderTimeout(
+                        f"{judge.name} refused a resend ({verdict.error.detail}) of a call that "
+                        f"did not answer; the {judge.item} may or may not have been delivered"
+                    ) from verdict.error
                 raise verdict.error
             log.warning(
                 "%s %s attempt %d of %d: %s",

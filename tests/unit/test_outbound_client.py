@@ -190,6 +190,16 @@ async def test_exhausted_after_a_maybe_delivered_attempt_is_504(
     assert rig.script.requests == 3
 
 
+async def test_a_refused_resend_of_a_maybe_delivered_call_is_504(rig: Rig) -> None:
+    # The first attempt may have been delivered; the resend's 400 does not undo that.
+    rig.script.steps = [httpx.ReadTimeout, 400]
+    with pytest.raises(ProviderTimeout, match="may or may not have been delivered") as caught:
+        await send(rig.outbound(Deduplicating()))
+    assert caught.value.problem()["accepted"] is None
+    assert "prov refused (400)" in caught.value.detail
+    assert rig.script.requests == 2
+
+
 @pytest.mark.parametrize(
     ("steps", "error_type", "detail"),
     [
