@@ -4,43 +4,35 @@ Each request passes, in this order, what used to be four wrappers around the app
 access log's, CORS's and the exception handlers' wrapped `send`s): CORS preflights answered;
 the origin allowlist (app.origins, 403); the body read up to RELAY_MAX_BODY_BYTES (413) within
 RELAY_REQUEST_READ_TIMEOUT_SECONDS (408) and handed on from memory; CORS headers added to every
-answer (app.cors); one access-log line. Routes registered through `Direct` (the pusher-js auth
-endpoints, the relay's busiest) are served from here, below FastAPI's routing: FastAPI still
-documents them, and their errors become the same problem+json through the same handlers
-(app.problems).
+answer (app.cors); one access-log line. The routes registered through app.direct (the
+pusher-js auth endpoints, the relay's busiest) are served from here, below FastAPI's routing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
-from app import problems
 from app.cors import Cors
 from app.deadlines import Deadlines
+from app.direct import serve
 from app.origins import OriginGuard
-from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, PayloadTooLarge, RelayError
+from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterable, Mapping
+    from collections.abc import Iterable, Mapping
 
-    from fastapi import APIRouter
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from app.direct import Endpoint
     from core.settings import Settings
 
 access_log = logging.getLogger("app.access")
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-E = TypeVar("E", bound=Endpoint)
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
 
@@ -86,30 +78,8 @@ class _Answer(NamedTuple):
     body: bytes
 
 
-class Direct:
-    """Routes Front serves itself, below FastAPI's routing and request handling; FastAPI still
-    registers and documents them. Each takes the Request alone and returns a complete Response.
-    """
-
-    def __init__(self, router: APIRouter) -> None:
-        self.router = router
-        self.endpoints: dict[tuple[str, str], Endpoint] = {}
-
-    def post(self, path: str, **options: Any) -> Callable[[E], E]:
-        """`@router.post(path, **options)`, served by Front."""
-
-        def register(endpoint: E) -> E:
-            if len(inspect.signature(endpoint).parameters) != 1:
-                raise TypeError(f"{path}: a direct endpoint takes the Request alone")
-            self.router.post(path, **options)(endpoint)
-            self.endpoints[("POST", self.router.prefix + path)] = endpoint
-            return endpoint
-
-        return register
-
-
 class Front:
-    """Origins, body limits, CORS, the access log and the `@direct` routes, in one layer."""
+    """Origins, body limits, CORS, the access log and the direct routes, in one layer."""
 
     def __init__(
         self,
@@ -181,7 +151,7 @@ class Front:
                 endpoint = self.direct.get((scope["method"], scope["path"]))
                 if endpoint is not None:
                     scope["app"] = self.host
-                    response = await _serve(endpoint, _ReadRequest(scope, receive, body))
+                    response = await serve(endpoint, scope, receive, body)
                     content = response.body
                     if not isinstance(content, bytes):
                         content = bytes(content)
@@ -263,34 +233,8 @@ class Front:
                 _log(scope, status, start)
 
 
-class _ReadRequest(Request):
-    """A request whose body Front has read already."""
-
-    def __init__(self, scope: Scope, receive: Receive, body: bytes) -> None:
-        super().__init__(scope, receive)
-        self._read = body
-
-    async def body(self) -> bytes:
-        """The body, as read."""
-        return self._read
-
-    async def stream(self) -> AsyncGenerator[bytes, None]:
-        """The body, as read, in one piece."""
-        yield self._read
-
-
 def _sized(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> _Answer:
     return _Answer(status, [*headers, (b"content-length", b"%d" % len(body))], body)
-
-
-async def _serve(endpoint: Endpoint, request: Request) -> Response:
-    """The endpoint's answer, or its error as the app's exception handlers answer it."""
-    try:
-        return await endpoint(request)
-    except RelayError as exc:
-        return await problems.relay_error(request, exc)
-    except Exception as exc:  # the app's last-resort handler: logged, answered 500
-        return await problems.unexpected(request, exc)
 
 
 def _log(scope: Scope, status: int, start: float) -> None:

@@ -5,8 +5,8 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from app.direct import Direct
 from app.forms import read_fields
-from app.middleware import Direct
 from app.relay import relay_of
 
 router = APIRouter(tags=["auth"])

@@ -261,3 +261,18 @@ async def test_an_unexpected_error_in_a_direct_route_is_a_logged_500(
     assert body["instance"] == "/auth/user"
     assert b"secret detail" not in answer.body
     assert any(r.exc_info for r in caplog.records)
+
+
+def test_a_direct_route_takes_the_request_alone() -> None:
+    from fastapi import APIRouter, Request
+
+    from app.direct import Direct
+
+    direct = Direct(APIRouter())
+
+    async def with_a_parameter(request: Request, channel: str) -> Any:
+        return None
+
+    with pytest.raises(TypeError, match="takes the Request alone"):
+        direct.post("/x")(with_a_parameter)  # type: ignore[type-var]
+    assert not direct.endpoints
