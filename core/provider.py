@@ -28,12 +28,7 @@ class Limits(Struct, frozen=True):
     max_payload_bytes: int = 10_240
     max_channel_name: int = 164
     max_event_name: int = 200
-    max_channels_per_call: int = 100
-    max_events_per_batch_call: int = 10
     supports_encrypted_channels: bool = False
-    supports_presence_query: bool = False
-    supports_history: bool = False
-    supports_user_auth: bool = False
     # How long after a publish the provider still drops a repeat of its message ids (Ably: two
     # minutes, less its own retries). 0: it never does, so a publish whose outcome is unknown is
     # never sent again (core/idempotency.py).

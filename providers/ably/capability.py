@@ -100,27 +100,3 @@ def _plain_channel(name: str, limits: Limits) -> bool:
     except InvalidChannel:
         return False
     return not ({"*", ":"} & set(name)) and not name.startswith("[")
-
-
-def resource_matches(resource: str, channel: str) -> bool:
-    """Whether an Ably capability resource covers a channel name, by Ably's documented rules."""
-    if resource == "[*]*":
-        return True  # every channel, metachannel and queue
-    wanted_qualifier, wanted_name = _qualified(resource)
-    given_qualifier, given_name = _qualified(channel)
-    if wanted_qualifier != given_qualifier:
-        return False  # `*` covers plain channels only; [meta] and [queue] need their own
-    wanted = wanted_name.split(":")
-    given = given_name.split(":")
-    for index, segment in enumerate(wanted):
-        if segment == "*" and index == len(wanted) - 1:
-            return len(given) > index  # a final `*` takes one or more remaining segments
-        if index >= len(given) or (segment != "*" and segment != given[index]):
-            return False
-    return len(given) == len(wanted)
-
-
-def _qualified(name: str) -> tuple[str, str]:
-    """("[meta]", rest) for a qualified name, ("", name) for a plain channel."""
-    end = name.find("]") if name.startswith("[") else -1
-    return (name[: end + 1], name[end + 1 :]) if end > 0 else ("", name)

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH_CHANNELS_PER_SPEC = 100  # the reference's limit for one spec's `channels`
 BATCH_SPECS_PER_CALL = 100  # our bound, so one slow request holds back little
 BATCH_MAX_BODY_BYTES = 2 * 1024 * 1024 - 1  # "must be less than 2MiB"
 MAX_TOKEN_CHANNELS = 100  # channels a caller may name for one token
@@ -75,10 +74,6 @@ class AblyProvider(Provider):
         self.settings = settings
         self.limits = Limits(
             max_payload_bytes=settings.max_message_bytes,
-            max_channels_per_call=BATCH_CHANNELS_PER_SPEC,
-            max_events_per_batch_call=BATCH_SPECS_PER_CALL,
-            supports_presence_query=True,
-            supports_history=True,
             idempotent_ids_seconds=resend_window(settings),
         )
         self._rest = Lazy(lambda: _ably_rest(settings, http), ready=rest)

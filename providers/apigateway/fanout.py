@@ -34,12 +34,6 @@ class Report(Struct):
     gone: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # connection id -> error code
 
-    def merge(self, other: Report) -> None:
-        """Add another fan-out's outcome to this one."""
-        self.sent += other.sent
-        self.gone.extend(other.gone)
-        self.failed.update(other.failed)
-
     def summary(self) -> str:
         """One line for the logs: counts and error codes, never connection ids or payloads."""
         codes = Counter(self.failed.values())

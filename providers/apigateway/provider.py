@@ -63,10 +63,6 @@ class ApiGatewayProvider(RelaySigned, Provider):
             max_payload_bytes=gateway.max_payload_bytes,
             max_channel_name=164,
             max_event_name=200,
-            max_channels_per_call=100,
-            max_events_per_batch_call=10,
-            supports_presence_query=True,
-            supports_user_auth=True,
         )
         self.store = store or Store(gateway)
         self.queue = queue or SliceQueue(gateway.queue)

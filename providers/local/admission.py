@@ -55,11 +55,6 @@ class Admission:
         self.count += 1
         return Ticket(self, key)
 
-    def connections_from(self, address: str | None) -> int:
-        """How many admitted connections are counted against `address`."""
-        key = _key(address)
-        return 0 if key is None else self._by_key[key]
-
     def _release(self, key: str | None) -> None:
         self.count -= 1
         if key is not None:

@@ -38,12 +38,7 @@ class LocalProvider(RelaySigned, Provider):
         max_payload_bytes=10_240,
         max_channel_name=164,
         max_event_name=200,
-        max_channels_per_call=100,
-        max_events_per_batch_call=10,
         supports_encrypted_channels=False,
-        supports_presence_query=True,
-        supports_history=True,
-        supports_user_auth=True,
     )
 
     def __init__(self, settings: Settings, *, hub: Hub | None = None) -> None:

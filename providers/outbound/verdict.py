@@ -81,11 +81,6 @@ class Verdict:
         """Final: raise `error`, send nothing again."""
         return cls(Kind.REFUSED, error.detail, error=error)
 
-    @property
-    def surely_not_delivered(self) -> bool:
-        """Whether the provider surely does not have the request (so sending it again is safe)."""
-        return self.kind in (Kind.UNREACHABLE, Kind.FAILED, Kind.LIMITED)
-
 
 class Classifier:
     """A provider's judge of outcomes; subclasses name the provider and judge its answers."""

@@ -49,11 +49,7 @@ class PusherProvider(Provider):
             max_payload_bytes=settings.max_payload_bytes,
             max_channel_name=164,
             max_event_name=200,
-            max_channels_per_call=CHANNELS_PER_EVENT_CALL,
-            max_events_per_batch_call=EVENTS_PER_BATCH_CALL,
             supports_encrypted_channels=settings.master_key is not None,
-            supports_presence_query=True,
-            supports_user_auth=True,
         )
         self._api = Lazy(lambda: _pusher_api(settings, http))
         self.batches: Coalescer[dict[str, str]] = Coalescer(

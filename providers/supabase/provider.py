@@ -76,8 +76,6 @@ class SupabaseProvider(Provider):
         self.settings = settings
         self.limits = Limits(
             max_payload_bytes=settings.max_payload_bytes,
-            max_channels_per_call=settings.max_messages_per_call,
-            max_events_per_batch_call=settings.max_messages_per_call,
         )
         self._api = Lazy(lambda: _broadcast_api(settings, http), ready=api)
         self._clock = clock

@@ -93,7 +93,6 @@ async def test_websockets_past_the_per_address_cap_are_refused_with_4004() -> No
         await held[0].ws.close()
         async with pusher(relay) as again:  # a place was given back
             await again.established()
-            assert relay.provider.admission.connections_from("127.0.0.1") == 3
 
 
 async def test_the_per_address_cap_counts_the_address_a_trusted_proxy_forwards() -> None:

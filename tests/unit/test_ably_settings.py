@@ -79,7 +79,6 @@ def test_the_registry_builds_the_provider_from_the_environment(
     provider = create_provider(Settings(provider="ably"))
     assert isinstance(provider, AblyProvider)
     assert provider.limits.max_payload_bytes == 131_072
-    assert provider.limits.supports_history is True
 
 
 def test_the_registry_reports_a_missing_key_at_start_up() -> None:

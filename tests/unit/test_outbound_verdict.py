@@ -26,7 +26,6 @@ def test_an_error_before_sending_is_unreachable(error: type[httpx.TransportError
     verdict = Plain().classify(error("x"))
     assert verdict.kind is Kind.UNREACHABLE
     assert verdict.failure == f"unreachable ({error.__name__})"
-    assert verdict.surely_not_delivered
 
 
 @pytest.mark.parametrize(
@@ -44,7 +43,6 @@ def test_an_error_after_sending_began_is_unanswered(error: type[httpx.TransportE
     verdict = Plain().classify(error("x"))
     assert verdict.kind is Kind.UNANSWERED
     assert verdict.failure == f"did not answer ({error.__name__})"
-    assert not verdict.surely_not_delivered
 
 
 def test_answers_go_to_the_provider() -> None:
@@ -61,17 +59,11 @@ def test_a_classifier_must_judge_answers() -> None:
         Half().classify(httpx.Response(200))
 
 
-def test_which_verdicts_are_surely_not_delivered() -> None:
-    surely_not = {
-        Verdict.unreachable("a").kind,
-        Verdict.failed("b").kind,
-        Verdict.limited("c", 1.0).kind,
-    }
-    assert {k for k in Kind if Verdict(k).surely_not_delivered} == surely_not
+def test_a_refusal_carries_its_error() -> None:
     refused = Verdict.refused(ProviderError("refused (400): no"))
     assert refused.kind is Kind.REFUSED
     assert refused.failure == "refused (400): no"
-    assert not refused.surely_not_delivered
+    assert refused.error is not None
 
 
 def _answer(value: str | None) -> httpx.Response:

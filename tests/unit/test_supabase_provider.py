@@ -243,6 +243,5 @@ def test_from_settings_reads_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SUPABASE_MAX_MESSAGES_PER_CALL", "25")
     made = SupabaseProvider.from_settings(Settings(**{**UNIT_SETTINGS, "provider": "supabase"}))
     assert made.name == "supabase"
-    assert made.limits.max_events_per_batch_call == 25
+    assert made.settings.max_messages_per_call == 25
     assert made.limits.supports_encrypted_channels is False
-    assert made.limits.supports_presence_query is False

@@ -240,7 +240,7 @@ def test_validate_channels_over_max_count() -> None:
 
 
 def test_validate_channels_default_pusher_count() -> None:
-    limit = DEFAULT.max_channels_per_call
+    limit = 100
     assert len(validate_channels([f"c{i}" for i in range(limit)], DEFAULT, max_count=limit)) == 100
     with pytest.raises(TooManyItems):
         validate_channels([f"c{i}" for i in range(limit + 1)], DEFAULT, max_count=limit)
