@@ -84,7 +84,7 @@ class Authorizer:
         self, principal: Principal, channel: object, *, client_ip: str | None = None
     ) -> Grant:
         """May `principal` subscribe to `channel`: the Grant, or raise the refusal (a RelayError:
-        400 invalid-channel, 401, 403, 429 with Retry-After).
+        400 invalid-channel, 401, 403, 413 for a presence member over 1 KB, 429 with Retry-After).
 
         The entry point of socket sessions (WebSocket subscribe, API Gateway `$default`), which
         know their caller already: the signed-in user, or ANONYMOUS. Counts one `auth` request
