@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,11 +23,11 @@ import httpx
 import jwt
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from tests import servers
 from tests.e2e.conftest import API_KEY, JWT_SECRET, RELAY_ENV
 from tests.e2e.harness import ROOT, RelayProcess
 
@@ -118,25 +117,8 @@ class FakeRealtime:
 @contextlib.asynccontextmanager
 async def serving(fake: FakeRealtime) -> AsyncIterator[int]:
     """The fake on a free port of 127.0.0.1, in this event loop."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    config = uvicorn.Config(fake.app, log_config=None, lifespan="off", ws_ping_interval=None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(5):
-            while not server.started:
-                if task.done():
-                    task.result()  # surfaces the start-up error
-                    raise RuntimeError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
-        yield port
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
-        sock.close()
+    async with servers.serve(fake.app, lifespan="off") as server:
+        yield server.port
 
 
 def _node_command() -> list[str]:

@@ -12,7 +12,6 @@ that the registry refuses it with a ConfigurationError (its id says `<name>-not-
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import functools
@@ -26,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -39,6 +37,7 @@ from core.settings import Settings
 from core.stores.memory import MemoryStore
 from providers.local.provider import LocalProvider
 from providers.registry import PROVIDERS, provider_class
+from tests import servers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -469,26 +468,6 @@ def make_target(
 
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[int]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port in this event loop; yield the port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="off", ws_ping_interval=None
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(5):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
-        yield port
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
-        sock.close()
+    """Serve `app` (its lifespan left to the target) on a free 127.0.0.1 port; yield the port."""
+    async with servers.serve(app, lifespan="off") as server:
+        yield server.port

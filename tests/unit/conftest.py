@@ -7,21 +7,20 @@ fixtures of other unit test files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import httpx
 import pytest
-import uvicorn
 
 from app.main import create_app
 from core.settings import Settings
 from core.tokens import mint_dev_token
+from tests.servers import LiveServer, serve
 
 if TYPE_CHECKING:
+    import contextlib
     from collections.abc import AsyncIterator, Callable
 
     from fastapi import FastAPI
@@ -84,57 +83,6 @@ async def http(relay_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=relay_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
         yield client
-
-
-@dataclass(frozen=True, slots=True)
-class LiveServer:
-    """A uvicorn server on 127.0.0.1 serving an app in this event loop."""
-
-    app: FastAPI
-    port: int
-
-    @property
-    def http_url(self) -> str:
-        """Base URL for HTTP requests."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        """Base URL for WebSocket connections."""
-        return f"ws://127.0.0.1:{self.port}"
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
-    """Run `app` under uvicorn on a free port for the duration of the block."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        lifespan="on",
-        ws_ping_interval=None,
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(5):
-            while not server.started:
-                if task.done():
-                    task.result()  # surfaces the start-up error
-                    raise RuntimeError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
-        yield LiveServer(app, port)
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
-        sock.close()
 
 
 @pytest.fixture

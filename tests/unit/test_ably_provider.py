@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +16,7 @@ from app.relay import Relay
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
 from providers.ably.token import token_mac
+from tests.import_probe import fresh
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -217,19 +215,7 @@ print(json.dumps({{
 
 
 def _run(program: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "ABLY_", "PYTHON"))}
-    env["ABLY_API_KEY"] = f"{KEY_NAME}:{SECRET}"
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = fresh(program, {"ABLY_API_KEY": f"{KEY_NAME}:{SECRET}"})
     return result
 
 

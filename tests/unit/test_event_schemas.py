@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
     from providers.local.provider import LocalProvider
-    from tests.unit.conftest import LiveServer, Recorder
+    from tests.servers import LiveServer
+    from tests.unit.conftest import Recorder
 
 SECRET_LOOKING = "sk_live_SCHEMA_51HxQ2eZvKYlo2C"
 POLICY = """

@@ -18,6 +18,7 @@ from moto import mock_aws
 from app import lambda_handler
 from tests import lambda_runtime
 from tests.e2e.apigw_support import ROOT, aws_environment, event
+from tests.import_probe import fresh
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -111,20 +112,7 @@ print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
 
 
 def _loaded(first: str, then: str, **env: str) -> list[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "APIGW_", "PYTHON"))
-    }
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", PROBE.format(first=first, then=then)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**clean, **LOCAL_ENV, **env},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded: list[str] = fresh(PROBE.format(first=first, then=then), {**LOCAL_ENV, **env})
     return loaded
 
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.import_probe import fresh
 
 HEAVY = ("pusher", "ably", "supabase", "realtime", "boto3", "botocore", "redis", "nacl", "mangum")
 
@@ -30,25 +26,9 @@ loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
 print(json.dumps({{"loaded": loaded, "routes": len(app.routes)}}))
 """
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PYTHON"))}
-
 
 def _run(program: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=_clean_env(),
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = fresh(program)
     return result
 
 

@@ -4,13 +4,9 @@ imports neither the pusher provider nor NaCl. Each check runs in a fresh interpr
 from __future__ import annotations
 
 import base64
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.import_probe import fresh
+
 NOT_FOR_PUSHER = ("pusher", "ably", "boto3", "botocore", "redis", "mangum")
 
 PROBE = """
@@ -47,20 +43,7 @@ PUSHER_VARS = {
 
 
 def _probe(first: str = "", **env: str) -> dict[str, object]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PUSHER_", "PYTHON"))
-    }
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", first + PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**clean, **RELAY_VARS, **env},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = fresh(first + PROBE, {**RELAY_VARS, **env})
     return result
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
     from providers.local.provider import LocalProvider
-    from tests.unit.conftest import LiveServer
+    from tests.servers import LiveServer
 
 PROBLEM = "urn:realtime-relay:problem:"
 

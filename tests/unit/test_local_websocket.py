@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
     from providers.local.provider import LocalProvider
-    from tests.unit.conftest import LiveServer
+    from tests.servers import LiveServer
 
 SOCKET_ID = re.compile(r"\d+\.\d+")
 FRAME_TIMEOUT = 3.0

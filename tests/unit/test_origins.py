@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-    from tests.unit.conftest import LiveServer
+    from tests.servers import LiveServer
 
 ALLOWED = "https://app.example.com"
 ALSO_ALLOWED = "https://admin.example.com"

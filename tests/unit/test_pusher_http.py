@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
     from providers.local.provider import LocalProvider
-    from tests.unit.conftest import LiveServer, Recorder
+    from tests.servers import LiveServer
+    from tests.unit.conftest import Recorder
 
 PROBLEM = "urn:realtime-relay:problem:"
 EVENTS = "/apps/4242/events"

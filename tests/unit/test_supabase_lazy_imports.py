@@ -3,13 +3,8 @@ httpx before the first publish."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.import_probe import fresh
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAVY = (
     "pusher", "nacl", "ably", "boto3", "botocore", "redis", "mangum",
     "realtime", "supabase", "websockets", "psycopg",
@@ -37,24 +32,11 @@ print(json.dumps({{"provider": type(provider).__name__, "loaded": loaded}}))
 
 def _run(program: str) -> dict[str, object]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PYTHON", "SUPABASE_"))
+        "SUPABASE_URL": "https://ref.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": "lazy-service-role-key",
+        "SUPABASE_JWT_SECRET": "lazy-supabase-jwt-secret-0123456789abcdef",
     }
-    env.update(
-        SUPABASE_URL="https://ref.supabase.co",
-        SUPABASE_SERVICE_ROLE_KEY="lazy-service-role-key",
-        SUPABASE_JWT_SECRET="lazy-supabase-jwt-secret-0123456789abcdef",
-    )
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = fresh(program, env)
     return result
 
 
