@@ -2,7 +2,7 @@
 relay's configuration (these methods and headers, no credentials), computed inside the relay's
 one middleware layer (app.middleware.Front) instead of in a layer of their own.
 
-tests/unit/test_cors.py puts the same requests to both and compares the answers byte for byte.
+tests/unit/app/test_cors.py puts the same requests to both and compares the answers byte for byte.
 """
 
 from __future__ import annotations

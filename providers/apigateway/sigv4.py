@@ -3,7 +3,7 @@
 botocore's signer costs about 0.3 ms a request (a new canonical request object, header copies);
 a fan-out to a thousand connections makes that a third of a second of CPU. This one derives the
 signing key once a day and hashes one short string per request. Its output is checked against
-botocore's in tests/unit/test_apigateway_sigv4.py.
+botocore's in tests/unit/providers/apigateway/test_sigv4.py.
 """
 
 from __future__ import annotations

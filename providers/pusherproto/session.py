@@ -10,7 +10,7 @@ close), which the driver carries out in that order. Effects are returned rather 
 through the port so that their order is decided here once (API Gateway needs the joiner's roster
 out before member_added) and each driver delivers as it does best (a route response, a queue).
 
-The rules, the same on both servers (tests/unit/test_pusherproto_session.py):
+The rules, the same on both servers (tests/unit/providers/pusherproto/test_session.py):
 * `pusher:ping` is answered without the connection's state (API Gateway reads no table for it);
   `pusher:pong` and events Pusher does not define are ignored.
 * `pusher:subscribe` as subscribing.py decides (public channels by the authorizing service,

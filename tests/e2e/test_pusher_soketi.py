@@ -106,7 +106,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         RELAY_MAX_CHANNELS_PER_EVENT="500",
         # The outage test makes five failing calls in a row (four publishes and a channel
         # query, which pass the same circuit breaker) and then expects soketi back at once: the
-        # default of five would hold the breaker open for its cooldown (tests/unit/test_breaker).
+        # default of five would hold the breaker open for its cooldown
+        # (tests/unit/core/test_breaker.py).
         RELAY_BREAKER_FAILURES="10",
     )
     relay = RelayProcess(env, folder / "relay.log")

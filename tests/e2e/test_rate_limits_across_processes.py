@@ -59,7 +59,7 @@ async def relays(shared_redis: Redis, tmp_path: Path) -> AsyncIterator[list[Rela
         "RELAY_RATE_PUBLISH_PER_SECOND": str(PER_SECOND),
         "RELAY_RATE_PUBLISH_BURST": str(BURST),
         # Every request comes from 127.0.0.1: keep the IP's bucket out of the way. (Refused
-        # requests still take from it, see tests/unit/test_ratelimit.py, which could let it
+        # requests still take from it, see tests/unit/core/test_ratelimit.py, which could let it
         # refuse some of the burst's first requests and blur what this test measures.)
         "RELAY_RATE_IP_MULTIPLIER": str(10 * REQUESTS),
     }

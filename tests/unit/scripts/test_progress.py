@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROGRESS = ROOT / "scripts" / "progress.py"
 SLOW = (
     "for i in 1 2 3 4 5 6; do echo \"Collecting pkg$i\"; echo '  a continuation'; sleep 0.3; done"

@@ -14,7 +14,7 @@ from infra import offline, offline_endpoints
 if TYPE_CHECKING:
     import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_doc_shows_what_make_offline_prints() -> None:

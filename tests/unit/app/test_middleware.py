@@ -1,6 +1,6 @@
 """The relay's one middleware layer (app.middleware.Front): the body cap and read deadline, the
 origin allowlist, the access log, and the auth endpoints it serves below FastAPI's routing
-answering exactly as FastAPI would. CORS: tests/unit/test_cors.py."""
+answering exactly as FastAPI would. CORS: tests/unit/app/test_cors.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The local hub on its own: subscriptions, presence rosters, replay log and fan-out. The hub
 records presence and says who joined first and who left last; announcing it is the session's
-(tests/unit/test_pusherproto_session.py)."""
+(tests/unit/providers/pusherproto/test_session.py)."""
 
 from __future__ import annotations
 

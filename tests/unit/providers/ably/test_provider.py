@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 KEY_NAME = "appId.keyId"
 SECRET = "unit-ably-secret"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 class Recorder:

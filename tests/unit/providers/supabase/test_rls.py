@@ -12,7 +12,7 @@ from core.policy import Policy
 from core.policy.patterns import Pattern
 from providers.supabase.rls import MIGRATION_SUFFIX, compile_policy, topic_regex, write_migration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 MIGRATIONS = ROOT / "infra" / "supabase" / "migrations"
 CHANNELS = (
     "news", "a", "private-user-alice", "private-user-a-b-c", "private-user-", "presence-x-y",

@@ -1,6 +1,6 @@
 """The shared Pusher session behind API Gateway's `$default` (providers/apigateway/protocol.py):
 each rule the two servers used to apply differently, once more through the handler, its state on
-moto between frames (tests/unit/test_pusherproto_session.py has them without tables)."""
+moto between frames (tests/unit/providers/pusherproto/test_session.py has them without tables)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from core.policy import Policy
 from providers.pusherproto import signing
 from tests.e2e.apigw_support import APP_KEY, APP_SECRET, CHAT_POLICY, subscribe_frame
-from tests.unit.test_apigateway_handlers import container
+from tests.unit.app.test_lambda_websocket import container
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from core.schemas import EventSchemas
     from providers.pusherproto.config import SessionConfig, SubscriptionGate
-    from tests.unit.test_apigateway_handlers import Lam
+    from tests.unit.app.test_lambda_websocket import Lam
 
 # Before the chat policy of the handlers' tests, whose rules come after these.
 SESSION_RULES = """

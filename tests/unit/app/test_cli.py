@@ -426,7 +426,7 @@ def test_publish_refused_is_one_line(
 
 
 def test_the_banner_and_the_readme_give_the_same_pusher_js_settings() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
     (_, line) = banner(Settings(app_key="relay-dev-key"), "127.0.0.1", 8000)
     prefix = "pusher-js: new Pusher('relay-dev-key', { "
     assert line.startswith(prefix)
