@@ -41,6 +41,7 @@ class Relay(Struct):
     schemas: EventSchemas
     authorizer: Authorizer
     publisher: Publisher
+    breaker: CircuitBreaker
     addresses: ClientAddress | None = None  # built on first use from the settings
 
     @classmethod
@@ -91,6 +92,7 @@ class Relay(Struct):
             schemas=schemas,
             authorizer=authorizer,
             publisher=publisher,
+            breaker=breaker,
         )
 
     async def identify(self, conn: HTTPConnection, *, query_token: bool = False) -> Principal:

@@ -15,10 +15,18 @@ class Health(BaseModel):
     status: str
     provider: str
     version: str
+    # The provider's circuit breaker in this process: closed, open (publishes and queries get
+    # 503 without calling it) or half-open (the next call probes it).
+    circuit: str
 
 
 @router.get("/health", summary="Liveness, provider name and version")
 async def health(request: Request) -> Health:
     """Answer without touching the provider (a readiness check is `relay check`)."""
     relay = relay_of(request)
-    return Health(status="ok", provider=relay.provider.name, version=__version__)
+    return Health(
+        status="ok",
+        provider=relay.provider.name,
+        version=__version__,
+        circuit=relay.breaker.state,
+    )
