@@ -43,6 +43,10 @@ class Message(Struct, frozen=True):
     data: str
     socket_id: str | None = None
     id: str | None = None
+    # `data` is JSON text the relay encoded from a published non-string value (an object, a list,
+    # a number...), as opposed to a string published as one: SSE and history hand the first back
+    # as the value and the second as a string. The Pusher protocol carries both as the string.
+    json: bool = False
 
 
 class Receipt(Struct, frozen=True):

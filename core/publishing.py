@@ -115,7 +115,9 @@ class Publisher:
                 match = found[channel]
                 self.schemas.check_rule(None if match is None else match.rule, d.name, d.data)
                 message_id = f"{base}:{len(messages)}"
-                messages.append(Message(channel, d.name, d.data, d.socket_id, message_id))
+                messages.append(
+                    Message(channel, d.name, d.data, d.socket_id, message_id, json=d.json)
+                )
 
         async def deliver() -> dict[str, Any]:
             receipts = await self.breaker.call(lambda: self.provider.publish(messages))
@@ -157,7 +159,8 @@ class Publisher:
             socket_id = None if request.socket_id is None else validate_socket_id(request.socket_id)
             data = encode_data(request.data)
             check_payload_size(data, limits)
-            drafts.append(_Draft(name, channels, data, socket_id))
+            published_json = not isinstance(request.data, str)
+            drafts.append(_Draft(name, channels, data, socket_id, published_json))
         return drafts
 
 
@@ -168,6 +171,7 @@ class _Draft(NamedTuple):
     channels: list[str]
     data: str
     socket_id: str | None
+    json: bool  # data was published as a non-string value, encoded here
 
 
 def caller_scope(principal: Principal, client_ip: str | None) -> str:

@@ -1,12 +1,16 @@
 """Channel queries: occupancy, presence members and message history (core.authorizing runs
 their gates and calls the provider through the circuit breaker)."""
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from app.relay import relay_of
+
+if TYPE_CHECKING:
+    from core.provider import Message
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
 
@@ -27,11 +31,11 @@ class Members(BaseModel):
 
 
 class MessageOut(BaseModel):
-    """One remembered message."""
+    """One remembered message: `data` as published, a JSON value or a string."""
 
     id: str | None
     name: str
-    data: str
+    data: Any
 
 
 class History(BaseModel):
@@ -91,5 +95,10 @@ async def messages(
     )
     return History(
         channel=channel,
-        messages=[MessageOut(id=m.id, name=m.name, data=m.data) for m in found],
+        messages=[MessageOut(id=m.id, name=m.name, data=_published(m)) for m in found],
     )
+
+
+def _published(message: "Message") -> Any:
+    """The data as it was published: JSON the relay encoded decoded back, a string as it is."""
+    return orjson.loads(message.data) if message.json else message.data

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class Delivery:
     """One event for one channel, with its encodings computed at most once."""
 
-    __slots__ = ("_pusher", "_sse", "channel", "data", "event", "exclude", "seq", "user_id")
+    __slots__ = ("_pusher", "_sse", "channel", "data", "event", "exclude", "json", "seq", "user_id")
 
     def __init__(
         self,
@@ -43,10 +43,12 @@ class Delivery:
         *,
         exclude: str | None = None,
         user_id: str | None = None,
+        json: bool = False,
     ) -> None:
         self.event = event
         self.channel = channel
         self.data = data
+        self.json = json  # data is JSON the relay encoded from a published non-string value
         self.exclude = exclude
         self.user_id = user_id
         self.seq = 0
@@ -63,6 +65,7 @@ class Delivery:
             broadcast.data,
             exclude=exclude,
             user_id=broadcast.user_id,
+            json=broadcast.json,
         )
 
     @property
@@ -77,10 +80,12 @@ class Delivery:
         return self._pusher
 
     def sse_frame(self, epoch: str) -> bytes:
-        """The server-sent-events frame: id, then one JSON data line."""
+        """The server-sent-events frame: id, then one JSON data line whose `data` is the value as
+        published: JSON the relay encoded goes in as JSON (no second decode for the client), a
+        published string as a string."""
         if self._sse is None:
-            body = {"type": "event", "channel": self.channel, "event": self.event}
-            body["data"] = self.data
+            body: dict[str, Any] = {"type": "event", "channel": self.channel, "event": self.event}
+            body["data"] = orjson.Fragment(self.data) if self.json else self.data
             self._sse = b"id: %s-%d\ndata: %s\n\n" % (epoch.encode(), self.seq, orjson.dumps(body))
         return self._sse
 

@@ -60,7 +60,7 @@ class LocalProvider(RelaySigned, Provider):
         """Deliver to this process's subscribers (encoded once per message)."""
         self.refuse_if_draining()
         for m in messages:
-            self.broadcast(Delivery(m.name, m.channel, m.data, exclude=m.socket_id))
+            self.broadcast(Delivery(m.name, m.channel, m.data, exclude=m.socket_id, json=m.json))
         return [Receipt(m.channel, m.name, m.id) for m in messages]
 
     def broadcast(self, delivery: Delivery) -> None:
@@ -91,7 +91,10 @@ class LocalProvider(RelaySigned, Provider):
     async def history(self, channel: str, *, limit: int) -> list[Message]:
         """The replay log of a channel (the last `RELAY_SSE_REPLAY_MESSAGES` messages)."""
         recent = self.hub.replay(channel, 0)[-limit:]
-        return [Message(d.channel, d.event, d.data, id=self.hub.event_id(d)) for d in recent]
+        return [
+            Message(d.channel, d.event, d.data, id=self.hub.event_id(d), json=d.json)
+            for d in recent
+        ]
 
     def refuse_if_draining(self) -> None:
         """Raise 503 once draining: a 200 now would reach nobody, every client is leaving."""

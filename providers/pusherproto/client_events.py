@@ -62,4 +62,4 @@ def check(
         require(config.policy, principal, Action.CLIENT_EVENT, channel)
     except RelayError as exc:
         raise Rejected(f"Client event rejected: {exc.detail}") from exc
-    return Broadcast(channel, name, encoded, user_id=member)
+    return Broadcast(channel, name, encoded, user_id=member, json=not isinstance(data, str))

@@ -29,6 +29,7 @@ class Broadcast(Struct, frozen=True):
     data: str  # the string that travels
     user_id: str | None = None  # a presence member's client event carries its sender
     exclude_sender: bool = True
+    json: bool = False  # data is JSON the relay encoded from a non-string value (as in Message)
 
     @property
     def internal(self) -> bool:
@@ -51,9 +52,10 @@ class Outcome(Struct):
 def member_added(channel: str, member: PresenceData) -> Broadcast:
     """A user's first connection joined a presence channel."""
     data = orjson.dumps({"user_id": member.user_id, "user_info": member.user_info}).decode()
-    return Broadcast(channel, MEMBER_ADDED, data)
+    return Broadcast(channel, MEMBER_ADDED, data, json=True)
 
 
 def member_removed(channel: str, user_id: str) -> Broadcast:
     """A user's last connection left a presence channel."""
-    return Broadcast(channel, MEMBER_REMOVED, orjson.dumps({"user_id": user_id}).decode())
+    data = orjson.dumps({"user_id": user_id}).decode()
+    return Broadcast(channel, MEMBER_REMOVED, data, json=True)

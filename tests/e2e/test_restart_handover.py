@@ -122,7 +122,7 @@ class EventSourceClient:
                             if frame["type"] == "connected":
                                 self.connected_at = time.monotonic()
                             elif frame["type"] == "event":
-                                self.received.add(int(json.loads(frame["data"])["seq"]))
+                                self.received.add(int(frame["data"]["seq"]))
             except httpx.HTTPError:
                 pass
             if self.connected_at is not None:

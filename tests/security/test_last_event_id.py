@@ -112,4 +112,4 @@ async def test_an_id_ahead_of_the_newest_delivery_holds_nothing_back(
         line = await asyncio.wait_for(anext(lines), 5)
         while not line.startswith("data: "):
             line = await asyncio.wait_for(anext(lines), 5)
-        assert orjson.loads(line.removeprefix("data: "))["data"] == '{"n":1}'
+        assert orjson.loads(line.removeprefix("data: "))["data"] == {"n": 1}

@@ -165,6 +165,22 @@ async def test_history_of_a_public_channel_oldest_first(
     assert all(m["id"].startswith(f"{epoch}-") for m in body["messages"])
 
 
+async def test_history_gives_data_back_as_published(
+    http: httpx.AsyncClient, relay_api_key: str
+) -> None:
+    published = [{"text": "hi"}, [1, "two"], 3, None, "hi", '{"n":1}', ""]
+    batch = [{"name": f"e{i}", "channel": "news", "data": d} for i, d in enumerate(published)]
+    response = await http.post(
+        "/v1/batch", json={"batch": batch}, headers={"X-API-Key": relay_api_key}
+    )
+    assert response.status_code == 200, response.text
+    response = await http.get("/v1/channels/news/messages")
+    assert response.status_code == 200, response.text
+    got = [m["data"] for m in response.json()["messages"]]
+    assert got == published
+    assert [type(d) for d in got] == [type(d) for d in published]  # '{"n":1}' stays a string
+
+
 async def test_history_limit_keeps_the_most_recent(
     http: httpx.AsyncClient, relay_api_key: str
 ) -> None:

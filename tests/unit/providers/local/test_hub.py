@@ -4,6 +4,8 @@ records presence and says who joined first and who left last; announcing it is t
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -155,6 +157,29 @@ def test_sse_frame_carries_the_event_id() -> None:
         "data": "x",
     }
     assert frame.endswith(b"\n\n")
+
+
+def test_sse_frame_carries_encoded_json_as_the_value_and_the_pusher_frame_as_a_string() -> None:
+    hub = Hub()
+    as_json = Delivery("e", "news", '{"n":1}', json=True)
+    as_string = Delivery("e", "news", '{"n":1}')
+    for delivery in (as_json, as_string):
+        hub.deliver(delivery)
+    assert _sse_data(as_json.sse_frame(hub.epoch)) == {"n": 1}
+    assert _sse_data(as_string.sse_frame(hub.epoch)) == '{"n":1}'
+    assert as_json.pusher_frame() == as_string.pusher_frame()
+    assert orjson.loads(as_json.pusher_frame())["data"] == '{"n":1}'
+
+
+def test_a_client_events_kind_reaches_the_sse_frame() -> None:
+    hub = Hub()
+    sent = Delivery.of(Broadcast("private-x", "client-e", '{"n":1}', json=True), sender="1.1")
+    hub.deliver(sent)
+    assert _sse_data(sent.sse_frame(hub.epoch)) == {"n": 1}
+
+
+def _sse_data(frame: bytes) -> Any:
+    return orjson.loads(frame.split(b"\n")[1].removeprefix(b"data: "))["data"]
 
 
 def test_sequence_numbers_increase_across_channels() -> None:

@@ -135,10 +135,50 @@ async def test_event_arrives_with_an_id(
         )
         assert response.status_code == 200
         event_id, data = await reader.event()
-        assert data == {"type": "event", "channel": "news", "event": "update", "data": '{"a":1}'}
+        assert data == {"type": "event", "channel": "news", "event": "update", "data": {"a": 1}}
         epoch, _, seq = event_id.partition("-")
         assert epoch == relay_provider.hub.epoch
         assert seq.isdigit()
+
+
+@pytest.mark.parametrize(
+    ("published", "pusher_data"),
+    [
+        ({"text": "hi"}, '{"text":"hi"}'),
+        ([1, "two"], '[1,"two"]'),
+        (3, "3"),
+        (None, "null"),
+        ("hi", "hi"),
+        ('{"n":1}', '{"n":1}'),  # a string that reads as JSON stays a string
+        ("", ""),
+    ],
+    ids=["object", "list", "number", "null", "string", "json-looking-string", "empty-string"],
+)
+async def test_data_arrives_as_published_and_the_pusher_frame_keeps_a_string(
+    open_stream: Callable[..., Any],
+    http: httpx.AsyncClient,
+    relay_api_key: str,
+    relay_listen: Callable[..., Any],
+    published: Any,
+    pusher_data: str,
+) -> None:
+    socket = relay_listen("news")  # what a WebSocket subscriber is handed
+    async with open_stream("news") as reader:
+        response = await http.post(
+            "/v1/events",
+            json={"name": "update", "channel": "news", "data": published},
+            headers={"X-API-Key": relay_api_key},
+        )
+        assert response.status_code == 200, response.text
+        _, data = await reader.event()
+        assert data["data"] == published
+        assert type(data["data"]) is type(published)
+    (delivery,) = socket.deliveries
+    assert orjson.loads(delivery.pusher_frame()) == {
+        "event": "update",
+        "channel": "news",
+        "data": pusher_data,
+    }
 
 
 async def test_heartbeat_comment_keeps_the_stream_open(open_stream: Callable[..., Any]) -> None:

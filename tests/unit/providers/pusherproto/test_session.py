@@ -443,7 +443,7 @@ async def test_presence_roster_member_added_once_and_member_removed_after_the_la
         "presence": {"ids": ["ann"], "hash": {"ann": {"n": 1}}, "count": 1}
     }
     assert first.broadcasts == [
-        Broadcast("presence-room", MEMBER_ADDED, '{"user_id":"ann","user_info":{"n":1}}')
+        Broadcast("presence-room", MEMBER_ADDED, '{"user_id":"ann","user_info":{"n":1}}', json=True)
     ]
     joined = await ben.subscribe_signed("presence-room", {"user_id": "ben"})
     # drift: the roster's order was the hub's join order on local, the user id's on API Gateway.
@@ -453,7 +453,9 @@ async def test_presence_roster_member_added_once_and_member_removed_after_the_la
     assert second_tab.broadcasts == []  # ann is present already
     assert (await ann1.send("pusher:unsubscribe", {"channel": "presence-room"})) == Outcome()
     left = await ann2.session.close()
-    assert left.broadcasts == [Broadcast("presence-room", MEMBER_REMOVED, '{"user_id":"ann"}')]
+    assert left.broadcasts == [
+        Broadcast("presence-room", MEMBER_REMOVED, '{"user_id":"ann"}', json=True)
+    ]
     assert ann2.state.channels == set()
 
 
@@ -521,10 +523,16 @@ async def test_a_client_event_goes_to_the_others_with_the_presence_member(
     await client.subscribe_signed("private-team")
     sent = await client.trigger("presence-room", "client-typing", {"on": True})
     assert sent == Outcome(
-        broadcasts=[Broadcast("presence-room", "client-typing", '{"on":true}', user_id="ann")]
+        broadcasts=[
+            Broadcast("presence-room", "client-typing", '{"on":true}', user_id="ann", json=True)
+        ]
     )
     assert (await client.trigger("private-team")).broadcasts == [
-        Broadcast("private-team", "client-hi", "{}")
+        Broadcast("private-team", "client-hi", "{}", json=True)
+    ]
+    # a string sent as data stays a string for SSE subscribers; the frame is the same
+    assert (await client.trigger("private-team", data='{"n":1}')).broadcasts == [
+        Broadcast("private-team", "client-hi", '{"n":1}', json=False)
     ]
 
 
