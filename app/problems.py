@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, RelayError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from fastapi import FastAPI, Request
 
 log = logging.getLogger(__name__)
@@ -47,15 +49,29 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     errors = [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
     ][:20]
-    body = {
+    detail = "the request does not match the schema"
+    item = _batch_item(exc.errors())
+    body: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + "invalid-request",
         "title": "Invalid request",
         "status": 422,
-        "detail": "the request does not match the schema",
+        "detail": detail if item is None else f"batch item {item}: {detail}",
         "instance": request.url.path,
         "errors": errors,
     }
+    if item is not None:
+        body["item"] = item
     return problem_response(422, body)
+
+
+def _batch_item(errors: Sequence[Any]) -> int | None:
+    """The first event of a batch the schema errors are about, when they are all in events."""
+    items = [
+        loc[2]
+        for loc in (tuple(e.get("loc", ())) for e in errors)
+        if loc[:2] == ("body", "batch") and len(loc) > 2 and isinstance(loc[2], int)
+    ]
+    return min(items) if items and len(items) == len(errors) else None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -27,13 +27,15 @@
             └── TimeoutReplayed     504 provider-timeout, Idempotent-Replayed: nothing sent again
 
 The `type` of each problem is `urn:realtime-relay:problem:<slug>`, stable across releases. A
-`detail` never carries a secret, a signature or a payload.
+`detail` never carries a secret, a signature or a payload. A refusal of one event of a batch says
+which: an `item` member (the event's index) and a detail that starts `batch item <index>: `.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 PROBLEM_TYPE_PREFIX = "urn:realtime-relay:problem:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -72,6 +74,15 @@ class RelayError(Exception):
     def headers(self) -> dict[str, str]:
         """Extra response headers (for example Retry-After or WWW-Authenticate)."""
         return {}
+
+    def of_batch_item(self, index: int) -> Self:
+        """The same refusal, said of event `index` of a batch: an `item` member, the detail
+        prefixed `batch item <index>: `; type, status and headers unchanged."""
+        error = copy.copy(self)
+        error.detail = f"batch item {index}: {self.detail}"
+        error.args = (error.detail,)
+        error.extra = {**self.extra, "item": index}
+        return error
 
 
 class ConfigurationError(RelayError):

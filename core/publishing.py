@@ -5,13 +5,14 @@ circuit breaker."""
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from msgspec import Struct
 
 from core.access import allowed
-from core.errors import TooManyItems
+from core.errors import RelayError, TooManyItems
 from core.idempotency import fingerprint
 from core.policy import Action
 from core.provider import Message
@@ -24,7 +25,7 @@ from core.validation import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from core.breaker import CircuitBreaker
     from core.idempotency import Idempotency
@@ -80,6 +81,7 @@ class Publisher:
         principal: Principal,
         requests: Sequence[EventRequest],
         *,
+        batch: bool = False,
         idempotency_key: str | None = None,
         client_ip: str | None = None,
     ) -> Outcome:
@@ -90,10 +92,14 @@ class Publisher:
         against the policy once. Message ids are `<base>:<index>`, the base a hash of the caller
         and its Idempotency-Key when it gave one (a retry gets the same ids, so a provider with
         idempotent publishing drops a duplicate; another caller's same key never does),
-        otherwise random."""
-        drafts = self._read(requests)
-        channels = dict.fromkeys(channel for d in drafts for channel in d.channels)
-        found = {channel: self.policy.match(channel) for channel in channels}  # once each
+        otherwise random. With `batch`, a refusal of one event names it: an `item` member (its
+        index) and `batch item <index>: ` before the detail."""
+        drafts = self._read(requests, batch=batch)
+        first_item: dict[str, int] = {}  # each channel, and the first event that names it
+        for index, d in enumerate(drafts):
+            for channel in d.channels:
+                first_item.setdefault(channel, index)
+        found = {channel: self.policy.match(channel) for channel in first_item}  # once each
         per_rule: dict[int, tuple[Rule, int]] = {}
         for match in (found[channel] for d in drafts for channel in d.channels):
             if match is not None:
@@ -103,17 +109,20 @@ class Publisher:
         rules = per_rule.values()
         await self.limiter.check("publish", principal, client_ip, cost=cost, rules=rules)
         for channel, match in found.items():
-            allowed(self.policy.decide_matched(principal, Action.PUBLISH, channel, match), channel)
+            decision = self.policy.decide_matched(principal, Action.PUBLISH, channel, match)
+            with _refusal_of(first_item[channel], batch=batch):
+                allowed(decision, channel)
         base = (
             uuid.uuid4().hex
             if idempotency_key is None
             else message_id_base(caller_scope(principal, client_ip), idempotency_key)
         )
         messages: list[Message] = []
-        for d in drafts:
+        for index, d in enumerate(drafts):
             for channel in d.channels:
                 match = found[channel]
-                self.schemas.check_rule(None if match is None else match.rule, d.name, d.data)
+                with _refusal_of(index, batch=batch):
+                    self.schemas.check_rule(None if match is None else match.rule, d.name, d.data)
                 message_id = f"{base}:{len(messages)}"
                 messages.append(
                     Message(channel, d.name, d.data, d.socket_id, message_id, json=d.json)
@@ -141,7 +150,7 @@ class Publisher:
         )
         return Outcome(answer, replayed)
 
-    def _read(self, requests: Sequence[EventRequest]) -> list[_Draft]:
+    def _read(self, requests: Sequence[EventRequest], *, batch: bool) -> list[_Draft]:
         """Every event's name, channels, socket id and encoded data, checked against the
         provider's limits; raise on the first that is malformed."""
         if len(requests) > self.settings.max_batch_events:
@@ -151,17 +160,31 @@ class Publisher:
             )
         limits = self.provider.limits
         drafts: list[_Draft] = []
-        for request in requests:
-            name = validate_event_name(request.name, limits)
-            channels = validate_channels(
-                request.channels, limits, max_count=self.settings.max_channels_per_event
-            )
-            socket_id = None if request.socket_id is None else validate_socket_id(request.socket_id)
-            data = encode_data(request.data)
-            check_payload_size(data, limits)
+        for index, request in enumerate(requests):
+            with _refusal_of(index, batch=batch):
+                name = validate_event_name(request.name, limits)
+                channels = validate_channels(
+                    request.channels, limits, max_count=self.settings.max_channels_per_event
+                )
+                socket_id = (
+                    None if request.socket_id is None else validate_socket_id(request.socket_id)
+                )
+                data = encode_data(request.data)
+                check_payload_size(data, limits)
             published_json = not isinstance(request.data, str)
             drafts.append(_Draft(name, channels, data, socket_id, published_json))
         return drafts
+
+
+@contextmanager
+def _refusal_of(index: int, *, batch: bool) -> Iterator[None]:
+    """A refusal raised inside, said of event `index` when the events are a batch."""
+    try:
+        yield
+    except RelayError as exc:
+        if not batch:
+            raise
+        raise exc.of_batch_item(index) from exc
 
 
 class _Draft(NamedTuple):

@@ -81,7 +81,9 @@ def build_pusher_http_router(provider: LocalProvider) -> APIRouter:
             EventRequest(e.get("name"), [e.get("channel")], e.get("data"), e.get("socket_id"))
             for e in batch
         ]
-        await relay.publisher.publish(principal, events, client_ip=relay.client_ip(request))
+        await relay.publisher.publish(
+            principal, events, batch=True, client_ip=relay.client_ip(request)
+        )
         return {"batch": [{} for _ in events]}
 
     @router.get("/apps/{app_id}/channels/{channel_name}")

@@ -1,6 +1,6 @@
 """Publishing over REST: one event to many channels, or a batch of events."""
 
-import contextlib
+import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.relay import Relay, relay_of
-from core.errors import InvalidChannel
+from core.errors import BadRequest, NonFiniteNumber
 from core.publishing import EventRequest
 from core.validation import loads_json, validate_idempotency_key
 
@@ -39,21 +39,42 @@ class FiniteJsonRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             strict = _FiniteJsonRequest(request.scope, request.receive)
-            if await strict.body():
+            if body := await strict.body():
                 # Parsed before FastAPI reads the body, which would turn NonFiniteNumber into a
                 # bare 400; FastAPI then takes this parse. Any other error, FastAPI reports.
-                with contextlib.suppress(ValueError, RecursionError):
+                try:
                     await strict.json()
+                except NonFiniteNumber as exc:
+                    index = _non_finite_item(body) if self.endpoint is publish_batch else None
+                    if index is None:
+                        raise
+                    raise exc.of_batch_item(index) from exc
+                except (ValueError, RecursionError):
+                    pass
             return await handle(strict)
 
         return handler
+
+
+def _non_finite_item(body: bytes) -> int | None:
+    """The index of the first batch event holding NaN, an infinity or `1e400`, if one does."""
+    try:
+        items = json.loads(body)["batch"]  # the standard parser takes them (1e400 as inf)
+        for index, item in enumerate(items):
+            try:
+                loads_json(json.dumps(item))  # written back as NaN or Infinity, and refused
+            except NonFiniteNumber:
+                return index
+    except (ValueError, RecursionError, TypeError, KeyError):
+        pass
+    return None
 
 
 router = APIRouter(prefix="/v1", tags=["publish"], route_class=FiniteJsonRoute)
 
 
 class Event(BaseModel):
-    """An event for one channel (`channel`) or several (`channels`)."""
+    """An event for one channel (`channel`) or several (`channels`), not both."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,7 +89,10 @@ class Event(BaseModel):
     def request(self) -> EventRequest:
         """As the publisher takes it."""
         if self.channel is not None and self.channels is not None:
-            raise InvalidChannel("give `channel` or `channels`, not both")
+            raise BadRequest(
+                "both `channel` and `channels` given: send `channel` for one channel or "
+                "`channels` for several, not both"
+            )
         channels = [self.channel] if self.channel is not None else self.channels
         return EventRequest(self.name, channels, self.data, self.socket_id)
 
@@ -139,10 +163,11 @@ async def publish_batch(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> Published:
-    """Publish every event of the batch, or none if any is refused."""
+    """Publish every event of the batch, or none if any is refused (the refusal names the
+    event: `item`, its index)."""
     relay = relay_of(request)
     requests = [EventRequest(i.name, [i.channel], i.data, i.socket_id) for i in batch.batch]
-    return await _publish(relay, request, response, requests, idempotency_key)
+    return await _publish(relay, request, response, requests, idempotency_key, batch=True)
 
 
 async def _publish(
@@ -151,11 +176,14 @@ async def _publish(
     response: Response,
     requests: list[EventRequest],
     idempotency_key: str | None,
+    *,
+    batch: bool = False,
 ) -> Published:
     principal = await relay.identify(request)
     outcome = await relay.publisher.publish(
         principal,
         requests,
+        batch=batch,
         idempotency_key=validate_idempotency_key(idempotency_key),
         client_ip=relay.client_ip(request),
     )

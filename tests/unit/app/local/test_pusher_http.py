@@ -169,7 +169,9 @@ async def test_batch_with_one_invalid_event_publishes_nothing(
             ]
         },
     )
-    _assert_problem(response, 400, "invalid-event-name")
+    body = _assert_problem(response, 400, "invalid-event-name")
+    assert body["item"] == 1
+    assert body["detail"].startswith("batch item 1: ")
     assert listener.events == []
 
 

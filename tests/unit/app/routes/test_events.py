@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import orjson
 import pytest
 
+from app.main import create_app
+from app.relay import Relay
+from core.policy import Policy
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
-
-    import httpx
 
     from core.settings import Settings
     from tests.unit.conftest import Recorder
@@ -143,16 +146,19 @@ async def test_wrong_api_key_is_401_and_not_echoed(http: httpx.AsyncClient) -> N
     assert SECRET_VALUE not in response.text
 
 
-async def test_channel_and_channels_together_are_refused(
+async def test_channel_and_channels_together_are_refused_in_their_own_words(
     http: httpx.AsyncClient, backend: dict[str, str], relay_listen: Callable[..., Recorder]
 ) -> None:
+    # Was invalid-channel, "Invalid channel name": no channel name is wrong here.
     listener = relay_listen("a", "b")
     response = await http.post(
         "/v1/events",
         json={"name": "update", "channel": "a", "channels": ["b"], "data": "x"},
         headers=backend,
     )
-    _assert_problem(response, 400, "invalid-channel")
+    body = _assert_problem(response, 400, "invalid-request")
+    assert body["detail"].startswith("both `channel` and `channels` given")
+    assert "errors" not in body
     assert listener.events == []
 
 
@@ -276,7 +282,9 @@ async def test_batch_with_one_invalid_item_publishes_nothing(
         bad_item,
     ]
     response = await http.post("/v1/batch", json={"batch": batch}, headers=backend)
-    _assert_problem(response, status, slug)
+    body = _assert_problem(response, status, slug)
+    assert body["item"] == 2
+    assert body["detail"].startswith("batch item 2: ")
     assert listener.events == []
 
 
@@ -296,6 +304,122 @@ async def test_batch_refused_by_policy_publishes_nothing(
     assert listener.events == []
 
 
+@pytest.mark.parametrize(
+    ("event", "status", "slug"),
+    [
+        ({"name": "pusher:x", "channel": "a", "data": "x"}, 400, "invalid-event-name"),
+        ({"name": "ok", "channel": "bad channel", "data": "x"}, 400, "invalid-channel"),
+        ({"name": "ok", "channel": "a", "data": "€" * 4000}, 413, "payload-too-large"),
+    ],
+)
+async def test_a_single_event_refusal_names_no_item(
+    http: httpx.AsyncClient,
+    backend: dict[str, str],
+    event: dict[str, Any],
+    status: int,
+    slug: str,
+) -> None:
+    response = await http.post("/v1/events", json=event, headers=backend)
+    body = _assert_problem(response, status, slug)
+    assert "item" not in body
+    assert not body["detail"].startswith("batch item")
+
+
+async def test_batch_non_finite_number_names_its_item(
+    http: httpx.AsyncClient, backend: dict[str, str], relay_listen: Callable[..., Recorder]
+) -> None:
+    listener = relay_listen("a")
+    content = (
+        b'{"batch": [{"name": "e", "channel": "a", "data": {"n": 1}},'
+        b' {"name": "e", "channel": "a", "data": {"n": 2}},'
+        b' {"name": "e", "channel": "a", "data": {"n": [1, 1e400]}}]}'
+    )
+    response = await http.post(
+        "/v1/batch", content=content, headers={**backend, "Content-Type": "application/json"}
+    )
+    body = _assert_problem(response, 422, "non-finite-number")
+    assert body["item"] == 2
+    assert body["detail"].startswith("batch item 2: ")
+    assert listener.events == []
+
+
+async def test_single_event_non_finite_number_names_no_item(
+    http: httpx.AsyncClient, backend: dict[str, str]
+) -> None:
+    response = await http.post(
+        "/v1/events",
+        content=b'{"name": "e", "channel": "a", "data": NaN}',
+        headers={**backend, "Content-Type": "application/json"},
+    )
+    body = _assert_problem(response, 422, "non-finite-number")
+    assert "item" not in body
+
+
+ITEM_POLICY = """
+[[rule]]
+pattern = "chat-{room}"
+publish = ["user", "backend"]
+
+[[rule]]
+pattern = "typed-{name}"
+publish = ["backend"]
+options = { schemas = { "order" = { type = "object", required = ["id"] } } }
+"""
+
+
+@pytest.fixture
+async def item_http(relay_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    policy = Policy.from_toml(ITEM_POLICY, source="batch item test policy")
+    app = create_app(relay=Relay.build(relay_settings, policy=policy))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
+        yield client
+
+
+async def test_batch_refused_by_policy_names_the_item(
+    item_http: httpx.AsyncClient, relay_token: Callable[..., str]
+) -> None:
+    batch = [
+        {"name": "e", "channel": "chat-1", "data": "1"},
+        {"name": "e", "channel": "typed-x", "data": "2"},
+        {"name": "e", "channel": "typed-x", "data": "3"},
+    ]
+    response = await item_http.post(
+        "/v1/batch",
+        json={"batch": batch},
+        headers={"Authorization": f"Bearer {relay_token('alice')}"},
+    )
+    body = _assert_problem(response, 403, "forbidden")
+    assert body["item"] == 1  # the first event on the refused channel
+    assert body["channel"] == "typed-x"
+    assert body["detail"].startswith("batch item 1: ")
+
+
+async def test_batch_schema_mismatch_names_the_item(
+    item_http: httpx.AsyncClient, backend: dict[str, str]
+) -> None:
+    batch = [
+        {"name": "order", "channel": "typed-x", "data": {"id": 1}},
+        {"name": "order", "channel": "chat-1", "data": {}},
+        {"name": "order", "channel": "typed-x", "data": {"no": "id"}},
+    ]
+    response = await item_http.post("/v1/batch", json={"batch": batch}, headers=backend)
+    body = _assert_problem(response, 400, "invalid-payload")
+    assert body["item"] == 2
+    assert body["event"] == "order"
+    assert body["detail"].startswith("batch item 2: data does not match the schema")
+
+
+async def test_single_event_schema_mismatch_names_no_item(
+    item_http: httpx.AsyncClient, backend: dict[str, str]
+) -> None:
+    event = {"name": "order", "channel": "typed-x", "data": {}}
+    response = await item_http.post("/v1/events", json=event, headers=backend)
+    body = _assert_problem(response, 400, "invalid-payload")
+    assert "item" not in body
+    assert body["detail"].startswith("data does not match the schema")
+
+
 async def test_batch_over_max_batch_events_is_too_many_items(
     http: httpx.AsyncClient, backend: dict[str, str], relay_listen: Callable[..., Recorder]
 ) -> None:
@@ -304,6 +428,7 @@ async def test_batch_over_max_batch_events_is_too_many_items(
     response = await http.post("/v1/batch", json={"batch": batch}, headers=backend)
     body = _assert_problem(response, 400, "too-many-items")
     assert body["limit"] == 100
+    assert "item" not in body  # the batch is refused, not one of its events
     assert listener.events == []
 
 
@@ -451,7 +576,18 @@ async def test_batch_schema_error_lists_the_item_location(
     response = await http.post("/v1/batch", json={"batch": batch}, headers=backend)
     body = _assert_problem(response, 422, "invalid-request")
     assert ["body", "batch", "1", "channel"] in [e["loc"] for e in body["errors"]]
+    assert body["item"] == 1
+    assert body["detail"] == "batch item 1: the request does not match the schema"
     assert SECRET_VALUE not in response.text
+
+
+async def test_batch_schema_error_outside_the_events_names_no_item(
+    http: httpx.AsyncClient, backend: dict[str, str]
+) -> None:
+    batch = [{"name": "e", "channel": ["a"], "data": "x"}]
+    response = await http.post("/v1/batch", json={"batch": batch, "x": 1}, headers=backend)
+    body = _assert_problem(response, 422, "invalid-request")
+    assert "item" not in body
 
 
 async def test_invalid_json_is_422_without_echo(
