@@ -175,7 +175,7 @@ def test_sse_client_receives_the_same_events(relay: RelayProcess) -> None:
         "type": "event",
         "channel": "sse-news",
         "event": "flash",
-        "data": '{"x":1}',
+        "data": {"x": 1},  # as published: an object stays an object on SSE
     }
     assert any(line.startswith("id: ") for line in lines)
     assert ": heartbeat" in lines
