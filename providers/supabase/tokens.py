@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import jwt
 from msgspec import Struct
 
 from core.errors import InvalidToken
@@ -110,5 +109,7 @@ def mint(
             "exp": expires,
         }
     )
+    import jwt  # on the first token only: PyJWT (and cryptography, where installed) is ~40 ms
+
     token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
     return MintedToken(token, issued, expires)

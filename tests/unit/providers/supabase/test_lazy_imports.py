@@ -9,6 +9,7 @@ HEAVY = (
     "pusher", "nacl", "ably", "boto3", "botocore", "redis", "mangum",
     "realtime", "supabase", "websockets", "psycopg",
     "httpx",  # the broadcast client is built on the first publish
+    "jwt", "cryptography",  # the first token is signed on the first token request
 )  # fmt: skip
 
 PROGRAM = f"""
