@@ -125,15 +125,6 @@ class LambdaRuntime:
         asyncio.set_event_loop(self.loop)
         return self.loop.run_until_complete(coroutine)
 
-    def close(self) -> None:
-        """Release the relay's connections and the loop (Lambda just freezes the container)."""
-        try:
-            self.loop.run_until_complete(self.relay.aclose())
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-        finally:
-            self.loop.close()
-            asyncio.set_event_loop(None)
-
 
 def check_package(settings: Settings) -> None:
     """Refuse to start when the package lacks what the settings need."""

@@ -5,6 +5,7 @@ none so that the next invocation builds a fresh one, and closes the one it repla
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from typing import TYPE_CHECKING
 
@@ -20,5 +21,15 @@ def install(replacement: LambdaRuntime | None = None) -> None:
     with lambda_handler._lock:
         previous, lambda_handler._runtime = lambda_handler._runtime, replacement
     if previous is not None and previous is not replacement:
-        previous.close()
+        _close(previous)
     gc.unfreeze()
+
+
+def _close(runtime: LambdaRuntime) -> None:
+    """Release the relay's connections and the loop (Lambda itself just freezes the container)."""
+    try:
+        runtime.loop.run_until_complete(runtime.relay.aclose())
+        runtime.loop.run_until_complete(runtime.loop.shutdown_default_executor())
+    finally:
+        runtime.loop.close()
+        asyncio.set_event_loop(None)
