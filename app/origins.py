@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from core.errors import PROBLEM_CONTENT_TYPE, OriginNotAllowed
+from core.origins import AllowedOrigins
 
 if TYPE_CHECKING:
     from starlette.types import Scope, Send
@@ -21,16 +22,11 @@ if TYPE_CHECKING:
 GUARDED_HTTP_PREFIXES = ("/auth/", "/v1/stream")
 
 
-class OriginGuard:
-    """The origin allowlist of the auth endpoints, SSE and WebSockets."""
+class OriginGuard(AllowedOrigins):
+    """The origin allowlist (core/origins.py) of the auth endpoints, SSE and WebSockets."""
 
     def __init__(self, *, origins: tuple[str, ...]) -> None:
-        self.any = "*" in origins
-        self.origins = frozenset(origins)
-
-    def allowed(self, origin: str | None) -> bool:
-        """Whether a request with this Origin header may proceed."""
-        return origin is None or self.any or origin.rstrip("/") in self.origins
+        super().__init__(origins)
 
     @staticmethod
     def guards(scope: Scope) -> bool:

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from core import principal as principals
 from core.errors import ProviderUnavailable, Unauthenticated
+from core.origins import AllowedOrigins
 from providers.apigateway import handshake
 from providers.apigateway.records import Connection
 from providers.pusherproto import frames
@@ -58,7 +59,7 @@ def refusal(
     origins: Collection[str],
 ) -> dict[str, Any] | None:
     """The response that refuses this connection (origin, app key, protocol), or None."""
-    if origin is not None and "*" not in origins and origin.rstrip("/") not in origins:
+    if not AllowedOrigins(origins).allowed(origin):
         return _response(403, "origin not allowed")
     key, protocol = client_path(params)
     app_key = provider.settings.app_key
