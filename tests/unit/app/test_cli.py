@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import shutil
 import socket
@@ -27,6 +26,8 @@ from tests.e2e.apigw_support import aws_environment, deploy_infra
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
 APP_SECRET = "cli-test-app-secret-0123456789"
 JWT_SECRET = "cli-test-jwt-secret-0123456789-abcdefghij"
 API_KEY = "cli-test-api-key-0123456789"
@@ -48,16 +49,6 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     for name, value in OWN_VALUES.items():
         monkeypatch.setenv(name, value)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # main() points the root logger at the (captured) stderr of the moment; undo that.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -13,8 +12,9 @@ from core.policy import Policy
 from providers.supabase.rls import MIGRATION_SUFFIX, compile_policy
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 OWN_VALUES = {
     "RELAY_APP_ID": "777",
@@ -43,16 +43,6 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     for name, value in OWN_VALUES.items():
         monkeypatch.setenv(name, value)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # main() points the root logger at the (captured) stderr of the moment; undo that.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _migrations(folder: Path) -> list[Path]:
