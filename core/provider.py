@@ -131,6 +131,11 @@ class Provider(ABC):
         """Whether a channel has subscribers, and how many."""
         raise NotSupported(f"{self.name} cannot report channel occupancy")
 
+    async def channels(self, prefix: str = "") -> dict[str, Occupancy]:
+        """The occupied channels whose names start with `prefix`, with their occupancy (Pusher's
+        `GET /apps/{id}/channels`)."""
+        raise NotSupported(f"{self.name} cannot list its channels")
+
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """Deliver an event to every connection signed in as the user."""
         raise NotSupported(f"{self.name} cannot send to a user")

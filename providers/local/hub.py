@@ -221,6 +221,10 @@ class Hub:
         """The users present on a channel in this process."""
         return [Member(uid, e.user_info) for uid, e in self._presence.get(channel, {}).items()]
 
+    def channel_names(self, prefix: str = "") -> list[str]:
+        """The channels with a subscriber in this process whose names start with `prefix`."""
+        return sorted(c for c in self._subscribers if c.startswith(prefix))
+
     def subscriber_count(self, channel: str) -> int:
         """How many connections are subscribed to a channel in this process."""
         return len(self._subscribers.get(channel, {}))

@@ -77,6 +77,11 @@ class LocalProvider(RelaySigned, Provider):
         users = len(self.hub.members(channel)) if channel.startswith("presence-") else None
         return Occupancy(occupied=count > 0, subscription_count=count, user_count=users)
 
+    async def channels(self, prefix: str = "") -> dict[str, Occupancy]:
+        """The occupied channels of this process (internal `#` channels are not listed)."""
+        found = self.hub.channel_names(prefix)
+        return {c: await self.occupancy(c) for c in found if not c.startswith("#")}
+
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """Deliver on the user's #server-to-user- channel, which pusher-js joins after signin."""
         self.refuse_if_draining()
