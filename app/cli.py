@@ -117,7 +117,10 @@ def _explain(settings: Settings, args: argparse.Namespace) -> int:
         who = principals.ANONYMOUS
     else:
         who = principals.user(args.user, **claims)
-    explanation = policy.explain(who, Action(args.action), args.channel)
+    action = Action(args.action)
+    if args.subscribed and action is not Action.CLIENT_EVENT:
+        raise ValueError("--subscribed goes with --action client_event")
+    explanation = policy.explain(who, action, args.channel, subscribed=args.subscribed)
     print(explanation.render())
     return 1 if isinstance(explanation.decision, Deny) else 0
 
@@ -202,6 +205,12 @@ def _parser() -> argparse.ArgumentParser:
         "--action",
         default="subscribe",
         choices=["subscribe", "publish", "client_event", "history"],
+    )
+    explain.add_argument(
+        "--subscribed",
+        action="store_true",
+        help="a client event from a connection already subscribed to the channel, as the socket "
+        "asks (without it, the `subscriber` term asks whether the caller may subscribe)",
     )
     explain.set_defaults(run=_explain)
 

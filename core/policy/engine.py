@@ -5,6 +5,10 @@ through one of its terms. `decide` and `explain` apply the same rule through the
 what `relay policy explain` prints is always what the routes enforce; `decide` only skips
 building the explanation. A caller that needs both the rule (for its rate limits or schemas)
 and the decision matches the channel once (`match`) and decides on that match.
+
+A client event is asked with `subscribed=True` by the protocol session, whose connection's
+subscription to the channel the policy authorized: the `subscriber` term grants it. Asked without
+it (an explanation, a token's grants), `subscriber` grants whom the rule lets subscribe.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from msgspec.structs import force_setattr
 from core.errors import ConfigurationError
 from core.policy.decisions import Action, Allow, AllowPresence, Decision, Deny, Explanation
 from core.policy.loader import parse_policy
-from core.policy.rules import Context, Rule, Verdict
+from core.policy.rules import Context, Rule, Subscriber, Verdict
 from core.principal import PrincipalKind
 
 if TYPE_CHECKING:
@@ -88,19 +92,37 @@ class Policy(Struct, frozen=True):
         found = self.match(channel)
         return None if found is None else found.rule
 
-    def decide(self, principal: Principal, action: Action, channel: str) -> Decision:
-        """Allow, AllowPresence or Deny for this principal doing this action on this channel."""
-        return self.decide_matched(principal, action, channel, self.match(channel))
+    def decide(
+        self, principal: Principal, action: Action, channel: str, *, subscribed: bool = False
+    ) -> Decision:
+        """Allow, AllowPresence or Deny for this principal doing this action on this channel.
+
+        `subscribed`: the caller is a connection whose subscription to the channel the policy
+        authorized (the session sending a client event says so).
+        """
+        return self.decide_matched(
+            principal, action, channel, self.match(channel), subscribed=subscribed
+        )
 
     def decide_matched(
-        self, principal: Principal, action: Action, channel: str, found: Match | None
+        self,
+        principal: Principal,
+        action: Action,
+        channel: str,
+        found: Match | None,
+        *,
+        subscribed: bool = False,
     ) -> Decision:
         """`decide` for a channel already matched (`found` is `match(channel)`)."""
         if found is None:
             return _unmatched(channel)
-        return self._apply(found.rule, principal, Action(action), channel, found.params, [])
+        return self._apply(
+            found.rule, principal, Action(action), channel, found.params, [], subscribed=subscribed
+        )
 
-    def explain(self, principal: Principal, action: Action, channel: str) -> Explanation:
+    def explain(
+        self, principal: Principal, action: Action, channel: str, *, subscribed: bool = False
+    ) -> Explanation:
         """The decision together with the rule, bindings and term verdicts that produced it."""
         action = Action(action)
         found = self.match(channel)
@@ -110,7 +132,9 @@ class Policy(Struct, frozen=True):
             )
         rule, params = found
         tried: list[tuple[str, str]] = []
-        decision = self._apply(rule, principal, action, channel, params, tried)
+        decision = self._apply(
+            rule, principal, action, channel, params, tried, subscribed=subscribed
+        )
         return Explanation(
             channel,
             action,
@@ -131,6 +155,8 @@ class Policy(Struct, frozen=True):
         channel: str,
         params: dict[str, str],
         tried: list[tuple[str, str]],
+        *,
+        subscribed: bool = False,
     ) -> Decision:
         """Try the rule's terms for `action` in order, recording each verdict in `tried`."""
         anonymous = principal.kind is PrincipalKind.ANONYMOUS
@@ -146,7 +172,12 @@ class Policy(Struct, frozen=True):
         if not terms:
             return Deny(f"rule {rule.pattern} grants {action.value} to nobody", rule=rule.pattern)
 
-        context = Context(principal, action, channel, params, self.hook)
+        subscription = None
+        if action is Action.CLIENT_EVENT and any(isinstance(t, Subscriber) for t in terms):
+            subscription = self._subscription(
+                rule, principal, channel, params, subscribed=subscribed
+            )
+        context = Context(principal, action, channel, params, self.hook, subscription)
         login_would_help = False
         for term in terms:
             verdict = term.evaluate(context)
@@ -162,6 +193,27 @@ class Policy(Struct, frozen=True):
             # Only an anonymous caller can be helped by logging in; a user denied stays 403.
             unauthenticated=anonymous and login_would_help,
         )
+
+    def _subscription(
+        self,
+        rule: Rule,
+        principal: Principal,
+        channel: str,
+        params: dict[str, str],
+        *,
+        subscribed: bool,
+    ) -> Verdict:
+        """Whether the caller is a subscriber: its connection says, or else the rule's subscribe."""
+        if subscribed:
+            return Verdict(True, "the connection's subscription to the channel was authorized")
+        decision = self._apply(rule, principal, Action.SUBSCRIBE, channel, params, [])
+        if isinstance(decision, Deny):
+            return Verdict(
+                False,
+                f"{principal.describe()} may not subscribe ({decision.reason})",
+                needs_login=decision.unauthenticated,
+            )
+        return Verdict(True, f"{principal.describe()} may subscribe ({decision.reason})")
 
 
 def _grant(

@@ -7,6 +7,8 @@ say in advance which channels it opens. `grants` bridges the two without ever wi
   principal (`private-user-{id}` with `user:{id}`, `team-{team}` with `claim:teams={team}`), or a
   channel the caller names — are each put to `Policy.decide` itself, so first-match order, hooks
   and the presence rule hold exactly as they do for live requests;
+* **subscriber** — client events granted to the channel's subscribers are granted wherever the
+  rule's `subscribe` terms grant: the principal binds those terms' placeholders;
 * **open patterns** — a placeholder that no term binds (`presence-{name}` with `user`) — cannot be
   checked channel by channel. They are reported as `PatternGrant`s together with the earlier rules
   that may decide some of their channels first, for a provider to express only where its own
@@ -22,7 +24,7 @@ from msgspec import Struct
 
 from core.policy.decisions import Action, Allow, AllowPresence
 from core.policy.patterns import CHANNEL_CHARS, Pattern, PatternError
-from core.policy.rules import ClaimIs, Context, HookTerm, UserIs
+from core.policy.rules import ClaimIs, Context, HookTerm, Subscriber, UserIs
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -77,7 +79,7 @@ def grants(policy: Policy, principal: Principal, *, channels: Iterable[str] = ()
     open_grants: dict[tuple[int, str], tuple[Pattern, Rule]] = {}
     for position, rule in enumerate(policy.rules):
         for action, terms in rule.permissions.items():
-            for term in terms:
+            for asked, term in _granting(rule, action, terms):
                 for params in _bindings(term, principal):
                     bound = _bind(rule, params)
                     if bound is None:
@@ -87,7 +89,7 @@ def grants(policy: Policy, principal: Principal, *, channels: Iterable[str] = ()
                             candidates.setdefault(bound.text)
                         continue
                     by_hook = isinstance(term, HookTerm)
-                    if not by_hook and not _term_grants(term, principal, action, bound, params):
+                    if not by_hook and not _term_grants(term, principal, asked, bound, params):
                         continue
                     key = (position, bound.text)
                     open_grants.setdefault(key, (bound, rule))
@@ -111,6 +113,15 @@ def grants(policy: Policy, principal: Principal, *, channels: Iterable[str] = ()
         for key, (bound, rule) in open_grants.items()
     )
     return Grants(exact, patterns)
+
+
+def _granting(rule: Rule, action: Action, terms: Iterable[Term]) -> Iterable[tuple[Action, Term]]:
+    """Each term with the action it is asked for; `subscriber` stands for the subscribe terms."""
+    for term in terms:
+        if isinstance(term, Subscriber):
+            yield from ((Action.SUBSCRIBE, t) for t in rule.terms(Action.SUBSCRIBE))
+        else:
+            yield action, term
 
 
 def _decide_all(policy: Policy, principal: Principal, channel: str) -> ChannelGrant | None:

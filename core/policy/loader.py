@@ -8,8 +8,8 @@ The format::
     pattern = "private-user-{id}"   # required; see core.policy.patterns
     subscribe = ["user:{id}"]       # each action key is a list of terms (core.policy.rules);
     publish = ["backend"]           # any one term grants; a missing key or [] means nobody
-    client_events = []
-    history = ["user:{id}"]
+    client_events = ["subscriber"]  # `subscriber` (client_events only): any connection whose
+    history = ["user:{id}"]         # subscription to the channel was authorized
     presence_info = ["name"]        # JWT claims copied into presence user_info; default []
     options = { }                   # optional free-form table, read by other gates, not here
 
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, cast
 from msgspec import Struct
 
 from core.errors import ConfigurationError
+from core.policy.decisions import Action
 from core.policy.patterns import Pattern, PatternError
-from core.policy.rules import ACTION_KEYS, Rule, parse_term
+from core.policy.rules import ACTION_KEYS, Rule, Subscriber, parse_term
 
 if TYPE_CHECKING:
-    from core.policy.decisions import Action
     from core.policy.rules import Hook, Term
 
 _TOP_KEYS = frozenset({"hook", "rule"})
@@ -80,6 +80,14 @@ def _parse_rule(raw: object, index: int) -> Rule:
             permissions[action] = tuple(parse_term(t, compiled.placeholders) for t in texts)
         except ValueError as exc:
             raise _RuleError(f"{key}: {exc}") from exc
+        if action is not Action.CLIENT_EVENT and any(
+            isinstance(t, Subscriber) for t in permissions[action]
+        ):
+            # Being a subscriber is what a subscription proves; it cannot grant the subscription.
+            raise _RuleError(
+                f"{key}: the term 'subscriber' grants client events only: list it under "
+                "client_events"
+            )
     options = raw.get("options", {})
     if not isinstance(options, dict):
         raise _RuleError("'options' must be a table, for example options = { ttl = 60 }")

@@ -7,6 +7,8 @@ A rule pairs a channel pattern with, for each action, a list of terms; any one t
     backend           a server holding an API key
     user:VALUE        the user whose id equals VALUE (`user:{id}` binds it from the pattern)
     claim:NAME=VALUE  a user whose claim NAME equals VALUE, or contains it when the claim is a list
+    subscriber        (client_events only) a connection whose subscription to the channel was
+                      authorized; asked outside a socket, whoever the rule lets subscribe
     hook              whatever the policy's Python hook decides
 
 VALUE is literal text or a template of the pattern's placeholders. Claims compare as strings and
@@ -70,6 +72,9 @@ class Context(Struct, frozen=True):
     channel: str
     params: Mapping[str, str]
     hook: Hook | None
+    # Whether the caller is a subscriber of the channel, for the `subscriber` term: set by the
+    # engine for client events only (a live connection's subscription, or the subscribe verdict).
+    subscription: Verdict | None = None
 
 
 class Term(Struct, frozen=True):
@@ -161,6 +166,21 @@ class ClaimIs(Term, frozen=True):
         return Verdict(False, f"claim {self.claim!r} is not {expected!r}", needs_login=True)
 
 
+class Subscriber(Term, frozen=True):
+    """A subscriber of the channel; grants client events only (the loader refuses it elsewhere).
+
+    On a socket the session asks for a connection already subscribed, whose subscription the policy
+    authorized when it was signed: that proof stands even when the socket itself never signed in
+    (Laravel Echo never does). Asked without a connection (`relay policy explain`, token grants),
+    it grants whom the rule's own `subscribe` terms grant.
+    """
+
+    def evaluate(self, ctx: Context) -> Verdict:
+        if ctx.action is not Action.CLIENT_EVENT or ctx.subscription is None:
+            return Verdict(False, "subscriber grants client events only")
+        return ctx.subscription
+
+
 class HookTerm(Term, frozen=True):
     """Whatever the policy's Python hook decides; a failing hook denies."""
 
@@ -190,7 +210,13 @@ class HookTerm(Term, frozen=True):
 
 
 _SIMPLE_TERMS: Mapping[str, Callable[[str], Term]] = MappingProxyType(
-    {"anyone": Anyone, "user": AnyUser, "backend": Backend, "hook": HookTerm}
+    {
+        "anyone": Anyone,
+        "user": AnyUser,
+        "backend": Backend,
+        "subscriber": Subscriber,
+        "hook": HookTerm,
+    }
 )
 
 
@@ -210,7 +236,8 @@ def parse_term(text: str, placeholders: Collection[str]) -> Term:
     except PatternError as exc:
         raise ValueError(f"term {text!r}: {exc}") from exc
     raise ValueError(
-        f"unknown term {text!r} (known: anyone, user, backend, hook, user:ID, claim:NAME=VALUE)"
+        f"unknown term {text!r} (known: anyone, user, backend, subscriber, hook, user:ID, "
+        "claim:NAME=VALUE)"
     )
 
 

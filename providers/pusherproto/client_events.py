@@ -5,7 +5,8 @@
 3. the event name, the data, its size, and the policy's JSON Schema for that event
    (core/schemas.py promises client events are checked as REST publishes are);
 4. the policy's `client_events`, for the presence member on a presence channel (who the
-   event says sent it), else for the connection's user.
+   event says sent it), else for the connection's user, asked as a subscriber of the channel
+   (the `subscriber` term grants any connection whose subscription the policy authorized).
 
 A channel that takes no client events is refused as such whatever else is wrong with the frame,
 as Pusher answers it; then whether the sender may send there at all, then what it sent, then
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from core import principal as principals
-from core.access import require
+from core.access import allowed
 from core.errors import RelayError
 from core.policy import Action
 from core.validation import (
@@ -59,7 +60,8 @@ def check(
         check_payload_size(encoded, config.limits)
         if config.schemas is not None:
             config.schemas.check(channel, name, encoded)
-        require(config.policy, principal, Action.CLIENT_EVENT, channel)
+        decision = config.policy.decide(principal, Action.CLIENT_EVENT, channel, subscribed=True)
+        allowed(decision, channel)
     except RelayError as exc:
         raise Rejected(f"Client event rejected: {exc.detail}") from exc
     return Broadcast(channel, name, encoded, user_id=member, json=not isinstance(data, str))

@@ -10,6 +10,7 @@ import pytest
 from core.errors import ConfigurationError
 from core.policy import Action, Allow, AllowPresence, Decision, Deny, Policy
 from core.policy.loader import parse_policy
+from core.policy.rules import Context, Subscriber
 from core.principal import ANONYMOUS, Principal, PrincipalKind, user
 
 if TYPE_CHECKING:
@@ -37,8 +38,10 @@ DEFAULT_CASES: list[tuple[Principal, Action, str, str]] = [
     (ANONYMOUS, P, "private-user-42", DENY_401),
     (OWNER, P, "private-user-42", DENY_403),
     (BACKEND, P, "private-user-42", ALLOW),
-    (ANONYMOUS, C, "private-user-42", DENY_403),
-    (OWNER, C, "private-user-42", DENY_403),
+    # Client events go to subscribers; asked without a connection, to whom subscribe is granted.
+    (ANONYMOUS, C, "private-user-42", DENY_401),
+    (OWNER, C, "private-user-42", ALLOW),
+    (OTHER, C, "private-user-42", DENY_403),
     (BACKEND, C, "private-user-42", DENY_403),
     (ANONYMOUS, H, "private-user-42", DENY_401),
     (OWNER, H, "private-user-42", ALLOW),
@@ -58,7 +61,9 @@ DEFAULT_CASES: list[tuple[Principal, Action, str, str]] = [
     (BACKEND, S, "presence-lobby", DENY_403),
     (BACKEND, P, "presence-lobby", ALLOW),
     (OWNER, P, "presence-lobby", DENY_403),
-    (OWNER, C, "presence-lobby", DENY_403),
+    (OWNER, C, "presence-lobby", ALLOW),
+    (ANONYMOUS, C, "presence-lobby", DENY_401),
+    (BACKEND, C, "presence-lobby", DENY_403),
     (OWNER, H, "presence-lobby", DENY_403),
     # private-{name}: any user subscribes.
     (ANONYMOUS, S, "private-orders", DENY_401),
@@ -66,7 +71,8 @@ DEFAULT_CASES: list[tuple[Principal, Action, str, str]] = [
     (BACKEND, S, "private-orders", DENY_403),
     (ANONYMOUS, P, "private-orders", DENY_401),
     (BACKEND, P, "private-orders", ALLOW),
-    (OTHER, C, "private-orders", DENY_403),
+    (OTHER, C, "private-orders", ALLOW),
+    (ANONYMOUS, C, "private-orders", DENY_401),
     (OTHER, H, "private-orders", DENY_403),
     # A bare kind prefix is not a public channel.
     (OWNER, S, "private-", DENY_403),
@@ -137,7 +143,93 @@ def test_default_rules_in_order() -> None:
         "{name}",
     ]
     assert all(rule.terms(P)[0].text == "backend" for rule in policy.rules)
-    assert all(rule.terms(C) == () for rule in policy.rules)
+    # Client events as a Pusher app with them enabled: subscribers of private and presence
+    # channels, never encrypted ones, never public ones.
+    assert {rule.pattern: [t.text for t in rule.terms(C)] for rule in policy.rules} == {
+        "private-user-{id}": ["subscriber"],
+        "private-encrypted-{name}": [],
+        "presence-{name}": ["subscriber"],
+        "private-{name}": ["subscriber"],
+        "private-": [],
+        "presence-": [],
+        "{name}": [],
+    }
+
+
+# What the session asks for a client event: the sender is a connection subscribed to the channel,
+# signed in or not (Laravel Echo's socket never signs in; its subscription was signed).
+SUBSCRIBED_CASES: list[tuple[Principal, str, str]] = [
+    (ANONYMOUS, "private-orders", ALLOW),
+    (ANONYMOUS, "private-user-42", ALLOW),
+    (OWNER, "presence-lobby", ALLOW),
+    (ANONYMOUS, "private-encrypted-vault", DENY_403),
+    (ANONYMOUS, "news", DENY_403),
+    (ANONYMOUS, "private-", DENY_403),
+]
+
+
+@pytest.mark.parametrize(("principal", "channel", "expected"), SUBSCRIBED_CASES)
+def test_default_policy_lets_any_subscriber_send_client_events(
+    principal: Principal, channel: str, expected: str
+) -> None:
+    decision = Policy.default().decide(principal, C, channel, subscribed=True)
+    assert _outcome(decision) == expected
+    assert decision == Policy.default().explain(principal, C, channel, subscribed=True).decision
+
+
+def test_subscriber_on_a_socket_is_the_authorized_subscription() -> None:
+    decision = Policy.default().decide(ANONYMOUS, C, "private-orders", subscribed=True)
+    assert decision == Allow("private-{name}", "subscriber grants client_event to anonymous")
+    explained = Policy.default().explain(ANONYMOUS, C, "private-orders", subscribed=True)
+    assert explained.terms == [
+        ("subscriber", "yes: the connection's subscription to the channel was authorized")
+    ]
+
+
+def test_subscriber_without_a_connection_asks_the_rules_subscribe() -> None:
+    policy = Policy.default()
+    assert policy.explain(OWNER, C, "private-user-42").terms == [
+        (
+            "subscriber",
+            "yes: user '42' may subscribe (user:{id} grants subscribe to user '42')",
+        )
+    ]
+    assert policy.explain(OTHER, C, "private-user-42").terms == [
+        (
+            "subscriber",
+            "no: user '7' may not subscribe (rule private-user-{id} does not grant subscribe "
+            "to user '7': user '7' is not '42')",
+        )
+    ]
+
+
+def test_subscriber_needs_the_presence_member_a_subscription_needs() -> None:
+    # Outside a socket, the engine's own presence rule applies to being a subscriber too.
+    decision = Policy.default().decide(BACKEND, C, "presence-lobby")
+    assert isinstance(decision, Deny)
+    assert "presence channels need a signed-in user" in decision.reason
+
+
+def test_subscriber_grants_nothing_but_client_events() -> None:
+    # The loader refuses it elsewhere; a rule built by hand still grants nothing with it.
+    term = Subscriber("subscriber")
+    for action in (S, P, H):
+        verdict = term.evaluate(Context(OWNER, action, "private-x", {}, None))
+        assert verdict.granted is False
+        assert verdict.detail == "subscriber grants client events only"
+
+
+def test_subscriber_is_one_term_among_others() -> None:
+    policy = _policy(
+        '[[rule]]\npattern = "private-{x}"\nsubscribe = ["user"]\n'
+        'client_events = ["claim:role=lead", "subscriber"]'
+    )
+    lead = user("1", role="lead")
+    assert _outcome(policy.decide(lead, C, "private-a")) == ALLOW
+    assert _outcome(policy.decide(ANONYMOUS, C, "private-a", subscribed=True)) == ALLOW
+    # With client events off, a subscription grants none.
+    off = _policy('[[rule]]\npattern = "private-{x}"\nsubscribe = ["user"]\nclient_events = []')
+    assert _outcome(off.decide(OWNER, C, "private-a", subscribed=True)) == DENY_403
 
 
 def test_default_policy_is_parsed_once() -> None:

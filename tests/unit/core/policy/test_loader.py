@@ -146,6 +146,17 @@ def test_default_toml_ships_inside_the_package() -> None:
         ('[[rule]]\npattern = "{n}"\nsubscribe = ["claim:role"]\n', "claim:NAME=VALUE"),
         ('[[rule]]\npattern = "{n}"\nsubscribe = ["claim:=x"]\n', "claim:NAME=VALUE"),
         ('[[rule]]\npattern = "{n}"\nsubscribe = ["claim:role="]\n', "the value is empty"),
+        (
+            '[[rule]]\npattern = "private-{n}"\nsubscribe = ["subscriber"]\n',
+            "rule #1 (private-{n}): subscribe: the term 'subscriber' grants client events only: "
+            "list it under client_events",
+        ),
+        ('[[rule]]\npattern = "{n}"\npublish = ["subscriber"]\n', "publish: the term 'subscriber'"),
+        ('[[rule]]\npattern = "{n}"\nhistory = ["subscriber"]\n', "history: the term 'subscriber'"),
+        (
+            '[[rule]]\npattern = "{n}"\nclient_events = ["subscribers"]\n',
+            "known: anyone, user, backend, subscriber, hook",
+        ),
         (GOOD_RULE + GOOD_RULE, "rule #2 ({name}): repeats the pattern of rule #1"),
         (
             GOOD_RULE + '[[rule]]\npattern = "x"\npublish = ["hook"]\n',
@@ -221,3 +232,11 @@ def test_async_hook_is_refused(hook_module: Callable[[str], str]) -> None:
             return None
     """)
     assert "is async" in _refused(f'hook = "{module}:decide"\n' + GOOD_RULE)
+
+
+def test_subscriber_is_a_client_events_term() -> None:
+    policy = Policy.from_toml(
+        '[[rule]]\npattern = "private-{n}"\nsubscribe = ["user"]\nclient_events = ["subscriber"]\n',
+        source="t",
+    )
+    assert [t.text for t in policy.rules[0].terms(Action.CLIENT_EVENT)] == ["subscriber"]
