@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app import __version__, problems
 from app.middleware import Front
+from app.pusher_http import build_pusher_http_router
 from app.relay import Relay
 from app.routes import auth, channels, events, health, users, webhooks
 from core.settings import load_settings
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from core.settings import Settings
+
+
+# The providers that are their own Pusher server: they answer Pusher's HTTP API themselves.
+PUSHER_SERVERS = frozenset({"local", "apigateway"})
 
 
 class RelayApp(FastAPI):
@@ -57,6 +62,8 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     routers = (health, auth, events, channels, users, webhooks)
     for module in routers:
         app.include_router(module.router)
+    if relay.provider.name in PUSHER_SERVERS:  # the Pusher HTTP API, as Pusher's SDKs call it
+        app.include_router(build_pusher_http_router(settings))
     if relay.provider.name == "local":  # it serves its own sockets; imported only then
         from app.local.routes import build_router
         from providers.local.provider import LocalProvider

@@ -72,6 +72,14 @@ class Occupancy(Struct, frozen=True):
     user_count: int | None = None
 
 
+class CachedEvent(Struct, frozen=True):
+    """A cache channel's kept last event, and the whole seconds it is still kept."""
+
+    event: str
+    data: str
+    ttl: int
+
+
 class PresenceData(Struct, frozen=True):
     """The signed identity a presence subscription carries."""
 
@@ -135,6 +143,11 @@ class Provider(ABC):
         """The occupied channels whose names start with `prefix`, with their occupancy (Pusher's
         `GET /apps/{id}/channels`)."""
         raise NotSupported(f"{self.name} cannot list its channels")
+
+    async def last_event(self, channel: str) -> CachedEvent | None:
+        """A cache channel's last event while it is kept, None when there is none (Pusher's
+        `GET /apps/{id}/channels/{name}?info=cache`)."""
+        raise NotSupported(f"{self.name} keeps no cache channel events")
 
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """Deliver an event to every connection signed in as the user."""

@@ -20,7 +20,7 @@ from core.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 # Development defaults: printed with a warning when used, refused when RELAY_ENV=production.
-DEV_APP_ID = "100000"  # Pusher app ids are digits; the official SDKs insist
+DEV_APP_ID = "100000"  # digits: the Python SDK (pusher 3.3) takes no other app id
 DEV_APP_KEY = "relay-dev-key"
 DEV_APP_SECRET = "relay-dev-secret-change-me"  # noqa: S105 - a published development default
 DEV_JWT_SECRET = "relay-dev-jwt-secret-change-me-0123456789"  # noqa: S105
@@ -45,7 +45,13 @@ class Settings(EnvSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # The local provider's Pusher-style application credentials.
-    app_id: str = Field(default=DEV_APP_ID, pattern=r"^[0-9]{1,20}$", description="1 to 20 digits")
+    # As soketi takes them (`app-id`, as Laravel setups use). Pusher's own ids, and the Python
+    # SDK, are digits only: the default stays one.
+    app_id: str = Field(
+        default=DEV_APP_ID,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="1 to 64 letters, digits, '-' and '_'",
+    )
     app_key: str = Field(
         default=DEV_APP_KEY,
         min_length=1,

@@ -1,4 +1,5 @@
-"""The local provider's endpoints: `/app/{key}` (WebSocket), `/v1/stream` (SSE), `/apps/...`."""
+"""The local provider's endpoints: `/app/{key}` (WebSocket) and `/v1/stream` (SSE); the Pusher
+HTTP API (`/apps/...`) is app/pusher_http.py, served for apigateway too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
 
-from app.local.pusher_http import build_pusher_http_router
 from app.middleware import over_capacity_problem
 from app.problems import problem_response
 from app.relay import relay_of
@@ -101,7 +101,6 @@ def build_router(provider: LocalProvider) -> APIRouter:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    router.include_router(build_pusher_http_router(provider))
     return router
 
 

@@ -220,9 +220,9 @@ BAD_VALUES = [
     ("RELAY_PROVIDER", "nope"),
     ("RELAY_ENV", "staging"),
     ("RELAY_LOG_LEVEL", "verbose"),
-    ("RELAY_APP_ID", "abc"),
-    ("RELAY_APP_ID", "12a"),
-    ("RELAY_APP_ID", "1" * 21),
+    ("RELAY_APP_ID", "app id"),  # letters, digits, - and _ (as soketi takes them), nothing else
+    ("RELAY_APP_ID", "app.id"),
+    ("RELAY_APP_ID", "1" * 65),
     ("RELAY_APP_KEY", "has space"),
     ("RELAY_APP_KEY", "k" * 65),
     ("RELAY_API_KEYS", "short-secretXYZ"),

@@ -1,4 +1,4 @@
-"""The local provider's Pusher HTTP API subset, signed as Pusher's server SDKs sign requests."""
+"""The Pusher HTTP API (app/pusher_http.py), signed as Pusher's server SDKs sign requests."""
 
 from __future__ import annotations
 
@@ -294,13 +294,17 @@ async def test_channel_info_for_a_public_channel(
     http: httpx.AsyncClient, relay_settings: Settings, relay_listen: Callable[..., Recorder]
 ) -> None:
     path = "/apps/4242/channels/news"
-    empty = await http.get(path, params=_signed(relay_settings, "GET", path))
+    counted = {"info": "subscription_count"}
+    empty = await http.get(path, params=_signed(relay_settings, "GET", path, params=counted))
     assert empty.status_code == 200
     assert empty.json() == {"occupied": False, "subscription_count": 0}
     relay_listen("news")
     relay_listen("news")
-    busy = await http.get(path, params=_signed(relay_settings, "GET", path))
+    busy = await http.get(path, params=_signed(relay_settings, "GET", path, params=counted))
     assert busy.json() == {"occupied": True, "subscription_count": 2}
+    # Without info, Pusher answers `occupied` only.
+    bare = await http.get(path, params=_signed(relay_settings, "GET", path))
+    assert bare.json() == {"occupied": True}
 
 
 async def test_channel_info_and_users_for_a_presence_channel(
@@ -318,6 +322,9 @@ async def test_channel_info_and_users_for_a_presence_channel(
         path, params=_signed(relay_settings, "GET", path, params={"info": "user_count"})
     )
     assert info.status_code == 200, info.text
+    assert info.json() == {"occupied": True, "user_count": 2}
+    both = {"info": "user_count,subscription_count"}
+    info = await http.get(path, params=_signed(relay_settings, "GET", path, params=both))
     assert info.json() == {"occupied": True, "subscription_count": 3, "user_count": 2}
     users_path = path + "/users"
     users = await http.get(users_path, params=_signed(relay_settings, "GET", users_path))
