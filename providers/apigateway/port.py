@@ -17,15 +17,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from core.provider import Member
-from providers.apigateway.store import Conflict
-from providers.pusherproto.port import ConnectionGone, Joined
+from providers.apigateway.store import ONLINE, Conflict
+from providers.pusherproto.port import ConnectionGone, Joined, Left
 from providers.pusherproto.session import leave_all
 from providers.pusherproto.state import SessionState
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from core.provider import PresenceData
     from providers.apigateway.records import Connection
     from providers.apigateway.store import Store
+    from providers.pusherproto.cache import CachedEvent
     from providers.pusherproto.port import Counter
 
 
@@ -69,31 +72,50 @@ class DynamoPort:
             await self._store.track_channel(self._id, channel, user_id)
         except Conflict as exc:
             raise ConnectionGone(self._id) from exc
-        await self._store.subscribe(channel, connection, user_id)
+        count = await self._store.subscribe(channel, connection, user_id)
         if member is None:
-            return Joined()
+            return Joined(count=count)
         first = await self._store.join(channel, member.user_id, dict(member.user_info), connection)
         members = await self._store.members(channel)
-        return Joined([Member(user, info) for user, info in members], first)
+        return Joined([Member(user, info) for user, info in members], first, count=count)
 
-    async def leave(self, channel: str) -> str | None:
-        """Delete the subscription and untrack it; the user id if that was the presence
-        member's last connection on the channel."""
+    async def leave(self, channel: str) -> Left:
+        """Delete the subscription and untrack it: the user id if that was the presence
+        member's last connection on the channel, and the channel's count."""
         subscription = await self._store.unsubscribe(channel, self._id)
+        count = None if subscription is None else await self._store.uncount(channel)
         member = None if self._connection is None else self._connection.members.get(channel)
         if not self._removed:
             await self._store.untrack_channel(self._id, channel, member)
         user_id = member if subscription is None else subscription.user_id
         if user_id is not None and await self._store.leave(channel, user_id, self._id):
-            return user_id
-        return None
+            return Left(user_id, count)
+        return Left(count=count)
 
-    async def sign_in(self, user_id: str) -> None:
-        """Record pusher:signin's user on the row."""
+    async def sign_in(self, user_id: str) -> bool:
+        """Record pusher:signin's user on the row, and the connection among the user's online
+        ones (the presence table's `#online`)."""
         try:
             await self._store.sign_in(self._id, user_id)
         except Conflict as exc:
             raise ConnectionGone(self._id) from exc
+        return await self._store.join(ONLINE, user_id, {}, self._loaded())
+
+    async def sign_out(self, user_id: str) -> bool:
+        """The connection ended: True if it was the user's last one online."""
+        return await self._store.leave(ONLINE, user_id, self._id)
+
+    async def online(self, user_ids: Sequence[str]) -> list[str]:
+        """The watched users online now."""
+        return await self._store.online(user_ids)
+
+    async def cached(self, channel: str) -> CachedEvent | None:
+        """The cache channel's kept event."""
+        return await self._store.cached(channel)
+
+    async def throttle(self, channel: str, *, now: float, span: float) -> bool:
+        """The count row's conditional write decides."""
+        return await self._store.throttle(channel, now=now, span=span)
 
     async def count(self, counter: Counter, *, now: float, span: float, limit: int) -> bool:
         """The row's counter, counted by a conditional write."""
@@ -119,14 +141,15 @@ def state_of(connection: Connection) -> SessionState:
     )
 
 
-async def drop(store: Store, poster: Poster, connection_id: str) -> bool:
-    """Forget a connection and all it joined ($disconnect, or a post that found it gone);
-    False when another caller got there first."""
+async def drop(store: Store, poster: Poster, connection_id: str, *, counts: bool = False) -> bool:
+    """Forget a connection and all it joined ($disconnect, or a post that found it gone),
+    announcing what leave_all decides (`counts`: the subscription counts too); False when
+    another caller got there first."""
     connection = await store.remove_connection(connection_id)
     if connection is None:
         return False
     port = DynamoPort(store, connection_id, connection=connection, removed=True)
-    for broadcast in await leave_all(port, state_of(connection)):
+    for broadcast in await leave_all(port, state_of(connection), counts=counts):
         await poster.broadcast(
             broadcast.channel, broadcast.frame(), exclude_connection=connection_id
         )

@@ -4,7 +4,10 @@
                                                   channels (set), members (set of "channel\nuser"),
                                                   the session's counters (<counter>_since, _count)
     subscriptions  channel + connection_id        socket_id, user_id (presence channels)
+                   "#count:<channel>" + "#"       subscriptions (the count), announced_at
+                   "#cache:<channel>" + "#"       a cache channel's last event (cache.py)
     presence       channel + user_id              user_info, connections (set)
+                   "#online" + user_id            a signed-in user's connections (watchlists)
 
 The connection's row is its Pusher session's state (providers/apigateway/port.py reads it once
 per frame); each change the session makes is one conditional write here, never a rewrite of the
@@ -22,15 +25,24 @@ from typing import TYPE_CHECKING, Any
 from providers.apigateway.dynamo import Conflict, n, optional, s
 from providers.apigateway.presence import PresenceTable
 from providers.apigateway.records import Connection, Subscription
+from providers.pusherproto.cache import CachedEvent
 from providers.pusherproto.port import Counter
 from providers.pusherproto.state import Window
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
 # A presence membership on the connection's row: the channel, a newline, the user id. Channel
 # names hold no newline (core.validation), so the first one splits the two.
 MEMBER_SEPARATOR = "\n"
+
+# Rows of the subscriptions table that are a channel's own, not a connection's, each in a
+# partition of its own ("#" starts no channel name), so that fan-out's Query never reads them.
+COUNT_ROW = "#count:"
+CACHE_ROW = "#cache:"
+OWN = {"connection_id": {"S": "#"}}
+ONLINE = "#online"  # the presence table's pseudo-channel of signed-in users
+BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
 
 __all__ = ["Conflict", "Connection", "Store", "Subscription"]
 
@@ -161,8 +173,9 @@ class Store(PresenceTable):
         return False
 
     # -- subscriptions --------------------------------------------------------------------------
-    async def subscribe(self, channel: str, connection: Connection, user_id: str | None) -> None:
-        """Add (or refresh) the connection's subscription to the channel."""
+    async def subscribe(self, channel: str, connection: Connection, user_id: str | None) -> int:
+        """Add (or refresh) the connection's subscription to the channel; the channel's
+        subscriptions now (counted once per connection, however often it is refreshed)."""
         item = {
             "channel": s(channel),
             "connection_id": s(connection.connection_id),
@@ -171,7 +184,120 @@ class Store(PresenceTable):
         }
         if user_id is not None:
             item["user_id"] = s(user_id)
+        found = await self._call(
+            "put_item", TableName=self._subscriptions, Item=item, ReturnValues="ALL_OLD"
+        )
+        return await self._add_count(channel, 0 if found.get("Attributes") else 1)
+
+    async def uncount(self, channel: str) -> int:
+        """One subscription of the channel fewer (its row is deleted); the count now."""
+        return await self._add_count(channel, -1)
+
+    async def _add_count(self, channel: str, change: int) -> int:
+        found = await self._call(
+            "update_item",
+            TableName=self._subscriptions,
+            Key={"channel": s(COUNT_ROW + channel), **OWN},
+            UpdateExpression="ADD subscriptions :d",
+            ExpressionAttributeValues={":d": n(change)},
+            ReturnValues="ALL_NEW",
+        )
+        # A count that drifted below zero (rows that expired rather than left) reads as none.
+        return max(0, int(found.get("Attributes", {}).get("subscriptions", {"N": "0"})["N"]))
+
+    async def channel_counts(self, prefix: str = "") -> dict[str, int]:
+        """Every channel with subscriptions whose name starts with `prefix`, from the count rows
+        (a Scan: Pusher's channel listing is an occasional operator's query, not a hot path)."""
+        condition = "begins_with(channel, :p) AND subscriptions > :z"
+        values: dict[str, Any] = {":p": s(COUNT_ROW + prefix), ":z": n(0)}
+        params: dict[str, Any] = {
+            "TableName": self._subscriptions,
+            "FilterExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        found: dict[str, int] = {}
+        while True:
+            page = await self._call("scan", **params)
+            for item in page.get("Items", []):
+                channel = item["channel"]["S"].removeprefix(COUNT_ROW)
+                if not channel.startswith("#"):
+                    found[channel] = int(item["subscriptions"]["N"])
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return dict(sorted(found.items()))
+            params["ExclusiveStartKey"] = last
+
+    async def throttle(self, channel: str, *, now: float, span: float) -> bool:
+        """Take the channel's turn to announce its count: False when the last announcement is
+        less than `span` seconds old (one conditional write; concurrent callers get one turn)."""
+        now_ms = int(now * 1000)
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._subscriptions,
+                Key={"channel": s(COUNT_ROW + channel), **OWN},
+                UpdateExpression="SET announced_at = :now",
+                ConditionExpression="attribute_not_exists(announced_at) OR announced_at <= :floor",
+                ExpressionAttributeValues={
+                    ":now": n(now_ms),
+                    ":floor": n(now_ms - int(span * 1000)),
+                },
+            )
+        except Conflict:
+            return False
+        return True
+
+    # -- cache channels ---------------------------------------------------------------------------
+    async def keep(self, channel: str, event: str, data: str, *, until: float) -> None:
+        """Keep a cache channel's last published event until `until` (TTL removes it later)."""
+        item = {
+            "channel": s(CACHE_ROW + channel),
+            **OWN,
+            "event": s(event),
+            "data": s(data),
+            "cached_until": n(int(until)),
+            "expires_at": n(int(until)),
+        }
         await self._call("put_item", TableName=self._subscriptions, Item=item)
+
+    async def cached(self, channel: str) -> CachedEvent | None:
+        """The channel's kept event, if any."""
+        found = await self._call(
+            "get_item",
+            TableName=self._subscriptions,
+            Key={"channel": s(CACHE_ROW + channel), **OWN},
+            ConsistentRead=True,
+        )
+        item = found.get("Item")
+        if item is None:
+            return None
+        until = float(item["cached_until"]["N"])
+        return CachedEvent(item["event"]["S"], item["data"]["S"], until)
+
+    # -- signed-in users --------------------------------------------------------------------------
+    async def online(self, user_ids: Sequence[str]) -> list[str]:
+        """Which of these users have a live signed-in connection (BatchGetItem, 100 at a time)."""
+        found: set[str] = set()
+        wanted = list(dict.fromkeys(user_ids))
+        for start in range(0, len(wanted), BATCH_GET_KEYS):
+            keys = [
+                {"channel": s(ONLINE), "user_id": s(u)}
+                for u in wanted[start : start + BATCH_GET_KEYS]
+            ]
+            request: dict[str, Any] = {
+                self._presence: {
+                    "Keys": keys,
+                    "ConsistentRead": True,
+                    "ProjectionExpression": ("user_id, connections, expires_at"),
+                }
+            }
+            while request:
+                answer = await self._call("batch_get_item", RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._presence, []):
+                    if "connections" in item and self._live(item):
+                        found.add(item["user_id"]["S"])
+                request = answer.get("UnprocessedKeys") or {}
+        return [u for u in user_ids if u in found]
 
     async def unsubscribe(self, channel: str, connection_id: str) -> Subscription | None:
         """Delete the subscription; return it, or None if there was none."""

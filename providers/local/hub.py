@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,10 +20,11 @@ from msgspec import Struct, field
 
 from core.provider import Member
 from providers.pusherproto import frames
-from providers.pusherproto.port import Joined
+from providers.pusherproto.cache import CACHE_SECONDS, CachedEvent, is_cache_channel
+from providers.pusherproto.port import Joined, Left
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from core.provider import PresenceData
     from providers.pusherproto.outcome import Broadcast
@@ -59,7 +61,7 @@ class Delivery:
     def of(cls, broadcast: Broadcast, *, sender: str | None) -> Delivery:
         """A session's broadcast, sent by the socket `sender` (excluded when it asks so)."""
         exclude = sender if broadcast.exclude_sender else None
-        return cls(
+        delivery = cls(
             broadcast.event,
             broadcast.channel,
             broadcast.data,
@@ -67,11 +69,19 @@ class Delivery:
             user_id=broadcast.user_id,
             json=broadcast.json,
         )
+        if broadcast.channelless:
+            delivery._pusher = broadcast.frame()
+        return delivery
 
     @property
     def internal(self) -> bool:
         """Protocol bookkeeping (presence changes) rather than an application event."""
         return self.event.startswith("pusher_internal:")
+
+    @property
+    def published(self) -> bool:
+        """An event the backend published (neither bookkeeping nor a client's client event)."""
+        return not self.internal and not self.event.startswith("client-")
 
     def pusher_frame(self) -> str:
         """The protocol 7 frame."""
@@ -124,15 +134,29 @@ class _Presence(Struct):
 
 
 class Hub:
-    """Subscriptions, presence and replay for one process."""
+    """Subscriptions, presence, signed-in users, cache channels and replay for one process."""
 
-    def __init__(self, *, replay_messages: int = 100, replay_channels: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        replay_messages: int = 100,
+        replay_channels: int = 10_000,
+        cache_channels: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._subscribers: dict[str, dict[str, Subscriber]] = {}
         self._presence: dict[str, dict[str, _Presence]] = {}
         self._member_of: dict[tuple[str, str], str] = {}  # (channel, socket_id) -> user_id
         self._replay: OrderedDict[str, deque[Delivery]] = OrderedDict()
         self._replay_messages = replay_messages
         self._replay_channels = replay_channels
+        # A cache channel's last published event, the least recently written dropped first
+        # past `cache_channels`; each is sent for CACHE_SECONDS after it was published.
+        self._cache: OrderedDict[str, CachedEvent] = OrderedDict()
+        self._cache_channels = cache_channels
+        self._signed_in: dict[str, set[str]] = {}  # user id -> its signed-in socket ids
+        self._announced: dict[str, float] = {}  # channel -> last subscription count announced
+        self._clock = clock
         self._seq = 0
         # Event ids are `epoch-seq`: a restarted process never resumes from another's ids.
         self.epoch = secrets.token_hex(4)
@@ -150,10 +174,11 @@ class Hub:
         self, sub: Subscriber, channel: str, presence: PresenceData | None = None
     ) -> Joined:
         """Add a subscription; for presence, the roster and whether the user is new here."""
-        self._subscribers.setdefault(channel, {})[sub.socket_id] = sub
+        subs = self._subscribers.setdefault(channel, {})
+        subs[sub.socket_id] = sub
         sub.channels.add(channel)
         if presence is None:
-            return Joined()
+            return Joined(count=len(subs))
         roster = self._presence.setdefault(channel, {})
         entry = roster.get(presence.user_id)
         first = entry is None
@@ -161,34 +186,71 @@ class Hub:
             entry = roster[presence.user_id] = _Presence(presence.user_info)
         entry.sockets.add(sub.socket_id)
         self._member_of[(channel, sub.socket_id)] = presence.user_id
-        return Joined([Member(uid, e.user_info) for uid, e in roster.items()], first)
+        members = [Member(uid, e.user_info) for uid, e in roster.items()]
+        return Joined(members, first, count=len(subs))
 
-    def unsubscribe(self, sub: Subscriber, channel: str) -> str | None:
-        """Drop one subscription; the presence user id if its last socket left."""
+    def unsubscribe(self, sub: Subscriber, channel: str) -> Left:
+        """Drop one subscription: the presence user id if its last socket left, and the count."""
         sub.channels.discard(channel)
         subs = self._subscribers.get(channel)
         if subs is not None:
             subs.pop(sub.socket_id, None)
             if not subs:
                 del self._subscribers[channel]
+                self._announced.pop(channel, None)
+        count = len(subs) if subs else 0
         user_id = self._member_of.pop((channel, sub.socket_id), None)
         if user_id is None:
-            return None
+            return Left(count=count)
         roster = self._presence[channel]
         entry = roster[user_id]
         entry.sockets.discard(sub.socket_id)
         if entry.sockets:
-            return None
+            return Left(count=count)
         del roster[user_id]
         if not roster:
             del self._presence[channel]
-        return user_id
+        return Left(user_id, count)
 
     def remove(self, sub: Subscriber) -> list[tuple[str, str]]:
         """Drop every subscription of a closing connection; (channel, user id) of each presence
         user whose last socket this was."""
         left = [(channel, self.unsubscribe(sub, channel)) for channel in sorted(sub.channels)]
-        return [(channel, user_id) for channel, user_id in left if user_id is not None]
+        return [(channel, gone.user_id) for channel, gone in left if gone.user_id is not None]
+
+    # -- signed-in users (watchlists) -------------------------------------------------------
+    def sign_in(self, user_id: str, socket_id: str) -> bool:
+        """A socket signed in as the user; True when it is the user's first one here."""
+        sockets = self._signed_in.setdefault(user_id, set())
+        sockets.add(socket_id)
+        return len(sockets) == 1
+
+    def sign_out(self, user_id: str, socket_id: str) -> bool:
+        """A signed-in socket ended; True when it was the user's last one here."""
+        sockets = self._signed_in.get(user_id)
+        if sockets is None or socket_id not in sockets:
+            return False
+        sockets.discard(socket_id)
+        if sockets:
+            return False
+        del self._signed_in[user_id]
+        return True
+
+    def online(self, user_ids: Sequence[str]) -> list[str]:
+        """Which of these users have a signed-in socket here."""
+        return [u for u in user_ids if u in self._signed_in]
+
+    # -- cache channels and the subscription count's throttle -------------------------------
+    def cached(self, channel: str) -> CachedEvent | None:
+        """A cache channel's last published event, if kept."""
+        return self._cache.get(channel)
+
+    def throttle(self, channel: str, *, now: float, span: float) -> bool:
+        """The channel's turn to announce its subscription count, if `span` has passed."""
+        if now - self._announced.get(channel, float("-inf")) < span:
+            return False
+        self._announced[channel] = now
+        return True
 
     def deliver(self, delivery: Delivery) -> int:
         """Hand the delivery to every local subscriber but the excluded one; return how many."""
@@ -196,6 +258,8 @@ class Hub:
         delivery.seq = self._seq
         if not delivery.internal and self._replay_messages:
             self._remember(delivery)
+        if delivery.published and is_cache_channel(delivery.channel):
+            self._keep(delivery)
         count = 0
         for socket_id, sub in list(self._subscribers.get(delivery.channel, {}).items()):
             if socket_id != delivery.exclude:
@@ -212,6 +276,14 @@ class Hub:
         else:
             self._replay.move_to_end(delivery.channel)
         log_.append(delivery)
+
+    def _keep(self, delivery: Delivery) -> None:
+        cache = self._cache
+        cache.pop(delivery.channel, None)
+        expires = self._clock() + CACHE_SECONDS
+        cache[delivery.channel] = CachedEvent(delivery.event, delivery.data, expires)
+        if len(cache) > self._cache_channels:
+            cache.popitem(last=False)
 
     def replay(self, channel: str, after_seq: int) -> list[Delivery]:
         """Remembered deliveries on a channel newer than `after_seq`, oldest first."""

@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from core.provider import PresenceData
     from providers.local.hub import Hub, Subscriber
-    from providers.pusherproto.port import Counter, Joined
+    from providers.pusherproto.cache import CachedEvent
+    from providers.pusherproto.port import Counter, Joined, Left
     from providers.pusherproto.state import SessionState
 
 
@@ -32,12 +35,29 @@ class HubPort:
         """Subscribe the socket in the hub."""
         return self._hub.subscribe(self._socket, channel, member)
 
-    async def leave(self, channel: str) -> str | None:
-        """Unsubscribe the socket; the presence user whose last socket this was."""
+    async def leave(self, channel: str) -> Left:
+        """Unsubscribe the socket."""
         return self._hub.unsubscribe(self._socket, channel)
 
-    async def sign_in(self, user_id: str) -> None:
-        """Nothing to store: the session's state is the socket's own."""
+    async def sign_in(self, user_id: str) -> bool:
+        """The user is online through this socket (the state is the socket's own)."""
+        return self._hub.sign_in(user_id, self._socket.socket_id)
+
+    async def sign_out(self, user_id: str) -> bool:
+        """The socket ended."""
+        return self._hub.sign_out(user_id, self._socket.socket_id)
+
+    async def online(self, user_ids: Sequence[str]) -> list[str]:
+        """The watched users signed in here."""
+        return self._hub.online(user_ids)
+
+    async def cached(self, channel: str) -> CachedEvent | None:
+        """The cache channel's last event."""
+        return self._hub.cached(channel)
+
+    async def throttle(self, channel: str, *, now: float, span: float) -> bool:
+        """The hub's record of the channel's last announcement."""
+        return self._hub.throttle(channel, now=now, span=span)
 
     async def count(self, counter: Counter, *, now: float, span: float, limit: int) -> bool:
         """The session's window already decided; no other task shares it."""

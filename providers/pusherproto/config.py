@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from core.schemas import EventSchemas
 
 CLIENT_EVENTS_PER_SECOND = 10  # Pusher's per-connection limit
+# Pusher sends every change of a channel's subscription count up to this many subscribers, and
+# above it at most one announcement per interval (its documented throttle).
+COUNT_EVERY_CHANGE_UP_TO = 100
+COUNT_THROTTLE_SECONDS = 5.0
+MAX_WATCHLIST = 100  # user ids in one pusher:signin's watchlist, as Pusher limits it
 
 
 class SubscriptionGate(Protocol):
@@ -41,6 +46,7 @@ class SessionConfig:
         "max_subscriptions",
         "policy",
         "schemas",
+        "subscription_counts",
     )
 
     def __init__(
@@ -55,6 +61,7 @@ class SessionConfig:
         max_subscriptions: int = 100,
         max_invalid_frames: int = 20,
         client_events_per_second: int = CLIENT_EVENTS_PER_SECOND,
+        subscription_counts: bool = False,
         clock: Callable[[], float] = time.time,  # wall time: API Gateway keeps it across hosts
     ) -> None:
         self.app_key = app_key
@@ -66,4 +73,5 @@ class SessionConfig:
         self.max_subscriptions = max_subscriptions
         self.max_invalid_frames = max_invalid_frames
         self.client_events_per_second = client_events_per_second
+        self.subscription_counts = subscription_counts  # pusher_internal:subscription_count
         self.clock = clock

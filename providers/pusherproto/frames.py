@@ -61,6 +61,16 @@ def event(event_name: str, channel: str, data: str, *, user_id: str | None = Non
     return _dumps(frame)
 
 
+def connection_event(event_name: str, data: str) -> str:
+    """An event for the connection rather than a channel (pusher_internal:watchlist_events)."""
+    return _dumps({"event": event_name, "data": data})
+
+
+def cache_miss(channel: str) -> str:
+    """A cache channel had no event to send on subscribe."""
+    return _dumps({"event": "pusher:cache_miss", "channel": channel})
+
+
 def connection_established(socket_id: str, activity_timeout: int) -> str:
     """The first frame of every connection."""
     payload = {"socket_id": socket_id, "activity_timeout": activity_timeout}

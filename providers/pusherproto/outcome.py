@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 MEMBER_ADDED = "pusher_internal:member_added"
 MEMBER_REMOVED = "pusher_internal:member_removed"
+SUBSCRIPTION_COUNT = "pusher_internal:subscription_count"
+WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
+WATCHERS_PREFIX = "#watchers-"  # the connections whose watchlist holds the user
 
 
 class Broadcast(Struct, frozen=True):
@@ -30,6 +33,9 @@ class Broadcast(Struct, frozen=True):
     user_id: str | None = None  # a presence member's client event carries its sender
     exclude_sender: bool = True
     json: bool = False  # data is JSON the relay encoded from a non-string value (as in Message)
+    # The frame names no channel: a watchlist event is the connection's, not a channel's, and
+    # travels on a `#watchers-` channel only to reach the right connections.
+    channelless: bool = False
 
     @property
     def internal(self) -> bool:
@@ -38,6 +44,8 @@ class Broadcast(Struct, frozen=True):
 
     def frame(self) -> str:
         """The protocol 7 frame."""
+        if self.channelless:
+            return frames.connection_event(self.event, self.data)
         return frames.event(self.event, self.channel, self.data, user_id=self.user_id)
 
 
@@ -59,3 +67,21 @@ def member_removed(channel: str, user_id: str) -> Broadcast:
     """A user's last connection left a presence channel."""
     data = orjson.dumps({"user_id": user_id}).decode()
     return Broadcast(channel, MEMBER_REMOVED, data, json=True)
+
+
+def subscription_count(channel: str, count: int) -> Broadcast:
+    """A non-presence channel's subscription count changed: every subscriber hears it, the
+    connection that changed it included."""
+    data = orjson.dumps({"subscription_count": count}).decode()
+    return Broadcast(channel, SUBSCRIPTION_COUNT, data, exclude_sender=False, json=True)
+
+
+def watchlist_event(user_id: str, name: str) -> Broadcast:
+    """`online` or `offline` of one user, for the connections watching it."""
+    data = watchlist_data(name, [user_id])
+    return Broadcast(WATCHERS_PREFIX + user_id, WATCHLIST_EVENTS, data, json=True, channelless=True)
+
+
+def watchlist_data(name: str, user_ids: list[str]) -> str:
+    """pusher_internal:watchlist_events' data, as pusher-js's watchlist reads it."""
+    return orjson.dumps({"events": [{"name": name, "user_ids": user_ids}]}).decode()

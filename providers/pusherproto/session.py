@@ -15,10 +15,17 @@ The rules, the same on both servers (tests/unit/providers/pusherproto/test_sessi
   `pusher:pong` and events Pusher does not define are ignored.
 * `pusher:subscribe` as subscribing.py decides (public channels by the authorizing service,
   core/authorizing.py); the presence roster in the answer, and member_added to the others on a
-  user's first connection.
+  user's first connection. On a cache channel (cache.py) the last published event follows the
+  answer, or `pusher:cache_miss`.
 * `pusher:unsubscribe` of a channel joined; member_removed after a user's last connection.
+* A non-presence channel's subscribers hear `pusher_internal:subscription_count` when the count
+  changes (every change up to 100 subscribers, then at most one every 5 s, as Pusher throttles
+  it), where the server knows the count and the config asks for it.
 * `pusher:signin` checks the user_data's signature (4009 otherwise); the user is then the
-  connection's, for the policy and for `#server-to-user-`.
+  connection's, for the policy and for `#server-to-user-`. Its `watchlist` (at most 100 ids)
+  subscribes the connection to `#watchers-<id>` of each: it is told at once which of them are
+  online, then `online` when one's first connection signs in and `offline` after its last ends
+  (pusher_internal:watchlist_events).
 * client events as client_events.py checks them, then at most `client_events_per_second` per
   connection (4301); they go to the channel's other subscribers, never back to the sender.
 * More than `max_invalid_frames` frames a minute that are no protocol 7 frame close the
@@ -29,14 +36,31 @@ The rules, the same on both servers (tests/unit/providers/pusherproto/test_sessi
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from core.validation import CLIENT_EVENT_PREFIX
+from core.validation import CLIENT_EVENT_PREFIX, ChannelKind, channel_kind
 from providers.pusherproto import client_events, frames, signing, subscribing
+from providers.pusherproto.cache import is_cache_channel
+from providers.pusherproto.config import (
+    COUNT_EVERY_CHANGE_UP_TO,
+    COUNT_THROTTLE_SECONDS,
+    MAX_WATCHLIST,
+)
 from providers.pusherproto.frames import ErrorCode
-from providers.pusherproto.outcome import Broadcast, Outcome, member_added, member_removed
+from providers.pusherproto.outcome import (
+    WATCHERS_PREFIX,
+    WATCHLIST_EVENTS,
+    Broadcast,
+    Outcome,
+    member_added,
+    member_removed,
+    subscription_count,
+    watchlist_data,
+    watchlist_event,
+)
 from providers.pusherproto.port import ConnectionGone, Counter
 
 if TYPE_CHECKING:
@@ -108,7 +132,11 @@ class Session:
     async def close(self) -> Outcome:
         """The connection ended: leave every channel, announcing members who left for good."""
         state = await self._load()
-        return Outcome() if state is None else Outcome(broadcasts=await leave_all(self.port, state))
+        if state is None:
+            return Outcome()
+        counts = self.config.subscription_counts
+        broadcasts = await leave_all(self.port, state, counts=counts, clock=self.config.clock)
+        return Outcome(broadcasts=broadcasts)
 
     # -- internals --------------------------------------------------------------------------
     async def _load(self) -> SessionState | None:
@@ -165,11 +193,22 @@ class Session:
         out.replies.append(frames.subscription_succeeded(channel, roster))
         if member is not None and joined.first:
             out.broadcasts.append(member_added(channel, member))
+        if self.config.subscription_counts:
+            out.broadcasts.extend(await _count(self.port, channel, joined.count, self.config.clock))
+        if is_cache_channel(channel):
+            cached = await self.port.cached(channel)
+            if cached is not None and cached.fresh(self.config.clock()):
+                out.replies.append(frames.event(cached.event, channel, cached.data))
+            else:
+                out.replies.append(frames.cache_miss(channel))
 
     async def _unsubscribe(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
         channel = data.get("channel")
         if isinstance(channel, str) and channel in state.channels:
-            out.broadcasts.extend(await _leave(self.port, state, channel))
+            counts = self.config.subscription_counts
+            out.broadcasts.extend(
+                await _leave(self.port, state, channel, counts=counts, clock=self.config.clock)
+            )
 
     async def _signin(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
         user_data = data.get("user_data")
@@ -183,14 +222,28 @@ class Session:
         ):
             out.replies.append(frames.error("Invalid signin signature", ErrorCode.UNAUTHORIZED))
             return
-        user_id = _user_id(user_data)
-        if user_id is None:
-            message = "user_data must hold a string id"
-            out.replies.append(frames.error(message, ErrorCode.UNAUTHORIZED))
+        if state.signed_in is not None:
+            out.replies.append(frames.error("This connection is signed in already"))
             return
-        await self.port.sign_in(user_id)
+        try:
+            user_id, watchlist = _user(user_data)
+        except ValueError as exc:
+            out.replies.append(frames.error(str(exc), ErrorCode.UNAUTHORIZED))
+            return
+        first = await self.port.sign_in(user_id)
         state.signed_in = user_id
         out.replies.append(frames.signin_success(user_data))
+        for watched in watchlist:
+            channel = WATCHERS_PREFIX + watched
+            if channel not in state.channels:
+                await self.port.join(channel, None)
+                state.channels.add(channel)
+        online = await self.port.online(watchlist) if watchlist else []
+        if online:
+            known = watchlist_data("online", online)
+            out.replies.append(frames.connection_event(WATCHLIST_EVENTS, known))
+        if first:
+            out.broadcasts.append(watchlist_event(user_id, "online"))
 
     async def _client_event(
         self, state: SessionState, out: Outcome, name: str, channel: object, data: object
@@ -208,29 +261,84 @@ class Session:
         out.broadcasts.append(event)
 
 
-async def leave_all(port: SessionPort, state: SessionState) -> list[Broadcast]:
+async def leave_all(
+    port: SessionPort,
+    state: SessionState,
+    *,
+    counts: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> list[Broadcast]:
     """Leave every channel of a connection that ended, member_removed where it was a user's last
-    connection (the local socket's end; API Gateway's $disconnect and its cleanup of connections
-    found gone)."""
+    connection, the new subscription counts where `counts`, and `offline` to the watchers of a
+    signed-in user whose last connection this was (the local socket's end; API Gateway's
+    $disconnect and its cleanup of connections found gone)."""
     broadcasts: list[Broadcast] = []
     for channel in sorted(state.channels):
-        broadcasts.extend(await _leave(port, state, channel))
+        broadcasts.extend(await _leave(port, state, channel, counts=counts, clock=clock))
+    if state.signed_in is not None and await port.sign_out(state.signed_in):
+        broadcasts.append(watchlist_event(state.signed_in, "offline"))
     return broadcasts
 
 
-async def _leave(port: SessionPort, state: SessionState, channel: str) -> list[Broadcast]:
-    last = await port.leave(channel)
+async def _leave(
+    port: SessionPort,
+    state: SessionState,
+    channel: str,
+    *,
+    counts: bool,
+    clock: Callable[[], float],
+) -> list[Broadcast]:
+    left = await port.leave(channel)
     state.channels.discard(channel)
     state.members.pop(channel, None)
-    return [] if last is None else [member_removed(channel, last)]
+    broadcasts = [] if left.user_id is None else [member_removed(channel, left.user_id)]
+    if counts:
+        broadcasts.extend(await _count(port, channel, left.count, clock))
+    return broadcasts
 
 
-def _user_id(user_data: str) -> str | None:
+async def _count(
+    port: SessionPort, channel: str, count: int | None, clock: Callable[[], float]
+) -> list[Broadcast]:
+    """The subscription count to announce after a change, if any: none for presence channels
+    (their members are announced instead) nor the protocol's own `#` channels; above 100
+    subscribers, only when the channel's last announcement is 5 s old."""
+    if count is None or channel.startswith("#") or channel_kind(channel) is ChannelKind.PRESENCE:
+        return []
+    if count > COUNT_EVERY_CHANGE_UP_TO and not await port.throttle(
+        channel, now=clock(), span=COUNT_THROTTLE_SECONDS
+    ):
+        return []
+    return [subscription_count(channel, count)]
+
+
+def _user(user_data: str) -> tuple[str, list[str]]:
+    """The signed user_data's id and watchlist; ValueError saying what is wrong."""
     try:
-        user_id = orjson.loads(user_data)["id"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    return user_id if isinstance(user_id, str) and user_id else None
+        parsed = orjson.loads(user_data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError("user_data must be a JSON object")
+    user_id = _id(parsed.get("id"))
+    if user_id is None:
+        raise ValueError("user_data must hold an id (a string or an integer)")
+    raw = parsed.get("watchlist", [])
+    if not isinstance(raw, list):
+        raise ValueError("user_data's watchlist must be a list of user ids")
+    watchlist = list(dict.fromkeys(_id(item) for item in raw))
+    if None in watchlist:
+        raise ValueError("user_data's watchlist must be a list of user ids")
+    if len(watchlist) > MAX_WATCHLIST:
+        raise ValueError(f"a watchlist holds at most {MAX_WATCHLIST} user ids")
+    return user_id, [w for w in watchlist if w is not None]
+
+
+def _id(value: object) -> str | None:
+    # Pusher's ids are strings; Laravel's are integers, sent as numbers: both name a user.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value else None
 
 
 def _gone() -> Outcome:

@@ -107,9 +107,9 @@ async def authorize(
 
 def subscription_count(state: SessionState) -> int:
     """The connection's subscriptions, as the cap counts them."""
-    # The #server-to-user- channel pusher-js joins by itself after signin is not counted.
-    own = frames.SERVER_TO_USER_PREFIX + state.signed_in if state.signed_in else None
-    return len(state.channels) - (own in state.channels)
+    # The protocol's own `#` channels (#server-to-user- that pusher-js joins by itself after
+    # signin, the watchlist's #watchers-) are not the client's subscriptions.
+    return sum(not channel.startswith("#") for channel in state.channels)
 
 
 def _verify(

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from tests.conformance.exchanges import events, sockets
+from tests.conformance.exchanges import cache, events, sockets
 
-EXCHANGES: Final = (*sockets.EXCHANGES, *events.EXCHANGES)
+EXCHANGES: Final = (*sockets.EXCHANGES, *events.EXCHANGES, *cache.EXCHANGES)

@@ -172,3 +172,51 @@ async def test_presence_members_are_tracked_on_the_connection(store: Store) -> N
     found = await store.connection("c1")
     assert found is not None
     assert found.members == {"presence-b": "ann\nwith a newline"}
+
+
+# -- the Pusher parity rows (issue 14) ---------------------------------------------------------
+async def test_the_count_row_counts_each_connection_once_and_stays_out_of_fan_out(
+    store: Store,
+) -> None:
+    assert await store.subscribe("news", conn("c1"), None) == 1
+    assert await store.subscribe("news", conn("c1"), None) == 1  # a refresh is no new subscriber
+    assert await store.subscribe("news", conn("c2"), None) == 2
+    assert await store.subscribe("presence-x", conn("c3"), "ann") == 1
+    pages = [page async for page in store.subscribers("news", page_size=1)]
+    assert [[s.connection_id for s in p] for p in pages] == [["c1"], ["c2"]]
+    assert await store.unsubscribe("news", "c1") is not None
+    assert await store.uncount("news") == 1
+    assert await store.channel_counts() == {"news": 1, "presence-x": 1}
+    assert await store.channel_counts("presence-") == {"presence-x": 1}
+    assert await store.unsubscribe("news", "c2") is not None
+    assert await store.uncount("news") == 0
+    assert await store.channel_counts() == {"presence-x": 1}
+
+
+async def test_one_count_announcement_per_span_however_many_ask(store: Store) -> None:
+    turns = await asyncio.gather(*(store.throttle("news", now=100.0, span=5.0) for _ in range(5)))
+    assert sorted(turns) == [False, False, False, False, True]
+    assert not await store.throttle("news", now=104.9, span=5.0)
+    assert await store.throttle("news", now=105.0, span=5.0)
+    assert await store.throttle("other", now=100.0, span=5.0)
+
+
+async def test_a_cache_channels_event_is_kept_with_its_expiry(store: Store) -> None:
+    assert await store.cached("cache-news") is None
+    await store.keep("cache-news", "update", '{"n":1}', until=NOW + 1800)
+    await store.keep("cache-news", "update", '{"n":2}', until=NOW + 1801)
+    kept = await store.cached("cache-news")
+    assert kept is not None
+    assert (kept.event, kept.data, kept.expires) == ("update", '{"n":2}', NOW + 1801)
+    assert [p async for p in store.subscribers("cache-news", page_size=10)] == []
+
+
+async def test_online_users_are_the_live_ones_with_a_connection(store: Store) -> None:
+    assert await store.join("#online", "ann", {}, conn("a1")) is True
+    assert await store.join("#online", "ann", {}, conn("a2")) is False
+    await store.join("#online", "old", {}, conn("o1", expires_at=NOW - 1))
+    ids = ["bob", "ann", "old"] + [f"u{i}" for i in range(150)]  # past one BatchGetItem
+    assert await store.online(ids) == ["ann"]
+    assert await store.leave("#online", "ann", "a1") is False
+    assert await store.leave("#online", "ann", "a2") is True
+    assert await store.online(["ann"]) == []

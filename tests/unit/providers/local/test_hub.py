@@ -12,14 +12,14 @@ import pytest
 from core.provider import Member, PresenceData
 from providers.local.hub import Delivery, Hub
 from providers.pusherproto.outcome import MEMBER_ADDED, MEMBER_REMOVED, Broadcast
-from providers.pusherproto.port import Joined
+from providers.pusherproto.port import Joined, Left
 from tests.unit.conftest import Recorder
 
 
 def test_public_subscription_has_no_roster_and_receives_deliveries() -> None:
     hub = Hub()
     sub = Recorder("1.1")
-    assert hub.subscribe(sub, "news") == Joined()
+    assert hub.subscribe(sub, "news") == Joined(count=1)
     assert sub.channels == {"news"}
     assert hub.deliver(Delivery("update", "news", "x")) == 1
     assert sub.events == [("news", "update", "x")]
@@ -58,7 +58,7 @@ def test_a_user_leaves_last_only_with_its_last_socket() -> None:
     hub.subscribe(tab1, "presence-room", PresenceData("alice", {}))
     hub.subscribe(tab2, "presence-room", PresenceData("alice", {}))
 
-    assert hub.unsubscribe(tab1, "presence-room") is None
+    assert hub.unsubscribe(tab1, "presence-room") == Left(None, 2)
     assert [m.user_id for m in hub.members("presence-room")] == ["watcher", "alice"]
 
     assert hub.remove(tab2) == [("presence-room", "alice")]
@@ -72,7 +72,7 @@ def test_roster_lists_every_present_user() -> None:
     hub.subscribe(Recorder("1.2"), "presence-room", PresenceData("alice", {"name": "Alice"}))
     joined = hub.subscribe(Recorder("2.1"), "presence-room", PresenceData("bob", {"name": "Bob"}))
     assert joined == Joined(
-        [Member("alice", {"name": "Alice"}), Member("bob", {"name": "Bob"})], True
+        [Member("alice", {"name": "Alice"}), Member("bob", {"name": "Bob"})], True, count=3
     )
     assert hub.members("presence-room") == [
         Member("alice", {"name": "Alice"}),
@@ -91,7 +91,7 @@ def test_last_member_leaving_empties_the_presence_channel() -> None:
     assert sub.channels == set()
     # A new member starts a fresh roster.
     joined = hub.subscribe(Recorder("2.1"), "presence-room", PresenceData("bob", {}))
-    assert joined == Joined([Member("bob", {})], True)
+    assert joined == Joined([Member("bob", {})], True, count=1)
 
 
 def test_remove_drops_every_subscription_of_a_connection() -> None:
@@ -260,3 +260,43 @@ def test_a_sessions_broadcast_excludes_its_sender_when_it_asks() -> None:
 def test_client_event_frame_carries_user_id_on_presence() -> None:
     frame = Delivery("client-typing", "presence-room", "{}", user_id="alice").pusher_frame()
     assert orjson.loads(frame)["user_id"] == "alice"
+
+
+def test_only_published_events_of_cache_channels_are_kept_for_thirty_minutes() -> None:
+    now = [1000.0]
+    hub = Hub(cache_channels=2, clock=lambda: now[0])
+    hub.deliver(Delivery("update", "cache-a", "1"))
+    hub.deliver(Delivery("client-typing", "cache-a", "typing", exclude="1.1"))
+    hub.deliver(Delivery("pusher_internal:subscription_count", "cache-a", "{}"))
+    hub.deliver(Delivery("update", "plain", "1"))
+    kept = hub.cached("cache-a")
+    assert kept is not None
+    assert (kept.event, kept.data, kept.expires) == ("update", "1", 1000.0 + 30 * 60)
+    assert kept.fresh(1000.0 + 30 * 60 - 1)
+    assert not kept.fresh(1000.0 + 30 * 60)
+    assert hub.cached("plain") is None
+    # Past the cap, the channel written longest ago goes first.
+    hub.deliver(Delivery("update", "private-cache-b", "2"))
+    hub.deliver(Delivery("update", "presence-cache-c", "3"))
+    assert hub.cached("cache-a") is None
+    assert hub.cached("private-cache-b") is not None
+    assert hub.cached("presence-cache-c") is not None
+
+
+def test_signed_in_users_are_online_from_their_first_socket_to_their_last() -> None:
+    hub = Hub()
+    assert hub.sign_in("ann", "1.1") is True
+    assert hub.sign_in("ann", "1.2") is False
+    assert hub.online(["bob", "ann"]) == ["ann"]
+    assert hub.sign_out("ann", "1.1") is False
+    assert hub.sign_out("ann", "9.9") is False  # never signed in here
+    assert hub.sign_out("ann", "1.2") is True
+    assert hub.online(["ann"]) == []
+
+
+def test_the_count_throttle_lets_one_announcement_through_per_span() -> None:
+    hub = Hub()
+    assert hub.throttle("news", now=100.0, span=5.0)
+    assert not hub.throttle("news", now=104.9, span=5.0)
+    assert hub.throttle("other", now=104.9, span=5.0)
+    assert hub.throttle("news", now=105.0, span=5.0)

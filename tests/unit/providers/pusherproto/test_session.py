@@ -7,7 +7,7 @@ Gateway handlers had before they shared this session is a regression test here (
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -20,10 +20,15 @@ from core.settings import Settings
 from providers.pusherproto import signing
 from providers.pusherproto.config import SessionConfig
 from providers.pusherproto.outcome import MEMBER_ADDED, MEMBER_REMOVED, Broadcast, Outcome
-from providers.pusherproto.port import ConnectionGone, Counter, Joined
+from providers.pusherproto.port import ConnectionGone, Counter, Joined, Left
 from providers.pusherproto.session import Session
 from providers.pusherproto.state import SessionState, Window
 from tests.unit.conftest import UNIT_SETTINGS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from providers.pusherproto.cache import CachedEvent
 
 KEY, SECRET = str(UNIT_SETTINGS["app_key"]), str(UNIT_SETTINGS["app_secret"])
 NOW = 1_800_000_000.0
@@ -67,6 +72,9 @@ class Channels:
     def __init__(self) -> None:
         self.subscribers: dict[str, set[str]] = {}
         self.presence: dict[str, dict[str, tuple[dict[str, Any], set[str]]]] = {}
+        self.online: dict[str, set[str]] = {}  # user id -> signed-in sockets
+        self.cache: dict[str, CachedEvent] = {}
+        self.announced: dict[str, float] = {}
 
 
 class FakePort:
@@ -88,30 +96,58 @@ class FakePort:
         self.calls.append(f"join {channel}")
         if self.gone:
             raise ConnectionGone(self.socket)
-        self.channels.subscribers.setdefault(channel, set()).add(self.socket)
+        subscribers = self.channels.subscribers.setdefault(channel, set())
+        subscribers.add(self.socket)
         if member is None:
-            return Joined()
+            return Joined(count=len(subscribers))
         roster = self.channels.presence.setdefault(channel, {})
         first = member.user_id not in roster
         roster.setdefault(member.user_id, (dict(member.user_info), set()))[1].add(self.socket)
-        return Joined([Member(user, info) for user, (info, _) in roster.items()], first)
+        members = [Member(user, info) for user, (info, _) in roster.items()]
+        return Joined(members, first, count=len(subscribers))
 
-    async def leave(self, channel: str) -> str | None:
+    async def leave(self, channel: str) -> Left:
         self.calls.append(f"leave {channel}")
-        self.channels.subscribers.get(channel, set()).discard(self.socket)
+        subscribers = self.channels.subscribers.get(channel, set())
+        subscribers.discard(self.socket)
         roster = self.channels.presence.get(channel, {})
         for user, (_, sockets) in list(roster.items()):
             if self.socket in sockets:
                 sockets.discard(self.socket)
                 if not sockets:
                     del roster[user]
-                    return user
-        return None
+                    return Left(user, len(subscribers))
+        return Left(count=len(subscribers))
 
-    async def sign_in(self, user_id: str) -> None:
+    async def sign_in(self, user_id: str) -> bool:
         self.calls.append(f"sign_in {user_id}")
         if self.gone:
             raise ConnectionGone(self.socket)
+        sockets = self.channels.online.setdefault(user_id, set())
+        sockets.add(self.socket)
+        return len(sockets) == 1
+
+    async def sign_out(self, user_id: str) -> bool:
+        self.calls.append(f"sign_out {user_id}")
+        sockets = self.channels.online.get(user_id, set())
+        sockets.discard(self.socket)
+        if sockets:
+            return False
+        self.channels.online.pop(user_id, None)
+        return True
+
+    async def online(self, user_ids: Sequence[str]) -> list[str]:
+        return [u for u in user_ids if u in self.channels.online]
+
+    async def cached(self, channel: str) -> CachedEvent | None:
+        self.calls.append(f"cached {channel}")
+        return self.channels.cache.get(channel)
+
+    async def throttle(self, channel: str, *, now: float, span: float) -> bool:
+        if now - self.channels.announced.get(channel, float("-inf")) < span:
+            return False
+        self.channels.announced[channel] = now
+        return True
 
     async def count(self, counter: Counter, *, now: float, span: float, limit: int) -> bool:
         self.calls.append(f"count {counter}")
@@ -184,6 +220,7 @@ def config(clock: Clock) -> SessionConfig:
         schemas=EventSchemas(policy),
         max_subscriptions=5,
         max_invalid_frames=3,
+        subscription_counts=False,  # test_session_parity.py has them
         clock=clock,
     )
 
