@@ -4,6 +4,7 @@
     ├── ConfigurationError          start-up only: every problem, each naming its variable
     ├── BadRequest                  400 invalid-request
     │   ├── InvalidChannel          400 invalid-channel
+    │   │   └── EncryptedMultiChannel  400 encrypted-multi-channel
     │   ├── InvalidEventName        400 invalid-event-name
     │   ├── InvalidSocketId         400 invalid-socket-id
     │   ├── InvalidUserId           400 invalid-user-id
@@ -110,6 +111,14 @@ class InvalidChannel(BadRequest):
 
     slug = "invalid-channel"
     title = "Invalid channel name"
+
+
+class EncryptedMultiChannel(InvalidChannel):
+    """One event for several channels, one of them private-encrypted- (Pusher refuses it: the
+    data is sealed with each channel's own key)."""
+
+    slug = "encrypted-multi-channel"
+    title = "Encrypted channel in a multi-channel event"
 
 
 class InvalidEventName(BadRequest):

@@ -29,6 +29,9 @@ class Limits(Struct, frozen=True):
     max_channel_name: int = 164
     max_event_name: int = 200
     supports_encrypted_channels: bool = False
+    # The variable that turns encrypted channels on, for a provider that has one: the refusal
+    # of a private-encrypted- channel names it.
+    encryption_key_variable: str | None = None
     # How long after a publish the provider still drops a repeat of its message ids (Ably: two
     # minutes, less its own retries). 0: it never does, so a publish whose outcome is unknown is
     # never sent again (core/idempotency.py).

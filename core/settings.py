@@ -6,13 +6,15 @@ choosing one provider never asks for another's secrets.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 
 from core.envsettings import EnvSettings
 from core.errors import ConfigurationError
@@ -31,6 +33,30 @@ SettingsT = TypeVar("SettingsT", bound=EnvSettings)
 # The providers that serve Pusher-protocol sockets under the relay's own app credentials
 # (RELAY_APP_*); the others use their own service's credentials and never read these.
 APP_CREDENTIAL_PROVIDERS = frozenset({"local", "apigateway"})
+MASTER_KEY_BYTES = 32  # NaCl secretbox keys; Pusher's encryption master key is one
+
+
+def _master_key_is_32_bytes(value: SecretStr | None) -> SecretStr | None:
+    if value is None or not value.get_secret_value():
+        return None
+    try:
+        raw = base64.b64decode(value.get_secret_value(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be base64") from exc
+    if len(raw) != MASTER_KEY_BYTES:
+        raise ValueError(f"must decode to {MASTER_KEY_BYTES} bytes")
+    return value
+
+
+# An end-to-end encryption master key, base64 (empty: none). Shared by every settings model
+# that takes one (RELAY_ENCRYPTION_MASTER_KEY_BASE64, PUSHER_ENCRYPTION_MASTER_KEY_BASE64).
+MasterKeyBase64 = Annotated[SecretStr | None, AfterValidator(_master_key_is_32_bytes)]
+
+
+def decode_master_key(value: SecretStr | None) -> bytes | None:
+    """The raw master key of a validated MasterKeyBase64 value, or None when there is none."""
+    return None if value is None else base64.b64decode(value.get_secret_value())
+
 
 
 class Settings(EnvSettings):
@@ -60,6 +86,8 @@ class Settings(EnvSettings):
         description="letters, digits, '_', '.' and '-'",
     )
     app_secret: SecretStr = SecretStr(DEV_APP_SECRET)
+    # End-to-end encrypted channels (private-encrypted-) on local and apigateway: unset, refused.
+    encryption_master_key_base64: MasterKeyBase64 = None
 
     # Identity.
     jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
@@ -187,6 +215,11 @@ class Settings(EnvSettings):
         if isinstance(value, str) and len(value.encode()) < 32:
             raise ValueError("must be at least 32 bytes (HS256 needs a 256-bit key)")
         return value
+
+    @property
+    def encryption_master_key(self) -> bytes | None:
+        """The decoded RELAY_ENCRYPTION_MASTER_KEY_BASE64, if encrypted channels are on."""
+        return decode_master_key(self.encryption_master_key_base64)
 
     @cached_property
     def dev_defaults_in_use(self) -> list[str]:

@@ -16,6 +16,7 @@ import orjson
 
 from core.errors import (
     BadRequest,
+    EncryptedMultiChannel,
     InvalidChannel,
     InvalidEventName,
     InvalidPayload,
@@ -80,7 +81,12 @@ def validate_channel(channel: object, limits: Limits) -> str:
     if not _CHANNEL_CHARS.fullmatch(channel):
         raise InvalidChannel("channel names may contain only a-z A-Z 0-9 and - _ = @ , . ;")
     if channel.startswith("private-encrypted-") and not limits.supports_encrypted_channels:
-        raise InvalidChannel("this provider does not support private-encrypted- channels")
+        if limits.encryption_key_variable is None:
+            raise InvalidChannel("this provider does not support private-encrypted- channels")
+        raise InvalidChannel(
+            "this provider does not support private-encrypted- channels until "
+            f"{limits.encryption_key_variable} is set (32 random bytes, base64)"
+        )
     kind = channel_kind(channel)
     prefix_only = {"private-", "presence-", "private-encrypted-"}
     if kind is not ChannelKind.PUBLIC and channel in prefix_only:
@@ -89,14 +95,27 @@ def validate_channel(channel: object, limits: Limits) -> str:
 
 
 def validate_channels(channels: object, limits: Limits, *, max_count: int) -> list[str]:
-    """Validate a list of channel names for one event, deduplicated in order."""
+    """Validate a list of channel names for one event, deduplicated in order; an encrypted
+    channel must be the event's only one."""
     if not isinstance(channels, list) or not channels:
         raise InvalidChannel("give at least one channel")
     if len(channels) > max_count:
         raise TooManyItems(
             f"{len(channels)} channels given; the limit is {max_count}", limit=max_count
         )
-    return list(dict.fromkeys(validate_channel(c, limits) for c in channels))
+    valid = list(dict.fromkeys(validate_channel(c, limits) for c in channels))
+    if len(valid) > 1:
+        encrypted = next(
+            (c for c in valid if channel_kind(c) is ChannelKind.PRIVATE_ENCRYPTED), None
+        )
+        if encrypted is not None:
+            # As Pusher's server SDKs refuse it: the data is sealed with each channel's own key.
+            raise EncryptedMultiChannel(
+                "You cannot trigger to multiple channels when using encrypted channels: "
+                f"publish to {encrypted} in an event of its own",
+                channel=encrypted,
+            )
+    return valid
 
 
 def validate_event_name(name: object, limits: Limits, *, client: bool = False) -> str:

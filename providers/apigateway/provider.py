@@ -26,7 +26,7 @@ from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
 from providers.apigateway.slices import Slice, SliceQueue
 from providers.apigateway.store import Store
 from providers.pusherproto import frames
-from providers.pusherproto.server import RelaySigned
+from providers.pusherproto.server import RelaySigned, relay_limits
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,10 +59,13 @@ class ApiGatewayProvider(RelaySigned, Provider):
     ) -> None:
         self.settings = settings
         self.gateway = gateway
-        self.limits = Limits(
-            max_payload_bytes=gateway.max_payload_bytes,
-            max_channel_name=164,
-            max_event_name=200,
+        self.limits = relay_limits(
+            Limits(
+                max_payload_bytes=gateway.max_payload_bytes,
+                max_channel_name=164,
+                max_event_name=200,
+            ),
+            settings,
         )
         self.store = store or Store(gateway)
         self.queue = queue or SliceQueue(gateway.queue)
@@ -119,7 +122,8 @@ class ApiGatewayProvider(RelaySigned, Provider):
         """Fan each message out to its channel; every frame is size-checked before any post.
 
         Channels are served concurrently (the management API's pool bounds the posts in flight),
-        the messages of one channel in order."""
+        the messages of one channel in order. Encrypted channels' data is sealed first."""
+        messages = self.seal(messages)
         by_channel: dict[str, list[tuple[Message, str]]] = {}
         for m in messages:
             frame = frames.event(m.name, m.channel, m.data)

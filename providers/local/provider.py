@@ -18,7 +18,7 @@ from providers.local.admission import Admission
 from providers.local.hub import Delivery, Hub, Socket, Stream
 from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
-from providers.pusherproto.server import RelaySigned
+from providers.pusherproto.server import RelaySigned, relay_limits
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,11 +38,11 @@ class LocalProvider(RelaySigned, Provider):
         max_payload_bytes=10_240,
         max_channel_name=164,
         max_event_name=200,
-        supports_encrypted_channels=False,
     )
 
     def __init__(self, settings: Settings, *, hub: Hub | None = None) -> None:
         self.settings = settings
+        self.limits = relay_limits(self.limits, settings)
         self.hub = hub or Hub(replay_messages=settings.sse_replay_messages)
         self.connections: set[Socket] = set()
         self.streams: set[Stream] = set()
@@ -57,8 +57,10 @@ class LocalProvider(RelaySigned, Provider):
         return cls(settings)
 
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
-        """Deliver to this process's subscribers (encoded once per message)."""
+        """Deliver to this process's subscribers (encoded once per message), encrypted
+        channels' data sealed first."""
         self.refuse_if_draining()
+        messages = self.seal(messages)
         for m in messages:
             self.broadcast(Delivery(m.name, m.channel, m.data, exclude=m.socket_id, json=m.json))
         return [Receipt(m.channel, m.name, m.id) for m in messages]

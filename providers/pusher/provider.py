@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Self
 
-from core.errors import PayloadTooLarge
 from core.provider import (
     Limits,
     Member,
@@ -19,10 +18,10 @@ from core.provider import (
 from core.settings import read_env
 from core.validation import ChannelKind, channel_kind
 from providers.outbound.lazy import Lazy
-from providers.pusher import crypto, webhooks
+from providers.pusher import webhooks
 from providers.pusher.coalescer import Coalescer
 from providers.pusher.settings import PusherSettings
-from providers.pusherproto import answers, frames
+from providers.pusherproto import answers, encryption, frames
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ class PusherProvider(Provider):
             max_channel_name=164,
             max_event_name=200,
             supports_encrypted_channels=settings.master_key is not None,
+            encryption_key_variable="PUSHER_ENCRYPTION_MASTER_KEY_BASE64",
         )
         self._api = Lazy(lambda: _pusher_api(settings, http))
         self.batches: Coalescer[dict[str, str]] = Coalescer(
@@ -80,7 +80,7 @@ class PusherProvider(Provider):
         master_key = self.settings.master_key
         secret = None
         if channel_kind(channel) is ChannelKind.PRIVATE_ENCRYPTED and master_key is not None:
-            secret = crypto.shared_secret(channel, master_key)
+            secret = encryption.shared_secret(channel, master_key)
         return answers.channel_answer(
             self.settings.key,
             self._secret,
@@ -90,36 +90,35 @@ class PusherProvider(Provider):
             shared_secret=secret,
         )
 
-    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
+    def authenticate_user(
+        self, *, socket_id: str, user: PresenceData, watchlist: Sequence[str] = ()
+    ) -> dict[str, str]:
         """User auth for pusher:signin."""
-        return answers.user_answer(self.settings.key, self._secret, socket_id=socket_id, user=user)
+        return answers.user_answer(
+            self.settings.key, self._secret, socket_id=socket_id, user=user, watchlist=watchlist
+        )
 
     # -- publishing -----------------------------------------------------------------------
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
         """Send in order: consecutive single-channel events ride coalesced batch calls; an event
-        on many channels goes out as events calls (100 channels each) once what precedes it has."""
+        on many channels goes out as events calls (100 channels each) once what precedes it has.
+        Encrypted channels' data is sealed first, each with its channel's key (an encrypted
+        channel is always an event's only one: core.validation)."""
+        sealed = encryption.seal(messages, self.settings.master_key, self.limits)
         singles: list[dict[str, str]] = []
-        for (name, data, socket_id), channels in _runs(messages):
-            plain = []
-            for channel in channels:
-                if channel_kind(channel) is ChannelKind.PRIVATE_ENCRYPTED:
-                    # Encrypted data differs per channel, so each is an event of its own.
-                    sealed = self._encrypt(channel, data)
-                    singles.append(self._event(channel, name, sealed, socket_id))
-                else:
-                    plain.append(channel)
-            if len(plain) == 1:
-                singles.append(self._event(plain[0], name, data, socket_id))
-            elif plain:
-                if singles:  # keep per-channel order: what came first is sent first
-                    await self.batches.submit(singles)
-                    singles = []
-                await _all(
-                    [
-                        self.api.post("/events", self._multi(name, data, socket_id, chunk))
-                        for chunk in chunked(plain, CHANNELS_PER_EVENT_CALL)
-                    ]
-                )
+        for (name, data, socket_id), channels in _runs(sealed):
+            if len(channels) == 1:
+                singles.append(self._event(channels[0], name, data, socket_id))
+                continue
+            if singles:  # keep per-channel order: what came first is sent first
+                await self.batches.submit(singles)
+                singles = []
+            await _all(
+                [
+                    self.api.post("/events", self._multi(name, data, socket_id, chunk))
+                    for chunk in chunked(channels, CHANNELS_PER_EVENT_CALL)
+                ]
+            )
         if singles:
             await self.batches.submit(singles)
         return [Receipt(m.channel, m.name, m.id) for m in messages]
@@ -139,18 +138,6 @@ class PusherProvider(Provider):
         if socket_id is not None:
             event["socket_id"] = socket_id
         return event
-
-    def _encrypt(self, channel: str, data: str) -> str:
-        master_key = self.settings.master_key
-        assert master_key is not None  # validation refuses encrypted channels without a key
-        sealed = crypto.encrypt(channel, data, master_key)
-        if len(sealed.encode()) > self.limits.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"data is {len(sealed.encode())} bytes once encrypted; "
-                f"the limit is {self.limits.max_payload_bytes}",
-                limit=self.limits.max_payload_bytes,
-            )
-        return sealed
 
     async def _send_batch(self, events: list[dict[str, str]]) -> None:
         await self.api.post("/batch_events", {"batch": events})

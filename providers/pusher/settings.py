@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from core.envsettings import EnvSettings
+from core.settings import MasterKeyBase64, decode_master_key
 from providers.outbound.policy import RetryPolicy
 
 
@@ -23,7 +21,7 @@ class PusherSettings(EnvSettings):
     host: str | None = None  # a self-hosted Pusher-protocol server (soketi); else the cluster's
     port: int | None = Field(default=None, ge=1, le=65535)
     use_tls: bool = True
-    encryption_master_key_base64: SecretStr | None = None
+    encryption_master_key_base64: MasterKeyBase64 = None
     # Pusher's limit is 10 KB per event; plans with larger messages raise it.
     max_payload_bytes: int = Field(default=10_240, ge=1024, le=1024 * 1024)
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
@@ -31,19 +29,6 @@ class PusherSettings(EnvSettings):
     # One call in flight: what arrives meanwhile rides the next batch call (measured: 5x the SDK's
     # throughput at 32 publishers, where 4 in flight managed 1.6x, see docs/benchmarks.md).
     max_in_flight: int = Field(default=1, ge=1, le=64)
-
-    @field_validator("encryption_master_key_base64")
-    @classmethod
-    def _key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value():
-            return None
-        try:
-            raw = base64.b64decode(value.get_secret_value(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("must be base64") from exc
-        if len(raw) != 32:
-            raise ValueError("must decode to 32 bytes")
-        return value
 
     @property
     def retry(self) -> RetryPolicy:
@@ -61,6 +46,4 @@ class PusherSettings(EnvSettings):
     @property
     def master_key(self) -> bytes | None:
         """The decoded encryption master key, if end-to-end encryption is configured."""
-        if self.encryption_master_key_base64 is None:
-            return None
-        return base64.b64decode(self.encryption_master_key_base64.get_secret_value())
+        return decode_master_key(self.encryption_master_key_base64)

@@ -6,15 +6,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from providers.pusherproto import answers
+from msgspec import structs
+
+from core.validation import ChannelKind, channel_kind
+from providers.pusherproto import answers, encryption
 from providers.pusherproto.config import CLIENT_EVENTS_PER_SECOND, SessionConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from core.policy import Policy
-    from core.provider import Limits, PresenceData
+    from core.provider import Limits, Message, PresenceData
     from core.schemas import EventSchemas
     from core.settings import Settings
     from providers.pusherproto.config import SubscriptionGate
+
+ENCRYPTION_KEY_VARIABLE = "RELAY_ENCRYPTION_MASTER_KEY_BASE64"
+
+
+def relay_limits(limits: Limits, settings: Settings) -> Limits:
+    """`limits` with encrypted channels on when the relay has an encryption master key, and
+    their refusal naming the variable to set when it has none."""
+    return structs.replace(
+        limits,
+        supports_encrypted_channels=settings.encryption_master_key_base64 is not None,
+        encryption_key_variable=ENCRYPTION_KEY_VARIABLE,
+    )
+
 
 
 class RelaySigned:
@@ -55,14 +73,25 @@ class RelaySigned:
     def authorize_channel(
         self, *, socket_id: str, channel: str, presence: PresenceData | None
     ) -> dict[str, str]:
-        """Pusher's channel auth (`key:HMAC`), plus channel_data for presence."""
+        """Pusher's channel auth (`key:HMAC`), plus channel_data for presence and the channel's
+        shared_secret for an encrypted channel."""
+        secret = None
+        master_key = self.settings.encryption_master_key
+        if master_key is not None and channel_kind(channel) is ChannelKind.PRIVATE_ENCRYPTED:
+            secret = encryption.shared_secret(channel, master_key)
         return answers.channel_answer(
             self.settings.app_key,
             self.app_secret,
             socket_id=socket_id,
             channel=channel,
             presence=presence,
+            shared_secret=secret,
         )
+
+    def seal(self, messages: Sequence[Message]) -> Sequence[Message]:
+        """The messages with those on encrypted channels sealed (encryption.seal), with the
+        relay's own master key."""
+        return encryption.seal(messages, self.settings.encryption_master_key, self.limits)
 
     def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
         """Pusher's user auth for pusher:signin."""

@@ -29,11 +29,11 @@ from core.errors import (
 from core.provider import Message
 from core.settings import Settings, read_env
 from providers.outbound.policy import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS
-from providers.pusher import crypto
 from providers.pusher.api import PusherApi
 from providers.pusher.coalescer import Coalescer
 from providers.pusher.provider import PusherProvider
 from providers.pusher.settings import PusherSettings
+from providers.pusherproto import encryption as crypto
 from providers.pusherproto import signing
 
 if TYPE_CHECKING:

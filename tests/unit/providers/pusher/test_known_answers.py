@@ -22,9 +22,10 @@ import pytest
 
 from core.errors import BadRequest, InvalidSignature
 from core.provider import ChannelEvent, PresenceData
-from providers.pusher import crypto, webhooks
+from providers.pusher import webhooks
 from providers.pusher.provider import PusherProvider
 from providers.pusher.settings import PusherSettings
+from providers.pusherproto import encryption as crypto
 
 APP_ID = "4242"
 KEY = "kat-key"
