@@ -82,14 +82,15 @@ class RelayProcess:
 class PusherAgent:
     """pusher-js clients in one Node process, driven by JSON lines."""
 
-    def __init__(self, relay: RelayProcess, app_key: str) -> None:
+    def __init__(self, relay: RelayProcess, app_key: str, *, script: Path = AGENT) -> None:
+        """`script`: agent.mjs, or a script that extends it (user_agent.mjs: user events)."""
         node = shutil.which("node")
         if node is None:
             raise RuntimeError("node is not installed: install Node.js 20")
         self.relay = relay
         self.app_key = app_key
         self.process = subprocess.Popen(
-            [node, str(AGENT)],
+            [node, str(script)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
