@@ -59,7 +59,7 @@ def disconnect(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """$disconnect: remove subscriptions and presence, announce member_removed."""
 
     async def work(relay: Relay, provider: ApiGatewayProvider) -> dict[str, Any]:
-        await drop(provider.store, provider, _connection_id(event))
+        await drop(provider.store, provider, _connection_id(event), counts=provider.counts)
         return OK
 
     return _serve("$disconnect", work)

@@ -148,7 +148,9 @@ class Authorizer:
         info = {k: principal.claims[k] for k in ("name",) if k in principal.claims}
         encode_user_info(info)  # the size, before signing
         return self.provider.authenticate_user(
-            socket_id=socket, user=PresenceData(principal.id, info)
+            socket_id=socket,
+            user=PresenceData(principal.id, info),
+            watchlist=watchlist_of(principal),
         )
 
     async def issue_token(
@@ -251,3 +253,23 @@ def _grant(channel: str, decision: Allow | AllowPresence) -> Grant:
         raise Forbidden("presence channels need a signed-in user", channel=channel)
     encode_user_info(decision.user_info)
     return Grant(channel, PresenceData(decision.user_id, decision.user_info))
+
+
+WATCHLIST_CLAIM = "watchlist"
+MAX_WATCHLIST = 100  # Pusher's limit on the user ids one sign-in watches
+
+
+def watchlist_of(principal: Principal) -> list[str]:
+    """The user ids the token's `watchlist` claim names, for pusher:signin's user_data (Pusher's
+    watchlist: the connection hears when each comes online or goes offline)."""
+    raw = principal.claims.get(WATCHLIST_CLAIM, [])
+    if not isinstance(raw, list) or len(raw) > MAX_WATCHLIST:
+        raise BadRequest(f"the token's watchlist claim must list at most {MAX_WATCHLIST} user ids")
+    ids: list[str] = []
+    for item in raw:
+        if isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)
+        if not isinstance(item, str) or not item:
+            raise BadRequest("the token's watchlist claim must hold user ids (strings)")
+        ids.append(item)
+    return list(dict.fromkeys(ids))

@@ -123,8 +123,11 @@ class Provider(ABC):
         """The signed answer a client presents to subscribe (Pusher-style providers)."""
         raise NotSupported(f"{self.name} does not sign channel subscriptions")
 
-    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
-        """The signed answer for a client's sign-in (pusher:signin)."""
+    def authenticate_user(
+        self, *, socket_id: str, user: PresenceData, watchlist: Sequence[str] = ()
+    ) -> dict[str, str]:
+        """The signed answer for a client's sign-in (pusher:signin), with the user ids whose
+        online status the connection follows."""
         raise NotSupported(f"{self.name} does not sign user authentication")
 
     async def issue_token(

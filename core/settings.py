@@ -58,7 +58,6 @@ def decode_master_key(value: SecretStr | None) -> bytes | None:
     return None if value is None else base64.b64decode(value.get_secret_value())
 
 
-
 class Settings(EnvSettings):
     """Everything the relay itself is configured with."""
 
@@ -145,6 +144,10 @@ class Settings(EnvSettings):
     max_connections_per_ip: int = Field(default=200, ge=1)  # WebSocket and SSE per address
     max_subscriptions_per_connection: int = Field(default=100, ge=1, le=100_000)
     max_invalid_frames: int = Field(default=20, ge=1)  # a socket that keeps sending them is closed
+    # pusher_internal:subscription_count to a non-presence channel's subscribers when the count
+    # changes (throttled to one per 5 s above 100 subscribers). Off by default, as Pusher's app
+    # setting is: each change is a broadcast to every subscriber of the channel.
+    subscription_count_events: bool = False
     drain_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # Provider circuit breaker: open after this many failures in a row, probe after the cooldown.

@@ -10,6 +10,8 @@ import jwt
 from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from core.settings import Settings
 
 MAX_SUBJECT_CHARS = 200
@@ -22,6 +24,7 @@ def mint_dev_token(
     name: str | None = None,
     ttl: int = 3600,
     now: float | None = None,
+    watchlist: Sequence[str] = (),
 ) -> str:
     """An HS256 token for `user_id` that this relay's Authenticator accepts."""
     if settings.jwt_secret is None:
@@ -38,6 +41,8 @@ def mint_dev_token(
     claims: dict[str, Any] = {"sub": user_id, "iat": issued, "nbf": issued, "exp": issued + ttl}
     if name is not None:
         claims["name"] = name
+    if watchlist:
+        claims["watchlist"] = list(watchlist)  # pusher:signin's watchlist (core/authorizing.py)
     if settings.jwt_issuer is not None:
         claims["iss"] = settings.jwt_issuer
     if settings.jwt_audience is not None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from core.provider import PresenceData
     from providers.apigateway.records import Connection
     from providers.apigateway.store import Store
-    from providers.pusherproto.cache import CachedEvent
+    from providers.pusherproto.cache import CacheEntry
     from providers.pusherproto.port import Counter
 
 
@@ -109,7 +109,7 @@ class DynamoPort:
         """The watched users online now."""
         return await self._store.online(user_ids)
 
-    async def cached(self, channel: str) -> CachedEvent | None:
+    async def cached(self, channel: str) -> CacheEntry | None:
         """The cache channel's kept event."""
         return await self._store.cached(channel)
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from core import aws
 from core.errors import ConfigurationError, PayloadTooLarge, ProviderError
-from core.provider import Limits, Member, Message, Occupancy, Provider, Receipt
+from core.provider import CachedEvent, Limits, Member, Message, Occupancy, Provider, Receipt
 from core.settings import read_env
 from core.validation import ChannelKind, channel_kind
 from providers.apigateway.fanout import Fanout, Report
@@ -26,6 +27,7 @@ from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
 from providers.apigateway.slices import Slice, SliceQueue
 from providers.apigateway.store import Store
 from providers.pusherproto import frames
+from providers.pusherproto.cache import CACHE_SECONDS, is_cache_channel, kept
 from providers.pusherproto.server import RelaySigned, relay_limits
 
 if TYPE_CHECKING:
@@ -124,6 +126,7 @@ class ApiGatewayProvider(RelaySigned, Provider):
         Channels are served concurrently (the management API's pool bounds the posts in flight),
         the messages of one channel in order. Encrypted channels' data is sealed first."""
         messages = self.seal(messages)
+        await self._keep_cached(messages)
         by_channel: dict[str, list[tuple[Message, str]]] = {}
         for m in messages:
             frame = frames.event(m.name, m.channel, m.data)
@@ -146,6 +149,14 @@ class ApiGatewayProvider(RelaySigned, Provider):
             if isinstance(result, BaseException):
                 raise result
         return [Receipt(m.channel, m.name, m.id) for m in messages]
+
+    async def _keep_cached(self, messages: Sequence[Message]) -> None:
+        """A cache channel's newest message is kept (as sent) before it goes out, so that a
+        subscriber joining meanwhile gets it either way."""
+        last = {m.channel: m for m in messages if is_cache_channel(m.channel)}
+        until = time.time() + CACHE_SECONDS
+        for m in last.values():
+            await self.store.keep(m.channel, m.name, m.data, until=until)
 
     async def broadcast(
         self,
@@ -203,7 +214,7 @@ class ApiGatewayProvider(RelaySigned, Provider):
         cleanup deletes a row first, so the cascade ends with the connections that are gone."""
         dropped = 0
         for connection_id in gone:
-            if await drop(self.store, self, connection_id):
+            if await drop(self.store, self, connection_id, counts=self.counts):
                 dropped += 1
         return dropped
 
@@ -211,7 +222,7 @@ class ApiGatewayProvider(RelaySigned, Provider):
         """Close one connection; API Gateway then invokes $disconnect for it."""
         answer = await self.api.delete(connection_id)
         if answer.gone:
-            await drop(self.store, self, connection_id)
+            await drop(self.store, self, connection_id, counts=self.counts)
 
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """An event on the user's #server-to-user- channel, joined by pusher-js after signin."""
@@ -225,6 +236,11 @@ class ApiGatewayProvider(RelaySigned, Provider):
         async for page in self.store.subscribers(channel, page_size=self.gateway.fanout_slice):
             await asyncio.gather(*(self.close(s.connection_id) for s in page))
 
+    @property
+    def counts(self) -> bool:
+        """Whether subscription counts are announced (RELAY_SUBSCRIPTION_COUNT_EVENTS)."""
+        return self.settings.subscription_count_events
+
     # -- queries --------------------------------------------------------------------------------
     async def members(self, channel: str) -> list[Member]:
         """The present users, from the presence table."""
@@ -237,6 +253,21 @@ class ApiGatewayProvider(RelaySigned, Provider):
         if channel_kind(channel) is ChannelKind.PRESENCE:
             users = len(await self.store.members(channel))
         return Occupancy(occupied=count > 0, subscription_count=count, user_count=users)
+
+    async def channels(self, prefix: str = "") -> dict[str, Occupancy]:
+        """The occupied channels, from each channel's count row (a Scan of the subscriptions
+        table); user counts for presence channels from the presence table."""
+        found: dict[str, Occupancy] = {}
+        for channel, count in (await self.store.channel_counts(prefix)).items():
+            users = None
+            if channel_kind(channel) is ChannelKind.PRESENCE:
+                users = len(await self.store.members(channel))
+            found[channel] = Occupancy(occupied=True, subscription_count=count, user_count=users)
+        return found
+
+    async def last_event(self, channel: str) -> CachedEvent | None:
+        """A cache channel's kept event, from its cache row."""
+        return kept(await self.store.cached(channel), time.time())
 
     async def check(self) -> str:
         """Read each of the three tables (for a channel and a connection nobody has): answered

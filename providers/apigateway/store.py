@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from providers.apigateway.dynamo import Conflict, n, optional, s
 from providers.apigateway.presence import PresenceTable
 from providers.apigateway.records import Connection, Subscription
-from providers.pusherproto.cache import CachedEvent
+from providers.pusherproto.cache import CacheEntry
 from providers.pusherproto.port import Counter
 from providers.pusherproto.state import Window
 
@@ -260,7 +260,7 @@ class Store(PresenceTable):
         }
         await self._call("put_item", TableName=self._subscriptions, Item=item)
 
-    async def cached(self, channel: str) -> CachedEvent | None:
+    async def cached(self, channel: str) -> CacheEntry | None:
         """The channel's kept event, if any."""
         found = await self._call(
             "get_item",
@@ -272,7 +272,7 @@ class Store(PresenceTable):
         if item is None:
             return None
         until = float(item["cached_until"]["N"])
-        return CachedEvent(item["event"]["S"], item["data"]["S"], until)
+        return CacheEntry(item["event"]["S"], item["data"]["S"], until)
 
     # -- signed-in users --------------------------------------------------------------------------
     async def online(self, user_ids: Sequence[str]) -> list[str]:

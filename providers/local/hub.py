@@ -20,7 +20,7 @@ from msgspec import Struct, field
 
 from core.provider import Member
 from providers.pusherproto import frames
-from providers.pusherproto.cache import CACHE_SECONDS, CachedEvent, is_cache_channel
+from providers.pusherproto.cache import CACHE_SECONDS, CacheEntry, is_cache_channel
 from providers.pusherproto.port import Joined, Left
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class Hub:
         self._replay_channels = replay_channels
         # A cache channel's last published event, the least recently written dropped first
         # past `cache_channels`; each is sent for CACHE_SECONDS after it was published.
-        self._cache: OrderedDict[str, CachedEvent] = OrderedDict()
+        self._cache: OrderedDict[str, CacheEntry] = OrderedDict()
         self._cache_channels = cache_channels
         self._signed_in: dict[str, set[str]] = {}  # user id -> its signed-in socket ids
         self._announced: dict[str, float] = {}  # channel -> last subscription count announced
@@ -241,7 +241,7 @@ class Hub:
         return [u for u in user_ids if u in self._signed_in]
 
     # -- cache channels and the subscription count's throttle -------------------------------
-    def cached(self, channel: str) -> CachedEvent | None:
+    def cached(self, channel: str) -> CacheEntry | None:
         """A cache channel's last published event, if kept."""
         return self._cache.get(channel)
 
@@ -281,7 +281,7 @@ class Hub:
         cache = self._cache
         cache.pop(delivery.channel, None)
         expires = self._clock() + CACHE_SECONDS
-        cache[delivery.channel] = CachedEvent(delivery.event, delivery.data, expires)
+        cache[delivery.channel] = CacheEntry(delivery.event, delivery.data, expires)
         if len(cache) > self._cache_channels:
             cache.popitem(last=False)
 

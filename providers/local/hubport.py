@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from core.provider import PresenceData
     from providers.local.hub import Hub, Subscriber
-    from providers.pusherproto.cache import CachedEvent
+    from providers.pusherproto.cache import CacheEntry
     from providers.pusherproto.port import Counter, Joined, Left
     from providers.pusherproto.state import SessionState
 
@@ -51,7 +51,7 @@ class HubPort:
         """The watched users signed in here."""
         return self._hub.online(user_ids)
 
-    async def cached(self, channel: str) -> CachedEvent | None:
+    async def cached(self, channel: str) -> CacheEntry | None:
         """The cache channel's last event."""
         return self._hub.cached(channel)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Self
 
 from core.errors import ProviderUnavailable
 from core.provider import (
+    CachedEvent,
     Limits,
     Member,
     Message,
@@ -17,6 +19,7 @@ from core.provider import (
 from providers.local.admission import Admission
 from providers.local.hub import Delivery, Hub, Socket, Stream
 from providers.pusherproto import frames
+from providers.pusherproto.cache import kept
 from providers.pusherproto.frames import ErrorCode
 from providers.pusherproto.server import RelaySigned, relay_limits
 
@@ -83,6 +86,10 @@ class LocalProvider(RelaySigned, Provider):
         """The occupied channels of this process (internal `#` channels are not listed)."""
         found = self.hub.channel_names(prefix)
         return {c: await self.occupancy(c) for c in found if not c.startswith("#")}
+
+    async def last_event(self, channel: str) -> CachedEvent | None:
+        """A cache channel's last published event in this process, while kept."""
+        return kept(self.hub.cached(channel), time.time())
 
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """Deliver on the user's #server-to-user- channel, which pusher-js joins after signin."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+from typing import TYPE_CHECKING
 
 import orjson
 
 from core.provider import PresenceData
 from providers.pusherproto import signing
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def channel_answer(
@@ -37,9 +41,19 @@ def channel_answer(
     return answer
 
 
-def user_answer(key: str, secret: str, *, socket_id: str, user: PresenceData) -> dict[str, str]:
-    """`{"auth", "user_data"}` for pusher:signin."""
-    user_data = orjson.dumps({"id": user.user_id, "user_info": dict(user.user_info)}).decode()
+def user_answer(
+    key: str,
+    secret: str,
+    *,
+    socket_id: str,
+    user: PresenceData,
+    watchlist: Sequence[str] = (),
+) -> dict[str, str]:
+    """`{"auth", "user_data"}` for pusher:signin; user_data carries the watchlist if any."""
+    data: dict[str, object] = {"id": user.user_id, "user_info": dict(user.user_info)}
+    if watchlist:
+        data["watchlist"] = list(watchlist)
+    user_data = orjson.dumps(data).decode()
     auth = signing.user_auth(key, secret, socket_id=socket_id, user_data=user_data)
     return {"auth": auth, "user_data": user_data}
 

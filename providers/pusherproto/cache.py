@@ -9,7 +9,11 @@ encrypted cache channel it keeps the sealed payload.
 
 from __future__ import annotations
 
+import math
+
 from msgspec import Struct
+
+from core.provider import CachedEvent
 
 CACHE_PREFIXES = ("cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-")
 CACHE_SECONDS = 30 * 60  # Pusher keeps a cache channel's last event for 30 minutes
@@ -21,7 +25,7 @@ def is_cache_channel(channel: str) -> bool:
     return channel.startswith(CACHE_PREFIXES)
 
 
-class CachedEvent(Struct, frozen=True):
+class CacheEntry(Struct, frozen=True):
     """A cache channel's last event, and when it stops being sent (epoch seconds)."""
 
     event: str
@@ -31,3 +35,11 @@ class CachedEvent(Struct, frozen=True):
     def fresh(self, now: float) -> bool:
         """Whether it is still within its 30 minutes."""
         return now < self.expires
+
+
+def kept(cached: CacheEntry | None, now: float) -> CachedEvent | None:
+    """What the provider port answers for a cache channel (Pusher's `info=cache`): the event
+    while it is fresh, with its whole seconds left."""
+    if cached is None or not cached.fresh(now):
+        return None
+    return CachedEvent(cached.event, cached.data, ttl=math.ceil(cached.expires - now))

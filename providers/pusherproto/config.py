@@ -19,7 +19,6 @@ CLIENT_EVENTS_PER_SECOND = 10  # Pusher's per-connection limit
 # above it at most one announcement per interval (its documented throttle).
 COUNT_EVERY_CHANGE_UP_TO = 100
 COUNT_THROTTLE_SECONDS = 5.0
-MAX_WATCHLIST = 100  # user ids in one pusher:signin's watchlist, as Pusher limits it
 
 
 class SubscriptionGate(Protocol):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from core.provider import Member, PresenceData
-    from providers.pusherproto.cache import CachedEvent
+    from providers.pusherproto.cache import CacheEntry
     from providers.pusherproto.state import SessionState
 
 
@@ -80,7 +80,7 @@ class SessionPort(Protocol):
     async def online(self, user_ids: Sequence[str]) -> list[str]:
         """Which of these users have a signed-in connection now."""
 
-    async def cached(self, channel: str) -> CachedEvent | None:
+    async def cached(self, channel: str) -> CacheEntry | None:
         """A cache channel's last published event, if one is kept (fresh or not)."""
 
     async def throttle(self, channel: str, *, now: float, span: float) -> bool:

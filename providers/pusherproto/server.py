@@ -34,7 +34,6 @@ def relay_limits(limits: Limits, settings: Settings) -> Limits:
     )
 
 
-
 class RelaySigned:
     """Channel and user auth answers signed with the relay's own app credentials, and the
     protocol sessions that check them (a mixin)."""
@@ -63,6 +62,7 @@ class RelaySigned:
             max_subscriptions=settings.max_subscriptions_per_connection,
             max_invalid_frames=settings.max_invalid_frames,
             client_events_per_second=self.client_events_per_second,
+            subscription_counts=settings.subscription_count_events,
         )
 
     @property
@@ -93,8 +93,14 @@ class RelaySigned:
         relay's own master key."""
         return encryption.seal(messages, self.settings.encryption_master_key, self.limits)
 
-    def authenticate_user(self, *, socket_id: str, user: PresenceData) -> dict[str, str]:
+    def authenticate_user(
+        self, *, socket_id: str, user: PresenceData, watchlist: Sequence[str] = ()
+    ) -> dict[str, str]:
         """Pusher's user auth for pusher:signin."""
         return answers.user_answer(
-            self.settings.app_key, self.app_secret, socket_id=socket_id, user=user
+            self.settings.app_key,
+            self.app_secret,
+            socket_id=socket_id,
+            user=user,
+            watchlist=watchlist,
         )

@@ -41,14 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from core.authorizing import MAX_WATCHLIST
 from core.validation import CLIENT_EVENT_PREFIX, ChannelKind, channel_kind
 from providers.pusherproto import client_events, frames, signing, subscribing
 from providers.pusherproto.cache import is_cache_channel
-from providers.pusherproto.config import (
-    COUNT_EVERY_CHANGE_UP_TO,
-    COUNT_THROTTLE_SECONDS,
-    MAX_WATCHLIST,
-)
+from providers.pusherproto.config import COUNT_EVERY_CHANGE_UP_TO, COUNT_THROTTLE_SECONDS
 from providers.pusherproto.frames import ErrorCode
 from providers.pusherproto.outcome import (
     WATCHERS_PREFIX,

@@ -35,6 +35,11 @@ function connect(cmd) {
 function subscribe(cmd) {
   const pusher = clients.get(cmd.client);
   const channel = pusher.subscribe(cmd.channel);
+  // Bound in the same turn as the subscribe, so that nothing the answer brings can come first.
+  for (const event of cmd.bind ?? []) {
+    channel.bind(event, (data) =>
+      emit({ client: cmd.client, type: 'bound', channel: cmd.channel, event, data, user_id: null }));
+  }
   channel.bind('pusher:subscription_succeeded', (members) => {
     const obs = { client: cmd.client, type: 'subscribed', channel: cmd.channel };
     if (members && typeof members.each === 'function') {
@@ -69,6 +74,13 @@ const handlers = {
     emit({ client: cmd.client, type: 'triggered', ok });
   },
   signin: (cmd) => clients.get(cmd.client).signin(),
+  // pusher-js's watchlist: online/offline of the user ids the sign-in's user_data watches.
+  watch: (cmd) => {
+    for (const name of ['online', 'offline']) {
+      clients.get(cmd.client).user.watchlist.bind(name, (e) =>
+        emit({ client: cmd.client, type: 'watchlist', name: e.name, user_ids: e.user_ids }));
+    }
+  },
   disconnect: (cmd) => {
     clients.get(cmd.client).disconnect();
     clients.delete(cmd.client);

@@ -10,11 +10,13 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 import pytest
 
 from app.main import create_app
 from app.relay import Relay
 from core.errors import (
+    BadRequest,
     InvalidChannel,
     ProviderUnavailable,
     RateLimited,
@@ -382,3 +384,31 @@ def test_every_route_calls_the_service() -> None:
         names = vars(module)
         for gate in ("require", "allowed", "Action", "validate_channel", "encode_user_info"):
             assert gate not in names, f"{module.__name__} imports {gate}"
+
+
+# --- signing in ---------------------------------------------------------------------------------
+
+
+async def test_user_auth_carries_the_tokens_watchlist_claim(relay_settings: Settings) -> None:
+    service = authorizer()
+    ann = user("ann", name="Ann", watchlist=["bob", 7, "bob"])
+    answer = await service.authenticate_user(ann, socket_id="1.2", client_ip=None)
+    assert orjson.loads(answer["user_data"]) == {
+        "id": "ann",
+        "user_info": {"name": "Ann"},
+        "watchlist": ["bob", "7"],
+    }
+    plain = await service.authenticate_user(user("bob"), socket_id="1.2", client_ip=None)
+    assert "watchlist" not in orjson.loads(plain["user_data"])
+
+
+@pytest.mark.parametrize(
+    "watchlist", ["bob", [True], [""], [{"id": "bob"}], [str(i) for i in range(101)]]
+)
+async def test_a_malformed_watchlist_claim_is_refused(
+    relay_settings: Settings, watchlist: object
+) -> None:
+    with pytest.raises(BadRequest, match="watchlist claim"):
+        await authorizer().authenticate_user(
+            user("ann", watchlist=watchlist), socket_id="1.2", client_ip=None
+        )

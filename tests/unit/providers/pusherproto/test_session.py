@@ -28,7 +28,7 @@ from tests.unit.conftest import UNIT_SETTINGS
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from providers.pusherproto.cache import CachedEvent
+    from providers.pusherproto.cache import CacheEntry
 
 KEY, SECRET = str(UNIT_SETTINGS["app_key"]), str(UNIT_SETTINGS["app_secret"])
 NOW = 1_800_000_000.0
@@ -73,7 +73,7 @@ class Channels:
         self.subscribers: dict[str, set[str]] = {}
         self.presence: dict[str, dict[str, tuple[dict[str, Any], set[str]]]] = {}
         self.online: dict[str, set[str]] = {}  # user id -> signed-in sockets
-        self.cache: dict[str, CachedEvent] = {}
+        self.cache: dict[str, CacheEntry] = {}
         self.announced: dict[str, float] = {}
 
 
@@ -139,7 +139,7 @@ class FakePort:
     async def online(self, user_ids: Sequence[str]) -> list[str]:
         return [u for u in user_ids if u in self.channels.online]
 
-    async def cached(self, channel: str) -> CachedEvent | None:
+    async def cached(self, channel: str) -> CacheEntry | None:
         self.calls.append(f"cached {channel}")
         return self.channels.cache.get(channel)
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from providers.pusherproto import signing
-from providers.pusherproto.cache import CACHE_SECONDS, CachedEvent
+from providers.pusherproto.cache import CACHE_SECONDS, CacheEntry
 from providers.pusherproto.config import SessionConfig
 from providers.pusherproto.outcome import (
     SUBSCRIPTION_COUNT,
@@ -86,7 +86,7 @@ async def test_a_cache_channel_without_an_event_answers_cache_miss(
 async def test_a_cache_channel_sends_its_last_event_after_the_answer_while_fresh(
     config: SessionConfig, channels: Channels, clock: Clock
 ) -> None:
-    channels.cache["cache-news"] = CachedEvent("update", '{"n":2}', NOW + CACHE_SECONDS)
+    channels.cache["cache-news"] = CacheEntry("update", '{"n":2}', NOW + CACHE_SECONDS)
     first = connect(config, channels)
     outcome = await first.subscribe("cache-news")
     succeeded(outcome, "cache-news")
