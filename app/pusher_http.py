@@ -39,6 +39,7 @@ from core.validation import (
     validate_event_name,
 )
 from providers.pusherproto import signing
+from providers.pusherproto.cache import is_cache_channel
 
 if TYPE_CHECKING:
     from app.relay import Relay
@@ -50,7 +51,6 @@ PUSHER_MAX_CHANNELS_PER_TRIGGER = 100
 PUSHER_MAX_BATCH_EVENTS = 10
 PUSHER_LIMITS = Limits(max_payload_bytes=10_240, max_channel_name=164, max_event_name=200)
 SERVER_TO_USER_PREFIX = "#server-to-user-"
-CACHE_PREFIXES = ("cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-")
 USER_COUNT = "user_count"
 SUBSCRIPTION_COUNT = "subscription_count"
 CACHE = "cache"
@@ -185,7 +185,7 @@ def build_pusher_http_router(settings: Settings) -> APIRouter:
             principal, channel, client_ip=relay.client_ip(request)
         )
         answer = {"occupied": found.occupied, **_attributes(channel, found, info)}
-        if CACHE in info and channel.startswith(CACHE_PREFIXES):
+        if CACHE in info and is_cache_channel(channel):
             answer.update(await _cache(relay, channel))
         return answer
 

@@ -158,6 +158,19 @@ async def test_channel_cache_attribute_is_omitted_while_nothing_is_kept(
     assert response.json() == {"occupied": False}
 
 
+async def test_channel_cache_attribute_holds_the_last_published_event_and_its_ttl(
+    http: httpx.AsyncClient, relay_settings: Settings
+) -> None:
+    for price in (1, 2):
+        body = {"name": "price", "channel": "cache-prices", "data": f'{{"eur":{price}}}'}
+        assert (await _post(http, relay_settings, EVENTS, body)).status_code == 200
+    response = await _get(http, relay_settings, f"{APP}/channels/cache-prices", info="cache")
+    assert response.status_code == 200, response.text
+    cache = response.json()["cache"]
+    assert orjson.loads(cache["data"]) == {"event": "price", "data": '{"eur":2}'}
+    assert 30 * 60 - 5 <= cache["ttl"] <= 30 * 60
+
+
 async def test_users_of_a_channel_that_is_not_presence_is_400(
     http: httpx.AsyncClient, relay_settings: Settings
 ) -> None:
