@@ -20,6 +20,7 @@ class User:
 
     id: str
     name: str
+    watchlist: tuple[str, ...] = ()  # the user ids its sign-in watches (the token's claim)
 
     @property
     def info(self) -> dict[str, str]:

@@ -64,11 +64,12 @@ publish = ["backend"]
 # What a server offers beyond the protocol itself (Exchange.needs):
 REST = "rest"  # the relay's POST /v1/events and /v1/users/{id}/events
 PUSHER_HTTP = "pusher_http"  # Pusher's HTTP API (/apps/{id}/events), as the server SDKs call it
+WATCHLISTS = "watchlists"  # pusher:signin's watchlist and pusher_internal:watchlist_events
 POLICY_ON_SOCKETS = "policy"  # the channel policy: public channels refused, client event schemas
 # The servers, and what each offers: known before any is started, to choose the tests.
 FEATURES: Final[Mapping[str, frozenset[str]]] = {
-    "local": frozenset({REST, PUSHER_HTTP, POLICY_ON_SOCKETS}),
-    "apigateway": frozenset({REST, POLICY_ON_SOCKETS}),
+    "local": frozenset({REST, PUSHER_HTTP, POLICY_ON_SOCKETS, WATCHLISTS}),
+    "apigateway": frozenset({REST, POLICY_ON_SOCKETS, WATCHLISTS}),
     "soketi": frozenset({PUSHER_HTTP}),
 }
 
@@ -137,7 +138,12 @@ class RelayServer(Server):
         return self._ws_url
 
     def _signed(self, path: str, user: User, fields: dict[str, str]) -> dict[str, str]:
-        token = mint_dev_token(Settings(jwt_secret=JWT_SECRET), user_id=user.id, name=user.name)
+        token = mint_dev_token(
+            Settings(jwt_secret=JWT_SECRET),
+            user_id=user.id,
+            name=user.name,
+            watchlist=user.watchlist,
+        )
         answer = self._http.post(path, data=fields, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text}"
         signed: dict[str, str] = answer.json()

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from tests.conformance.exchanges import cache, events, sockets
+from tests.conformance.exchanges import cache, events, sockets, watchlists
 
-EXCHANGES: Final = (*sockets.EXCHANGES, *events.EXCHANGES, *cache.EXCHANGES)
+EXCHANGES: Final = (
+    *sockets.EXCHANGES,
+    *events.EXCHANGES,
+    *cache.EXCHANGES,
+    *watchlists.EXCHANGES,
+)
