@@ -69,7 +69,7 @@ POLICY_ON_SOCKETS = "policy"  # the channel policy: public channels refused, cli
 # The servers, and what each offers: known before any is started, to choose the tests.
 FEATURES: Final[Mapping[str, frozenset[str]]] = {
     "local": frozenset({REST, PUSHER_HTTP, POLICY_ON_SOCKETS, WATCHLISTS}),
-    "apigateway": frozenset({REST, POLICY_ON_SOCKETS, WATCHLISTS}),
+    "apigateway": frozenset({REST, PUSHER_HTTP, POLICY_ON_SOCKETS, WATCHLISTS}),
     "soketi": frozenset({PUSHER_HTTP}),
 }
 
