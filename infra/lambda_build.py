@@ -4,8 +4,9 @@ functions put first on sys.path (RELAY_VENDOR_DIR). `make package` runs it, then
 `serverless package`; infra/lambda_bundle.mjs stops packaging when the bundle is missing.
 
 Each provider gets the relay's own runtime dependencies, Mangum, and only what its own code
-imports: PyNaCl for pusher (encrypted channels); the ably, realtime and pusher SDKs are test
-oracles, never imported by the providers; boto3 is in the Lambda runtime already. uvicorn serves
+imports: PyNaCl for the providers with encrypted channels (local, pusher, apigateway: imported on
+the first encrypted publish); the ably, realtime and pusher SDKs are test oracles, never imported
+by the providers; boto3 is in the Lambda runtime already. uvicorn serves
 `relay serve` only. cryptography (5 of the 10 MB) verifies RS256/ES256 tokens from a JWKS
 (RELAY_JWKS_URL) and nothing else: it is included with `--jwks` (HS256 needs none, and a function
 configured with RELAY_JWKS_URL but built without it refuses to start, saying so).
@@ -33,8 +34,8 @@ BUILD = ROOT / ".build" / "lambda"
 PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux2014_x86_64"
 PROVIDERS = ("local", "pusher", "ably", "supabase", "apigateway")
-# Distributions a provider's own modules import, from its extra in pyproject.toml.
-PROVIDER_RUNTIME = {"pusher": ("pynacl",)}
+# Base dependencies that only some providers' modules import.
+ONLY_FOR = {"pynacl": frozenset({"local", "pusher", "apigateway"})}  # encrypted channels
 SERVER_ONLY = ("uvicorn",)
 # Written last, so a bundle holds it only when complete; infra/lambda_bundle.mjs looks for it.
 MARKER = ".requirements"
@@ -51,12 +52,14 @@ def _requirements(provider: str, *, jwks: bool) -> list[str]:
         raise ValueError(f"unknown provider {provider!r}")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras: dict[str, list[str]] = project["optional-dependencies"]
-    wanted = [r for r in project["dependencies"] if _name(r) not in SERVER_ONLY]
+    wanted = [
+        r
+        for r in project["dependencies"]
+        if _name(r) not in SERVER_ONLY and provider in ONLY_FOR.get(_name(r), {provider})
+    ]
     if not jwks:
         wanted = [re.sub(r"^pyjwt\[crypto\]", "pyjwt", r, flags=re.IGNORECASE) for r in wanted]
     wanted += [r for r in extras["aws"] if _name(r) == "mangum"]
-    for name in PROVIDER_RUNTIME.get(provider, ()):
-        wanted += [r for r in extras[provider] if _name(r) == name]
     return wanted
 
 
