@@ -35,6 +35,10 @@ function connect(cmd) {
     enabledTransports: ['ws'],
     disableStats: true,
     Pusher,
+    // Echo writes the bearer token into its default options' shared headers object: each client
+    // here gets its own (a browser page holds one Echo, this process several).
+    auth: { headers: {} },
+    userAuthentication: { endpoint: '/broadcasting/user-auth', headers: {} },
   };
   if (cmd.laravelAuth) options.authorizer = laravelAuthorizer(cmd.client);
   else {
