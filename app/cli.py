@@ -99,7 +99,10 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     from core.tokens import mint_dev_token
 
-    print(mint_dev_token(settings, user_id=args.user, name=args.name, ttl=args.ttl))
+    token = mint_dev_token(
+        settings, user_id=args.user, name=args.name, ttl=args.ttl, watchlist=args.watch
+    )
+    print(token)
     return 0
 
 
@@ -192,6 +195,13 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True)
     token.add_argument("--name")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a user id for the token's watchlist claim (pusher:signin's watchlist); repeatable",
+    )
     token.set_defaults(run=_token)
 
     policy = commands.add_parser("policy", help="inspect the channel policy")

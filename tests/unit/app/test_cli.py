@@ -113,6 +113,16 @@ async def test_token_from_another_secret_is_refused(
         await Authenticator(load_settings()).verify_jwt(token)
 
 
+def test_token_carries_a_watchlist(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--user", "ann", "--watch", "bob", "--watch", "7"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), JWT_SECRET, algorithms=["HS256"])
+    assert claims["watchlist"] == ["bob", "7"]
+    assert main(["token", "--user", "ann"]) == 0
+    assert "watchlist" not in jwt.decode(
+        capsys.readouterr().out.strip(), JWT_SECRET, algorithms=["HS256"]
+    )
+
+
 def test_token_is_signed_hs256_with_the_jwt_secret(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["token", "--user", "42"]) == 0
     token = capsys.readouterr().out.strip()
