@@ -16,10 +16,17 @@ placeholder are left out (`Capability.left_out`), narrower and never wider.
 Operations:
     subscribe  SUBSCRIBE is allowed (Ably also lets a subscriber read the presence set)
     presence   SUBSCRIBE is allowed as a presence member (presence- channels, signed-in users)
-    publish    CLIENT_EVENT is allowed: a client publishing on its own connection is what the
-               policy's client_events means; PUBLISH stays with the relay's REST API, where
-               validation, idempotency and limits apply
+    publish    CLIENT_EVENT is allowed by a term other than `subscriber`: a client publishing on
+               its own connection is what the policy's client_events means; PUBLISH stays with the
+               relay's REST API, where validation, idempotency and limits apply
     history    HISTORY is allowed
+
+`subscriber` never becomes `publish`. It grants client events as a Pusher app with them enabled
+does: `client-*` names only, to the other subscribers, ten a second. Ably's `publish` has no such
+bounds (any message name, so a subscriber could send what looks like a backend event, which the
+policy's `publish` keeps for backends), so the token is compiled from the policy with that term
+left out of every rule's client_events: narrower, never wider. A rule that names who may send
+(`user`, `claim:...`) still grants `publish`, as the operator chose.
 """
 
 from __future__ import annotations
@@ -27,17 +34,18 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from msgspec import Struct
+from msgspec import Struct, structs
 
 from core.errors import InvalidChannel
 from core.policy import Action
 from core.policy.grants import grants
+from core.policy.rules import Subscriber
 from core.validation import validate_channel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from core.policy import Policy
+    from core.policy import Policy, Term
     from core.policy.grants import ChannelGrant, PatternGrant
     from core.principal import Principal
     from core.provider import Limits
@@ -82,13 +90,32 @@ def compile_capability(
     policy: Policy, principal: Principal, limits: Limits, *, channels: Iterable[str] = ()
 ) -> Capability:
     """The exact channels `principal` may use (plus the named `channels` the policy allows)."""
-    found = grants(policy, principal, channels=channels)
+    found = grants(without_subscriber(policy), principal, channels=channels)
     resources: dict[str, tuple[str, ...]] = {}
     for grant in found.channels:
         ops = operations(grant)
         if ops and _plain_channel(grant.channel, limits):
             resources[grant.channel] = ops
     return Capability(dict(sorted(resources.items())), found.patterns)
+
+
+def without_subscriber(policy: Policy) -> Policy:
+    """The policy with `subscriber` left out of client_events: what a token may carry as publish."""
+    rules = tuple(
+        structs.replace(rule, permissions=_sender_terms(rule.permissions)) for rule in policy.rules
+    )
+    return structs.replace(policy, rules=rules)
+
+
+def _sender_terms(
+    permissions: Mapping[Action, tuple[Term, ...]],
+) -> dict[Action, tuple[Term, ...]]:
+    return {
+        action: tuple(
+            t for t in terms if not (action is Action.CLIENT_EVENT and isinstance(t, Subscriber))
+        )
+        for action, terms in permissions.items()
+    }
 
 
 def _plain_channel(name: str, limits: Limits) -> bool:

@@ -15,7 +15,11 @@ RLS. Each check is one CASE over the rules in policy order, so the first rule wh
 the topic decides, as in `Policy.decide`. Terms become: anyone -> true (anon and authenticated),
 user -> a signed-in `sub`, user:V -> `sub` = V, claim:N=V -> the claim equals V or, for a list,
 holds it (strings and integers only), backend -> false (service role only), hook -> false with a
-warning, as does a claim that Supabase reserves (`role`, `aud`, ...).
+warning, as does a claim that Supabase reserves (`role`, `aud`, ...), and so does `subscriber`:
+it grants client events as Pusher does, `client-*` names only, and an insert that lets a client
+broadcast lets it send any event name, what its topic's other clients would take for a backend
+event (the policy's `publish`, which the service role keeps). Naming who may send (`user`, ...)
+grants the insert, as the operator chose.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 from msgspec import Struct
 
 from core.policy import Action
-from core.policy.rules import Anyone, AnyUser, Backend, ClaimIs, HookTerm, UserIs
+from core.policy.rules import Anyone, AnyUser, Backend, ClaimIs, HookTerm, Subscriber, UserIs
 from providers.supabase.tokens import RESERVED_CLAIMS
 
 if TYPE_CHECKING:
@@ -133,6 +137,13 @@ class _RuleSql:
         if isinstance(term, HookTerm):
             warn.append(
                 f"{self.label}: the hook cannot run in SQL; {action.value} it grants is denied"
+            )
+            return "false"
+        if isinstance(term, Subscriber):
+            warn.append(
+                f"{self.label}: client events for 'subscriber' are not compiled: a broadcast "
+                "cannot be held to client-* names, so sending is denied (name who may send, "
+                "such as 'user', to let them broadcast any event)"
             )
             return "false"
         if role == ANON or isinstance(term, Backend):

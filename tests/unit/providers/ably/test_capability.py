@@ -11,7 +11,7 @@ from core.errors import Forbidden, InvalidUserId, TooManyItems, Unauthenticated
 from core.policy import Action, Allow, AllowPresence, Deny, Policy
 from core.policy.loader import parse_policy
 from core.principal import ANONYMOUS, Principal, PrincipalKind, user
-from providers.ably.capability import compile_capability
+from providers.ably.capability import compile_capability, without_subscriber
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
 
@@ -138,6 +138,69 @@ def test_every_default_rule_is_covered_here() -> None:
         channel, expected = DEFAULT_RULES[rule.pattern]
         assert DEFAULT.rule_for(channel) is rule
         assert _resources(DEFAULT, ALICE, [channel]).get(channel) == expected
+
+
+# -- client events: `subscriber` is Pusher's client-* events, which Ably's publish cannot bound ---
+
+
+def test_the_default_policys_subscriber_client_events_never_become_publish() -> None:
+    # The engine grants alice client events on these channels; the token grants no publish.
+    for channel in ("private-user-alice", "presence-lobby", "private-room"):
+        assert isinstance(DEFAULT.decide(ALICE, Action.CLIENT_EVENT, channel), Allow)
+    assert not any("publish" in ops for ops in _resources(DEFAULT, ALICE, ASKED).values())
+
+
+SENDERS = """
+[[rule]]
+pattern = "private-lead-{x}"
+subscribe = ["user"]
+client_events = ["subscriber", "claim:role=lead"]
+
+[[rule]]
+pattern = "private-own-{id}"
+subscribe = ["user:{id}"]
+client_events = ["subscriber"]
+
+[[rule]]
+pattern = "room-{x}"
+subscribe = ["user"]
+client_events = ["subscriber"]
+"""
+
+
+def test_a_term_naming_who_sends_still_grants_publish_beside_subscriber() -> None:
+    policy = _policy(SENDERS)
+    lead = user("lee", role="lead")
+    assert _resources(policy, lead, ["private-lead-1"])["private-lead-1"] == [
+        "publish",
+        "subscribe",
+    ]
+    assert _resources(policy, ALICE, ["private-lead-1"])["private-lead-1"] == ["subscribe"]
+
+
+def test_subscriber_alone_grants_no_publish_on_bound_or_open_patterns() -> None:
+    policy = _policy(SENDERS)
+    capability = _compile(policy, ALICE, ["room-1"])
+    assert dict(capability.resources) == {
+        "private-own-alice": ("subscribe",),
+        "room-1": ("subscribe",),
+    }
+    assert {g.pattern.text: g.actions for g in capability.left_out} == {
+        "private-lead-{x}": frozenset({Action.SUBSCRIBE}),
+        "room-{x}": frozenset({Action.SUBSCRIBE}),
+    }
+
+
+def test_leaving_subscriber_out_changes_nothing_else() -> None:
+    stripped = without_subscriber(DEFAULT)
+    assert [r.pattern for r in stripped.rules] == [r.pattern for r in DEFAULT.rules]
+    for before, after in zip(DEFAULT.rules, stripped.rules, strict=True):
+        for action in Action:
+            expected = before.terms(action)
+            if action is Action.CLIENT_EVENT:
+                expected = tuple(t for t in expected if t.text != "subscriber")
+            assert after.terms(action) == expected
+    assert (stripped.source, stripped.hook) == (DEFAULT.source, DEFAULT.hook)
 
 
 # -- custom patterns ---------------------------------------------------------------------------
@@ -305,7 +368,7 @@ def _widening(
     ]
 
 
-@pytest.mark.parametrize("policy_text", [None, TEAMS])
+@pytest.mark.parametrize("policy_text", [None, TEAMS, SENDERS])
 @pytest.mark.parametrize(
     "principal", [ALICE, user("bob"), user("eve", teams=["admin", "ops"]), ANONYMOUS, BACKEND]
 )

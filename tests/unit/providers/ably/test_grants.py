@@ -50,7 +50,13 @@ def _policy(text: str) -> Policy:
 def test_exact_channels_carry_every_action_the_engine_allows() -> None:
     found = grants(Policy.default(), user("alice"), channels=["news", "presence-lobby"])
     by_channel = {g.channel: g for g in found.channels}
-    assert by_channel["private-user-alice"].actions == {Action.SUBSCRIBE, Action.HISTORY}
+    # Client events too: asked without a connection, `subscriber` grants whom subscribe grants
+    # (the Ably capability leaves that term out: tests/unit/providers/ably/test_capability.py).
+    assert by_channel["private-user-alice"].actions == {
+        Action.SUBSCRIBE,
+        Action.HISTORY,
+        Action.CLIENT_EVENT,
+    }
     assert by_channel["presence-lobby"].presence is True
     assert by_channel["news"].presence is False
 

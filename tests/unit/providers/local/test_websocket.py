@@ -392,16 +392,47 @@ async def test_client_event_on_an_unsubscribed_channel_is_refused(open_client: O
         assert "not subscribed" in error["data"]["message"]
 
 
-async def test_client_events_the_default_policy_grants_nobody_are_refused(
+async def test_client_events_the_default_policy_grants_subscribers_reach_the_others_only(
     open_client: Opener,
 ) -> None:
+    # As a Pusher app with client events enabled: neither socket signed in (Echo's never does).
     async with open_client() as sender, open_client() as receiver:
         for c in (sender, receiver):
             await c.subscribe_ok("private-room", auth=c.sign("private-room"))
-        await sender.send({"event": "client-hi", "channel": "private-room", "data": {}})
-        assert (await sender.next())["event"] == "pusher:error"
-        await receiver.send({"event": "pusher:ping", "data": {}})
-        assert (await receiver.next())["event"] == "pusher:pong"
+        await sender.send({"event": "client-hi", "channel": "private-room", "data": {"n": 1}})
+        frame = await receiver.next()
+        assert (frame["event"], frame["channel"]) == ("client-hi", "private-room")
+        assert orjson.loads(frame["data"]) == {"n": 1}
+        assert "user_id" not in frame  # added on presence channels only
+        await sender.send({"event": "pusher:ping", "data": {}})
+        assert (await sender.next())["event"] == "pusher:pong"  # never echoed to the sender
+
+
+QUIET_POLICY = """
+[[rule]]
+pattern = "private-{name}"
+subscribe = ["user"]
+publish = ["backend"]
+client_events = []
+"""
+
+
+async def test_client_events_a_policy_turns_off_are_refused(
+    relay_settings: Settings, relay_serve: Callable[..., Any]
+) -> None:
+    policy = Policy.from_toml(QUIET_POLICY, source="quiet test policy")
+    app = create_app(relay=Relay.build(relay_settings, policy=policy))
+    async with relay_serve(app) as server:
+        open_client = _opener(server, relay_settings)
+        async with open_client() as sender, open_client() as receiver:
+            for c in (sender, receiver):
+                await c.subscribe_ok("private-room", auth=c.sign("private-room"))
+            await sender.send({"event": "client-hi", "channel": "private-room", "data": {}})
+            error = await sender.next()
+            assert error["event"] == "pusher:error"
+            assert "grants client_event to nobody" in error["data"]["message"]
+            await receiver.send({"event": "pusher:ping", "data": {}})
+            assert (await receiver.next())["event"] == "pusher:pong"
 
 
 CHAT_POLICY = """

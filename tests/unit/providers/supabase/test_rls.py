@@ -73,9 +73,51 @@ def test_roles_and_commands() -> None:
     assert 'create policy "realtime-relay: receive (anon)" on realtime.messages' in sql
     assert "as permissive for select to anon" in sql
     assert "as permissive for insert to authenticated" in sql
-    # The default policy lets nobody send client events and anon track no presence.
+    # The default policy's client events (`subscriber`) are not compiled, so nobody broadcasts;
+    # anon tracks no presence. The one insert policy is presence on presence- topics.
     assert '"realtime-relay: send (anon)"' not in sql
     assert sql.count("create policy") == 3
+    send = sql[sql.index('"realtime-relay: send (authenticated)"') :]
+    send = send[: send.index(");")]
+    assert "extension = 'broadcast'" not in send
+    assert "extension = 'presence'" in send
+
+
+SENDERS = """
+[[rule]]
+pattern = "private-lead-{x}"
+subscribe = ["user"]
+client_events = ["subscriber", "claim:crew=lead"]
+
+[[rule]]
+pattern = "private-{x}"
+subscribe = ["user"]
+client_events = ["subscriber"]
+"""
+
+
+def test_subscriber_is_not_compiled_and_says_why() -> None:
+    compiled = compile_policy(_policy(SENDERS))
+    assert compiled.warnings == tuple(
+        f"rule #{n} ({pattern}): client events for 'subscriber' are not compiled: a broadcast "
+        "cannot be held to client-* names, so sending is denied (name who may send, such as "
+        "'user', to let them broadcast any event)"
+        for n, pattern in ((1, "private-lead-{x}"), (2, "private-{x}"))
+    )
+    # Only the term naming who sends grants the broadcast insert, on its own rule's topics.
+    send = compiled.sql[compiled.sql.index('"realtime-relay: send (authenticated)"') :]
+    send = send[: send.index(");")]
+    assert "then case jsonb_typeof(r.jwt -> 'crew')" in send
+    assert "when r.topic ~ '^private-([-a-zA-Z0-9_=@,.;]+)$' then false" in send
+    assert '"realtime-relay: send (anon)"' not in compiled.sql
+
+
+def test_subscriber_alone_creates_no_broadcast_insert() -> None:
+    rule = '[[rule]]\npattern = "private-{x}"\nsubscribe = ["user"]\nclient_events = ["subscriber"]'
+    sql = compile_policy(_policy(rule)).sql
+    send = sql[sql.index('"realtime-relay: send (authenticated)"') :]
+    send = send[: send.index(");")]
+    assert "extension = 'broadcast'" not in send  # only presence tracking is inserted
 
 
 def test_a_policy_granting_clients_nothing_creates_no_policy() -> None:
