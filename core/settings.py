@@ -112,6 +112,9 @@ class Settings(EnvSettings):
     sse_replay_messages: int = Field(default=100, ge=0, le=10_000)
     send_buffer_frames: int = Field(default=1000, ge=10)
     redis_url: str | None = None
+    # Several `relay serve` processes or hosts as one: deliveries and channel state through Redis
+    # (RELAY_REDIS_URL). memory: each process is its own hub.
+    backplane: Literal["memory", "redis"] = "memory"
 
     # Shared state (rate limits, idempotency): memory for one process, redis or dynamodb for many.
     store: Literal["memory", "redis", "dynamodb"] = "memory"
@@ -280,6 +283,8 @@ def load_settings() -> Settings:
         named = {name for p in problems for name in p.partition(": ")[0].split(", ")}
         if settings.jwt_secret is None and settings.jwks_url is None:
             problems.append("RELAY_JWT_SECRET: set it, or RELAY_JWKS_URL, to verify users")
+        if settings.backplane == "redis" and not settings.redis_url:
+            problems.append("RELAY_REDIS_URL: required when RELAY_BACKPLANE=redis")
         refused = [v for v in settings.dev_defaults_in_use if v not in named]
         if settings.env == "production" and refused:
             problems.append(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from msgspec import Struct, field
 
-from core.provider import Member
+from core.provider import Member, PresenceData
 from providers.pusherproto import frames
 from providers.pusherproto.cache import CACHE_SECONDS, CacheEntry, is_cache_channel
 from providers.pusherproto.port import Joined, Left
@@ -26,8 +26,9 @@ from providers.pusherproto.port import Joined, Left
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from core.provider import PresenceData
     from providers.pusherproto.outcome import Broadcast
+    from providers.pusherproto.port import SessionPort
+    from providers.pusherproto.state import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,18 @@ log = logging.getLogger(__name__)
 class Delivery:
     """One event for one channel, with its encodings computed at most once."""
 
-    __slots__ = ("_pusher", "_sse", "channel", "data", "event", "exclude", "json", "seq", "user_id")
+    __slots__ = (
+        "_pusher",
+        "_sse",
+        "channel",
+        "channelless",
+        "data",
+        "event",
+        "exclude",
+        "json",
+        "seq",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -46,7 +58,9 @@ class Delivery:
         exclude: str | None = None,
         user_id: str | None = None,
         json: bool = False,
+        channelless: str | None = None,
     ) -> None:
+        """`channelless`: the frame, when it names no channel (a watchlist event)."""
         self.event = event
         self.channel = channel
         self.data = data
@@ -54,24 +68,23 @@ class Delivery:
         self.exclude = exclude
         self.user_id = user_id
         self.seq = 0
-        self._pusher: str | None = None
+        self.channelless = channelless is not None
+        self._pusher: str | None = channelless
         self._sse: bytes | None = None
 
     @classmethod
     def of(cls, broadcast: Broadcast, *, sender: str | None) -> Delivery:
         """A session's broadcast, sent by the socket `sender` (excluded when it asks so)."""
         exclude = sender if broadcast.exclude_sender else None
-        delivery = cls(
+        return cls(
             broadcast.event,
             broadcast.channel,
             broadcast.data,
             exclude=exclude,
             user_id=broadcast.user_id,
             json=broadcast.json,
+            channelless=broadcast.frame() if broadcast.channelless else None,
         )
-        if broadcast.channelless:
-            delivery._pusher = broadcast.frame()
-        return delivery
 
     @property
     def internal(self) -> bool:
@@ -157,6 +170,8 @@ class Hub:
         self._signed_in: dict[str, set[str]] = {}  # user id -> its signed-in socket ids
         self._announced: dict[str, float] = {}  # channel -> last subscription count announced
         self._clock = clock
+        # Set by a backplane whose port the socket server must use instead of HubPort's own.
+        self.port_factory: Callable[[Subscriber, SessionState], SessionPort] | None = None
         self._seq = 0
         # Event ids are `epoch-seq`: a restarted process never resumes from another's ids.
         self.epoch = secrets.token_hex(4)
@@ -296,6 +311,24 @@ class Hub:
     def channel_names(self, prefix: str = "") -> list[str]:
         """The channels with a subscriber in this process whose names start with `prefix`."""
         return sorted(c for c in self._subscribers if c.startswith(prefix))
+
+    def entries(self) -> list[tuple[Subscriber, str, PresenceData | None]]:
+        """Every subscription of this process: the subscriber, the channel, and the member it
+        joined as on a presence channel (what a backplane registers again after an outage)."""
+        found: list[tuple[Subscriber, str, PresenceData | None]] = []
+        for channel, subs in self._subscribers.items():
+            roster = self._presence.get(channel, {})
+            for socket_id, sub in subs.items():
+                user_id = self._member_of.get((channel, socket_id))
+                member = None
+                if user_id is not None:
+                    member = PresenceData(user_id, roster[user_id].user_info)
+                found.append((sub, channel, member))
+        return found
+
+    def sign_ins(self) -> list[tuple[str, str]]:
+        """(socket id, user id) of every signed-in socket of this process."""
+        return [(s, user) for user, sockets in self._signed_in.items() for s in sockets]
 
     def subscriber_count(self, channel: str) -> int:
         """How many connections are subscribed to a channel in this process."""

@@ -17,6 +17,7 @@ from core.provider import (
     Receipt,
 )
 from providers.local.admission import Admission
+from providers.local.backplane import build_backplane
 from providers.local.hub import Delivery, Hub, Socket, Stream
 from providers.pusherproto import frames
 from providers.pusherproto.cache import kept
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from core.settings import Settings
+    from providers.local.hub import Subscriber
+    from providers.pusherproto.port import SessionPort
+    from providers.pusherproto.state import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -53,51 +57,69 @@ class LocalProvider(RelaySigned, Provider):
             total=settings.max_connections, per_address=settings.max_connections_per_ip
         )
         self.draining = False  # set by drain(): the process is stopping
+        self.backplane = build_backplane(settings, self.hub, close_user=self._close_user)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """The local provider needs nothing beyond the relay's own settings."""
         return cls(settings)
 
+    async def start(self) -> None:
+        """Join the backplane (RELAY_BACKPLANE=redis: connect to Redis)."""
+        await self.backplane.start()
+
+    def session_port(self, socket: Subscriber, state: SessionState) -> SessionPort:
+        """The Pusher session's port for one socket or stream, on this backplane."""
+        return self.backplane.port(socket, state)
+
     async def publish(self, messages: Sequence[Message]) -> list[Receipt]:
-        """Deliver to this process's subscribers (encoded once per message), encrypted
-        channels' data sealed first."""
+        """Deliver to every subscriber (encoded once per message), encrypted channels' data
+        sealed first."""
         self.refuse_if_draining()
         messages = self.seal(messages)
-        for m in messages:
-            self.broadcast(Delivery(m.name, m.channel, m.data, exclude=m.socket_id, json=m.json))
+        await self.backplane.publish(
+            [
+                Delivery(m.name, m.channel, m.data, exclude=m.socket_id, json=m.json)
+                for m in messages
+            ]
+        )
         return [Receipt(m.channel, m.name, m.id) for m in messages]
 
     def broadcast(self, delivery: Delivery) -> None:
-        """Fan a delivery out to the channel's subscribers."""
-        self.hub.deliver(delivery)
+        """Fan a session's delivery out to the channel's subscribers, without waiting."""
+        self.backplane.send(delivery)
 
     async def members(self, channel: str) -> list[Member]:
         """The roster of a presence channel."""
-        return self.hub.members(channel)
+        return await self.backplane.members(channel)
 
     async def occupancy(self, channel: str) -> Occupancy:
-        """Subscriptions in this process, and presence users."""
-        count = self.hub.subscriber_count(channel)
-        users = len(self.hub.members(channel)) if channel.startswith("presence-") else None
-        return Occupancy(occupied=count > 0, subscription_count=count, user_count=users)
+        """Subscriptions, and presence users."""
+        count, users = await self.backplane.counts(channel)
+        user_count = users if channel.startswith("presence-") else None
+        return Occupancy(occupied=count > 0, subscription_count=count, user_count=user_count)
 
     async def channels(self, prefix: str = "") -> dict[str, Occupancy]:
-        """The occupied channels of this process (internal `#` channels are not listed)."""
-        found = self.hub.channel_names(prefix)
+        """The occupied channels (internal `#` channels are not listed)."""
+        found = await self.backplane.channel_names(prefix)
         return {c: await self.occupancy(c) for c in found if not c.startswith("#")}
 
     async def last_event(self, channel: str) -> CachedEvent | None:
-        """A cache channel's last published event in this process, while kept."""
-        return kept(self.hub.cached(channel), time.time())
+        """A cache channel's last published event, while kept."""
+        return kept(await self.backplane.cached(channel), time.time())
 
     async def send_to_user(self, user_id: str, event: str, data: str) -> None:
         """Deliver on the user's #server-to-user- channel, which pusher-js joins after signin."""
         self.refuse_if_draining()
-        self.broadcast(Delivery(event, frames.SERVER_TO_USER_PREFIX + user_id, data))
+        await self.backplane.publish(
+            [Delivery(event, frames.SERVER_TO_USER_PREFIX + user_id, data)]
+        )
 
     async def terminate_user(self, user_id: str) -> None:
         """Close the user's signed-in connections with 4009, which pusher-js does not retry."""
+        await self.backplane.terminate(user_id)
+
+    def _close_user(self, user_id: str) -> None:
         for connection in list(self.connections):
             if connection.signed_in == user_id:
                 connection.close(ErrorCode.UNAUTHORIZED)
@@ -128,5 +150,7 @@ class LocalProvider(RelaySigned, Provider):
             stream.end()
 
     async def aclose(self) -> None:
-        """Tell any client still connected to reconnect (to the next process)."""
+        """Tell any client still connected to reconnect (to the next process), then leave the
+        backplane."""
         self.drain()
+        await self.backplane.aclose()

@@ -20,13 +20,14 @@ import orjson
 from core.errors import BadRequest
 from providers.local.hub import Delivery
 from providers.pusherproto.outcome import member_added, member_removed
-from providers.pusherproto.state import new_socket_id
+from providers.pusherproto.state import SessionState, new_socket_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from core.provider import PresenceData
     from providers.local.provider import LocalProvider
+    from providers.pusherproto.port import SessionPort
 
 RETRY_MS = 3000
 # On shutdown a stream ends with `retry: 250..999`: soon enough to land on the next process within
@@ -35,6 +36,7 @@ DRAIN_RETRY_MIN_MS = 250
 DRAIN_RETRY_SPREAD_MS = 750
 # What `Hub.event_id` writes, with room for another release's epoch: ASCII only (`\d` and
 # `str.isdigit` take other scripts' digits, which `int` then refuses or reads differently).
+_leaving: set[asyncio.Task[None]] = set()  # streams' leaves under way (kept from the GC)
 _EVENT_ID = re.compile(r"(?P<epoch>[0-9A-Za-z]{1,32})-(?P<seq>[0-9]{1,20})", re.ASCII)
 
 
@@ -82,12 +84,13 @@ class SseStream:
         self.provider.streams.add(self)
         if self.provider.draining:  # drain() ran between the route's check and this first read
             self.end()
-        for channel in self._wanted:
-            member = self._presence.get(channel)
-            if hub.subscribe(self, channel, member).first and member is not None:
-                joined = member_added(channel, member)
-                self.provider.broadcast(Delivery.of(joined, sender=self.socket_id))
+        port = self.provider.session_port(self, SessionState(self.socket_id))
         try:
+            for channel in self._wanted:
+                member = self._presence.get(channel)
+                if (await port.join(channel, member)).first and member is not None:
+                    joined = member_added(channel, member)
+                    self.provider.broadcast(Delivery.of(joined, sender=self.socket_id))
             hello = {"type": "connected", "socket_id": self.socket_id, "channels": self._wanted}
             yield b"retry: %d\ndata: %s\n\n" % (RETRY_MS, orjson.dumps(hello))
             sent = self._last_seq
@@ -114,9 +117,19 @@ class SseStream:
                     continue  # already sent from the replay log
                 yield delivery.sse_frame(hub.epoch)
         finally:
-            for channel, user_id in hub.remove(self):
-                self.provider.broadcast(Delivery.of(member_removed(channel, user_id), sender=None))
             self.provider.streams.discard(self)
+            # A task of its own, waited for but shielded: when the client went away, the
+            # response's cancellation reaches every wait here, and the leaves must still happen.
+            left = asyncio.get_running_loop().create_task(self._leave(port))
+            _leaving.add(left)
+            left.add_done_callback(_leaving.discard)
+            await asyncio.shield(left)
+
+    async def _leave(self, port: SessionPort) -> None:
+        for channel in sorted(self.channels):
+            gone = (await port.leave(channel)).user_id
+            if gone is not None:
+                self.provider.broadcast(Delivery.of(member_removed(channel, gone), sender=None))
 
 
 def _seq_after(last_event_id: str | None, epoch: str, newest: int) -> int | None:
