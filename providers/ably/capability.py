@@ -34,18 +34,18 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from msgspec import Struct, structs
+from msgspec import Struct
 
 from core.errors import InvalidChannel
 from core.policy import Action
 from core.policy.grants import grants
-from core.policy.rules import Subscriber
+from core.policy.senders import without_subscriber
 from core.validation import validate_channel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from core.policy import Policy, Term
+    from core.policy import Policy
     from core.policy.grants import ChannelGrant, PatternGrant
     from core.principal import Principal
     from core.provider import Limits
@@ -97,25 +97,6 @@ def compile_capability(
         if ops and _plain_channel(grant.channel, limits):
             resources[grant.channel] = ops
     return Capability(dict(sorted(resources.items())), found.patterns)
-
-
-def without_subscriber(policy: Policy) -> Policy:
-    """The policy with `subscriber` left out of client_events: what a token may carry as publish."""
-    rules = tuple(
-        structs.replace(rule, permissions=_sender_terms(rule.permissions)) for rule in policy.rules
-    )
-    return structs.replace(policy, rules=rules)
-
-
-def _sender_terms(
-    permissions: Mapping[Action, tuple[Term, ...]],
-) -> dict[Action, tuple[Term, ...]]:
-    return {
-        action: tuple(
-            t for t in terms if not (action is Action.CLIENT_EVENT and isinstance(t, Subscriber))
-        )
-        for action, terms in permissions.items()
-    }
 
 
 def _plain_channel(name: str, limits: Limits) -> bool:

@@ -15,6 +15,7 @@ import jwt
 import pytest
 
 from core.policy import Action, Allow, Deny, Policy
+from core.policy.senders import without_subscriber
 from core.principal import ANONYMOUS, Principal, user
 from providers.supabase.provider import SupabaseProvider
 from providers.supabase.rls import MIGRATION_SUFFIX, compile_policy
@@ -174,7 +175,8 @@ def relay_verdicts(policy: Policy, who: Principal, topic: str) -> Verdicts:
     """What the relay decides, in the four Realtime checks (see providers.supabase.rls)."""
     subscribe = _allowed(policy, who, Action.SUBSCRIBE, topic)
     presence = topic.startswith("presence-")
-    client_events = _allowed(policy, who, Action.CLIENT_EVENT, topic)
+    # Supabase grants no client writes through `subscriber` (core/policy/senders.py).
+    client_events = _allowed(without_subscriber(policy), who, Action.CLIENT_EVENT, topic)
     return Verdicts(subscribe, subscribe and presence, client_events, subscribe and presence)
 
 

@@ -10,8 +10,9 @@ from pydantic import SecretStr
 from core.errors import Forbidden, InvalidUserId, TooManyItems, Unauthenticated
 from core.policy import Action, Allow, AllowPresence, Deny, Policy
 from core.policy.loader import parse_policy
+from core.policy.senders import without_subscriber
 from core.principal import ANONYMOUS, Principal, PrincipalKind, user
-from providers.ably.capability import compile_capability, without_subscriber
+from providers.ably.capability import compile_capability
 from providers.ably.provider import AblyProvider
 from providers.ably.settings import AblySettings
 
