@@ -265,7 +265,7 @@ class RedisBackplane:
     def lost(self, exc: BaseException | None = None) -> None:
         """Redis failed a call: down until the reconnection loop is through."""
         if self.up:
-            log.warning("backplane: Redis unreachable (%s)", exc.__class__.__name__ if exc else "?")
+            log.warning("backplane: Redis failed (%s): down", type(exc).__name__)
         self.up = False
         self._broken.set()
 
@@ -286,6 +286,10 @@ class RedisBackplane:
             try:
                 await self._session()
             except (RedisError, OSError, ProviderUnavailable, TimeoutError) as exc:
+                if pause == RECONNECT_SECONDS[0]:
+                    log.warning(
+                        "backplane: Redis unreachable (%s): reconnecting", type(exc).__name__
+                    )
                 self.lost(exc)
             await asyncio.sleep(pause)
             pause = min(pause * 2, RECONNECT_SECONDS[1])
