@@ -105,10 +105,10 @@ class RedisBackplane:
         self._pubsub: PubSub | None = None
         self._pending: dict[bytes, tuple[int, asyncio.Future[None]]] = {}
         self._queue: deque[tuple[Delivery, asyncio.Future[None] | None]] = deque()
+        self._sending = False  # a batch is on its way to Redis
         self._wake = asyncio.Event()
         self._broken = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        hub.port_factory = self.port
 
     @classmethod
     def from_settings(
@@ -161,6 +161,7 @@ class RedisBackplane:
             self._wake.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._sending = True
                 try:
                     await self._send(batch)
                 except (RedisError, OSError) as exc:
@@ -171,6 +172,8 @@ class RedisBackplane:
                         elif not future.done():
                             future.set_exception(_unavailable())
                     continue
+                finally:
+                    self._sending = False
                 for _, future in batch:
                     if future is not None and not future.done():
                         future.set_result(None)
@@ -219,14 +222,15 @@ class RedisBackplane:
         """Stop listening once this process has no subscriber left on the channel."""
         if self.hub.subscriber_count(channel) or self._pubsub is None:
             return
-        task = asyncio.get_running_loop().create_task(self._unsubscribe(self._wire(channel)))
+        task = asyncio.get_running_loop().create_task(self._unsubscribe(channel))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 
-    async def _unsubscribe(self, wire: bytes) -> None:
-        if self._pubsub is not None:
+    async def _unsubscribe(self, channel: str) -> None:
+        # Checked again when it runs: a subscriber who joined meanwhile keeps the channel heard.
+        if self._pubsub is not None and not self.hub.subscriber_count(channel):
             try:
-                await self._pubsub.unsubscribe(wire)
+                await self._pubsub.unsubscribe(self._wire(channel))
             except (RedisError, OSError) as exc:
                 self.lost(exc)
 
@@ -407,7 +411,12 @@ class RedisBackplane:
             raise _unavailable()
 
     async def aclose(self) -> None:
-        """Leave: this process's entries and heartbeat go (its sockets are closed by now)."""
+        """Leave: what is queued goes out, then this process's entries and heartbeat (its
+        sockets are closed by now, their member_removed queued)."""
+        for _ in range(int(TIMEOUT_SECONDS / 0.01)):
+            if not (self.up and (self._queue or self._sending)):
+                break
+            await asyncio.sleep(0.01)
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(ProviderUnavailable):

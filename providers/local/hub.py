@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from providers.pusherproto.outcome import Broadcast
-    from providers.pusherproto.port import SessionPort
-    from providers.pusherproto.state import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +168,6 @@ class Hub:
         self._signed_in: dict[str, set[str]] = {}  # user id -> its signed-in socket ids
         self._announced: dict[str, float] = {}  # channel -> last subscription count announced
         self._clock = clock
-        # Set by a backplane whose port the socket server must use instead of HubPort's own.
-        self.port_factory: Callable[[Subscriber, SessionState], SessionPort] | None = None
         self._seq = 0
         # Event ids are `epoch-seq`: a restarted process never resumes from another's ids.
         self.epoch = secrets.token_hex(4)

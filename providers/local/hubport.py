@@ -7,7 +7,7 @@ to be written back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,15 +21,6 @@ if TYPE_CHECKING:
 
 class HubPort:
     """SessionPort over the in-process hub, for one socket."""
-
-    def __new__(cls, hub: Hub, socket: Subscriber, state: SessionState) -> HubPort:
-        """The backplane's port when the hub has one (RELAY_BACKPLANE=redis).
-
-        Transitional: the socket server (websocket.py) builds `HubPort(provider.hub, ...)`
-        itself; once it asks `LocalProvider.session_port` instead, this goes."""
-        if hub.port_factory is not None:
-            return cast("HubPort", hub.port_factory(socket, state))
-        return super().__new__(cls)
 
     def __init__(self, hub: Hub, socket: Subscriber, state: SessionState) -> None:
         self._hub = hub

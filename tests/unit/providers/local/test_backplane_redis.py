@@ -20,7 +20,6 @@ from core.errors import ProviderUnavailable
 from core.provider import Member, PresenceData
 from providers.local.backplane_redis import RedisBackplane, clients, decode, encode
 from providers.local.hub import Delivery, Hub
-from providers.local.hubport import HubPort
 from providers.pusherproto.outcome import MEMBER_ADDED, MEMBER_REMOVED, WATCHLIST_EVENTS
 from providers.pusherproto.outcome import member_added as added_broadcast
 from providers.pusherproto.state import SessionState
@@ -237,13 +236,6 @@ async def test_terminate_reaches_every_host(hosts: Starter) -> None:
     a, b = await hosts("a"), await hosts("b")
     await a.backplane.terminate("alice")
     await eventually(lambda: a.closed == ["alice"] and b.closed == ["alice"])
-
-
-async def test_the_hub_port_is_the_backplanes_when_the_hub_has_one(hosts: Starter) -> None:
-    a = await hosts("a")
-    recorder = Recorder("1.1")
-    port = HubPort(a.hub, recorder, SessionState("1.1"))
-    assert type(port).__name__ == "BackplanePort"
 
 
 async def test_a_dead_hosts_members_are_swept_and_announced(hosts: Starter, prefix: str) -> None:
