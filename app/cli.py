@@ -33,7 +33,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(settings)
     for line in banner(settings, host, port):
         print(f"relay: {line}", flush=True)
-    config = serving.build_config(app, settings, host=host, port=port)
+    config = serving.build_config(app, settings, host=host, port=port, relay=app.state.relay)
     provider = app.state.relay.provider
     serving.RelayServer(config, provider=provider, drain_seconds=settings.drain_seconds).run()
     return 0

@@ -237,6 +237,12 @@ def _sized(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> _Ans
     return _Answer(status, [*headers, (b"content-length", b"%d" % len(body))], body)
 
 
+def log_socket(path: str, status: int, start: float) -> None:
+    """The access log's line of a socket the lean server (app/socket_server.py) served."""
+    if access_log.isEnabledFor(logging.INFO):
+        _log({"path": path}, status, start)
+
+
 def _log(scope: Scope, status: int, start: float) -> None:
     """One line per request: method, path without the query (it may hold a token), status, time."""
     access_log.info(

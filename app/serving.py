@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.guarded_http import guarded_protocol
+from app.socket_server import lean_socket_protocol
 
 if TYPE_CHECKING:
     import socket
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp
 
+    from app.relay import Relay
     from core.provider import Provider
     from core.settings import Settings
 
@@ -70,8 +72,14 @@ def fit_to_descriptors(settings: Settings) -> Settings:
     return settings.model_copy(update={"max_connections": room})
 
 
-def build_config(app: ASGIApp, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
-    """The uvicorn configuration `relay serve` runs `app` with."""
+def build_config(
+    app: ASGIApp, settings: Settings, *, host: str, port: int, relay: Relay | None = None
+) -> uvicorn.Config:
+    """The uvicorn configuration `relay serve` runs `app` with: on the local provider, its
+    WebSockets served by the lean socket server (app/socket_server.py) instead of through ASGI."""
+    ws: Any = "auto"
+    if relay is not None and relay.provider.name == "local":
+        ws = lean_socket_protocol(relay, max_frame_bytes=WS_MAX_FRAME_BYTES)
     return uvicorn.Config(
         app,
         host=host,
@@ -85,6 +93,7 @@ def build_config(app: ASGIApp, settings: Settings, *, host: str, port: int) -> u
         # The cap itself is applied by the protocol class, in problem+json; uvicorn's check is off.
         limit_concurrency=None,
         backlog=max(MIN_BACKLOG, min(settings.max_connections, MAX_BACKLOG)),
+        ws=ws,
         ws_max_size=WS_MAX_FRAME_BYTES,
         ws_ping_interval=None,  # pusher-js pings at the protocol level
         lifespan="on",

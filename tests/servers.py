@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 
@@ -38,9 +38,16 @@ class LiveServer:
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: Starlette, *, lifespan: Literal["on", "off"] = "on"
+    app: Starlette, *, lifespan: Literal["on", "off"] = "on", lean: bool = False
 ) -> AsyncIterator[LiveServer]:
-    """Run `app` under uvicorn on a free port for the duration of the block."""
+    """Run `app` under uvicorn on a free port for the duration of the block; `lean`: its
+    WebSockets on the local provider's lean socket server, as `relay serve` runs them."""
+    ws: Any = "auto"
+    if lean:
+        from app.serving import WS_MAX_FRAME_BYTES
+        from app.socket_server import lean_socket_protocol
+
+        ws = lean_socket_protocol(app.state.relay, max_frame_bytes=WS_MAX_FRAME_BYTES)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -51,6 +58,7 @@ async def serve(
         port=port,
         log_config=None,
         lifespan=lifespan,
+        ws=ws,
         ws_ping_interval=None,
         timeout_graceful_shutdown=2,
     )

@@ -3,7 +3,6 @@ HTTP API (`/apps/...`) is app/pusher_http.py, served for apigateway too."""
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, WebSocket
@@ -13,11 +12,11 @@ from app.middleware import over_capacity_problem
 from app.problems import problem_response
 from app.relay import relay_of
 from core.errors import RateLimited
+from providers.local import handshake
 from providers.local.admission import Refusal, Ticket
 from providers.local.sse import SseStream
 from providers.local.websocket import PusherConnection
 from providers.pusherproto import frames
-from providers.pusherproto.frames import ErrorCode
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -41,12 +40,10 @@ def build_router(provider: LocalProvider) -> APIRouter:
         """Pusher Channels protocol 7, for pusher-js pointed at this relay."""
         relay = relay_of(websocket)
         await websocket.accept()
-        # Refusals come after the handshake, as Pusher's do: a browser shows a script nothing of
-        # a refused handshake, while pusher-js acts on a close code (4000-4099: do not retry,
-        # 4100-4199: retry after a backoff, 4200-4299: retry at once).
-        refusal = _refusal(key, settings.app_key, websocket.query_params.get("protocol"))
+        # Refusals come after the handshake, as Pusher's do (providers/local/handshake.py).
+        refused = handshake.refusal(key, settings.app_key, websocket.query_params.get("protocol"))
         client_ip = relay.client_ip(websocket)
-        ticket = refusal or _admit(provider, client_ip)
+        ticket = refused or handshake.admit(provider, client_ip)
         if not isinstance(ticket, Ticket):
             code, message = ticket
             await websocket.send_text(frames.error(message, code))
@@ -90,7 +87,7 @@ def build_router(provider: LocalProvider) -> APIRouter:
         if admitted is Refusal.SERVER_FULL:
             return problem_response(
                 503,
-                over_capacity_problem(_SERVER_FULL, request.url.path),
+                over_capacity_problem(handshake.SERVER_FULL, request.url.path),
                 {"Retry-After": str(SERVER_FULL_RETRY_AFTER)},
             )
         assert isinstance(admitted, Ticket)
@@ -102,23 +99,6 @@ def build_router(provider: LocalProvider) -> APIRouter:
         )
 
     return router
-
-
-_SERVER_FULL = "the relay holds as many sockets and streams as it is allowed; retry later"
-
-
-def _admit(provider: LocalProvider, address: str | None) -> Ticket | tuple[int, str]:
-    if provider.draining:  # a socket that got in just before the listener closed
-        return ErrorCode.GENERIC_RECONNECT, "Server shutting down: reconnect"
-    admitted = provider.admission.admit(address)
-    if admitted is Refusal.SERVER_FULL:
-        return ErrorCode.OVER_CAPACITY, f"Over capacity: {_SERVER_FULL}"
-    if admitted is Refusal.ADDRESS_FULL:
-        return ErrorCode.APP_OVER_CONNECTION_QUOTA, (
-            f"Over connection quota: {provider.admission.per_address} connections are open "
-            "from this address"
-        )
-    return admitted
 
 
 class _Stream(StreamingResponse):
@@ -135,15 +115,3 @@ class _Stream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.ticket.release()
-
-
-def _refusal(key: str, app_key: str, protocol: str | None) -> tuple[int, str] | None:
-    if not hmac.compare_digest(key.encode(), app_key.encode()):
-        return ErrorCode.APP_NOT_FOUND, f"App key {key[:64]} not in this cluster"
-    if protocol is None:
-        return ErrorCode.NO_PROTOCOL, "No protocol version supplied"
-    if not protocol.isdigit():
-        return ErrorCode.INVALID_VERSION, "Invalid version string"
-    if not frames.MIN_PROTOCOL_VERSION <= int(protocol) <= frames.PROTOCOL_VERSION:
-        return ErrorCode.UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {protocol[:8]}"
-    return None

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocketDisconnect
 
+from providers.local import handshake
 from providers.local.hub import Delivery
-from providers.local.hubport import HubPort
 from providers.local.outbox import Outbox
 from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from providers.local.provider import LocalProvider
     from providers.pusherproto.config import SessionConfig
     from providers.pusherproto.outcome import Outcome
-
-PONG_TIMEOUT_SECONDS = 30
 
 
 class PusherConnection:
@@ -51,7 +49,7 @@ class PusherConnection:
         self.outbox = Outbox(
             websocket, size=provider.settings.send_buffer_frames, label=self.socket_id
         )
-        port = HubPort(provider.hub, self, self.state)
+        port = provider.session_port(self, self.state)
         self.session = Session(config, port, self.state, client_ip=client_ip)
 
     @property
@@ -84,7 +82,7 @@ class PusherConnection:
     async def _read_loop(self, activity_timeout: int) -> None:
         waiting_for_pong = False
         while not self.outbox.closing:
-            wait = PONG_TIMEOUT_SECONDS if waiting_for_pong else activity_timeout
+            wait = handshake.PONG_TIMEOUT_SECONDS if waiting_for_pong else activity_timeout
             try:
                 message = await asyncio.wait_for(self.websocket.receive(), wait)
             except TimeoutError:

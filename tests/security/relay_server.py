@@ -89,7 +89,7 @@ async def relay_serve(**overrides: Any) -> AsyncIterator[Served]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port: int = sock.getsockname()[1]
-    config = serving.build_config(app, built, host="127.0.0.1", port=port)
+    config = serving.build_config(app, built, host="127.0.0.1", port=port, relay=app.state.relay)
     server = serving.RelayServer(
         config, provider=app.state.relay.provider, drain_seconds=built.drain_seconds
     )

@@ -15,12 +15,11 @@ from websockets.exceptions import InvalidStatus
 from app.main import create_app
 from core.settings import Settings
 from core.tokens import mint_dev_token
+from tests.servers import serve
 from tests.unit.conftest import UNIT_SETTINGS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
-
-    from fastapi import FastAPI
 
     from tests.servers import LiveServer
 
@@ -221,12 +220,12 @@ def test_the_setting_is_checked(relay_settings: Settings) -> None:
 # --- the local WebSocket -----------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(params=["asgi", "lean"])
 async def ws_server(
-    relay_settings: Settings,
-    relay_serve: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[LiveServer]],
+    relay_settings: Settings, request: pytest.FixtureRequest
 ) -> AsyncIterator[LiveServer]:
-    async with relay_serve(create_app(make_settings())) as server:
+    """Both transports of the local socket: the ASGI route, and the lean server of relay serve."""
+    async with serve(create_app(make_settings()), lean=request.param == "lean") as server:
         yield server
 
 

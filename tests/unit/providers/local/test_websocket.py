@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
 import re
 import time
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -17,8 +19,11 @@ from websockets.exceptions import ConnectionClosed
 from app.main import create_app
 from app.relay import Relay
 from core.policy import Policy
+from providers.local import handshake
 from providers.local import websocket as local_websocket
+from providers.local.socket_server import PusherSocket
 from providers.pusherproto import signing
+from tests.servers import serve
 from tests.unit.conftest import eventually
 
 if TYPE_CHECKING:
@@ -109,6 +114,26 @@ def _opener(server: LiveServer, settings: Settings) -> Opener:
             yield client
 
     return open_client
+
+
+@pytest.fixture(params=["asgi", "lean"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test runs on both transports of the one session: the ASGI route (any ASGI server)
+    and the lean socket server `relay serve` installs (providers/local/socket_server.py)."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def live_server(relay_app: FastAPI, transport: str) -> AsyncIterator[LiveServer]:
+    """The app served with the transport under test."""
+    async with serve(relay_app, lean=transport == "lean") as server:
+        yield server
+
+
+@pytest.fixture
+def relay_serve(transport: str) -> Callable[..., Any]:
+    """Serve another app with the transport under test."""
+    return functools.partial(serve, lean=transport == "lean")
 
 
 @pytest.fixture
@@ -533,7 +558,7 @@ async def test_server_pings_after_inactivity_and_closes_without_pong(
 ) -> None:
     # Settings refuse an activity timeout under 5 s; a copy skips validation, for speed only.
     fast = relay_settings.model_copy(update={"activity_timeout_seconds": 1})
-    monkeypatch.setattr(local_websocket, "PONG_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(handshake, "PONG_TIMEOUT_SECONDS", 0.3)
     async with (
         relay_serve(create_app(fast)) as server,
         _opener(server, fast)(established=False) as client,
@@ -563,7 +588,7 @@ async def test_activity_resets_the_ping_timer(
 
 
 async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
-    relay_settings: Settings, relay_serve: Callable[..., Any], relay_api_key: str
+    relay_settings: Settings, relay_serve: Callable[..., Any], relay_api_key: str, transport: str
 ) -> None:
     small = relay_settings.model_copy(update={"send_buffer_frames": 10})
     app = create_app(small)
@@ -575,18 +600,36 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
     ):
         await client.subscribe_ok("firehose")
         (socket,) = provider.connections
-        assert isinstance(socket, local_websocket.PusherConnection)
-        queue = socket.outbox._queue
-        assert queue.maxsize == 10
         peak = 0
-        original = queue.put_nowait
+        if transport == "asgi":  # the ASGI transport's bounded queue
+            assert isinstance(socket, local_websocket.PusherConnection)
+            queue = socket.outbox._queue
+            assert queue.maxsize == 10
+            original = queue.put_nowait
 
-        def tracking_put(item: str | None) -> None:
-            nonlocal peak
-            original(item)
-            peak = max(peak, queue.qsize())
+            def tracking_put(item: str | None) -> None:
+                nonlocal peak
+                original(item)
+                peak = max(peak, queue.qsize())
 
-        queue.put_nowait = tracking_put  # type: ignore[method-assign]
+            queue.put_nowait = tracking_put  # type: ignore[method-assign]
+        else:  # the lean server's count of frames written past the transport's high-water mark
+            assert isinstance(socket, PusherSocket)
+            # Small kernel buffers on both ends, so that what the client does not read backs up
+            # into the server's transport within a few hundred kB rather than megabytes.
+            assert socket.transport is not None
+            for end in (socket.transport, client.ws.transport):
+                sock = end.get_extra_info("socket")
+                sock.setsockopt(SOL_SOCKET, SO_SNDBUF, 4096)
+                sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4096)
+            original_write = socket._write
+
+            def tracking_write(data: bytes) -> None:
+                nonlocal peak
+                original_write(data)
+                peak = max(peak, socket._backlog)
+
+            socket._write = tracking_write  # type: ignore[method-assign]
         batch = [
             {"name": "big", "channel": "firehose", "data": f"{i:05d}" + "x" * 10_000}
             for i in range(20)
@@ -598,7 +641,7 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
             )
             assert response.status_code == 200
             published += len(batch)
-        assert peak <= 10
+        assert peak <= 11  # the frame past the bound is the one that closes
         code, frames = await client.closed_with(within=5)
         assert code == 4100
         assert len(frames) < published
