@@ -23,13 +23,20 @@ if TYPE_CHECKING:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from app import serving
+    from app import serving, workers
     from app.main import create_app
 
     host = args.host or settings.host
     port = args.port or settings.port
-    settings = serving.fit_to_descriptors(settings)
+    count = workers.worker_count(args.workers)
+    workers.check_shared(settings, count)
     warn_about_dev_defaults(settings)
+    if count > 1:
+        for line in banner(settings, host, port):
+            print(f"relay: {line}", flush=True)
+        backlog = serving.backlog(settings)
+        return workers.run(settings, host=host, port=port, workers=count, backlog=backlog)
+    settings = serving.fit_to_descriptors(settings)
     app = create_app(settings)
     for line in banner(settings, host, port):
         print(f"relay: {line}", flush=True)
@@ -181,6 +188,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the relay (HTTP, WebSocket, SSE)")
     serve.add_argument("--host", help="default RELAY_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, help="default RELAY_PORT or 8000")
+    serve.add_argument(
+        "--workers",
+        default="1",
+        help="processes serving the one port (default 1; auto: one per core); more than one "
+        "needs RELAY_BACKPLANE=redis and a shared RELAY_STORE",
+    )
     serve.set_defaults(run=_serve, with_provider=True)
 
     publish = commands.add_parser("publish", help="publish through the running relay's REST API")

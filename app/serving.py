@@ -72,6 +72,11 @@ def fit_to_descriptors(settings: Settings) -> Settings:
     return settings.model_copy(update={"max_connections": room})
 
 
+def backlog(settings: Settings) -> int:
+    """The listening socket's backlog: room for a burst of connections, within the kernel's."""
+    return max(MIN_BACKLOG, min(settings.max_connections, MAX_BACKLOG))
+
+
 def build_config(
     app: ASGIApp, settings: Settings, *, host: str, port: int, relay: Relay | None = None
 ) -> uvicorn.Config:
@@ -92,7 +97,7 @@ def build_config(
         http=guarded_protocol(settings),
         # The cap itself is applied by the protocol class, in problem+json; uvicorn's check is off.
         limit_concurrency=None,
-        backlog=max(MIN_BACKLOG, min(settings.max_connections, MAX_BACKLOG)),
+        backlog=backlog(settings),
         ws=ws,
         ws_max_size=WS_MAX_FRAME_BYTES,
         ws_ping_interval=None,  # pusher-js pings at the protocol level

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "tests" / "e2e" / "js" / "agent.mjs"
@@ -36,7 +36,7 @@ def free_port() -> int:
 class RelayProcess:
     """`relay serve` in a subprocess, with its log kept for assertions."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "RELAY_HOST": "127.0.0.1", "RELAY_PORT": str(self.port)}
@@ -44,7 +44,7 @@ class RelayProcess:
         relay = Path(sys.executable).with_name("relay")
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(relay), "serve"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            [str(relay), "serve", *args], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         try:
             self._wait_ready()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
 import re
 import time
+from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import httpx
