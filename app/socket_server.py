@@ -64,6 +64,8 @@ def lean_socket_protocol(relay: Relay, *, max_frame_bytes: int) -> type[PusherSo
     shell = RelayShell(relay)
 
     class RelaySocket(PusherSocket):
+        __slots__ = ()
+
         def __init__(self, config: Any, server_state: Any, app_state: Any, _loop: Any = None):
             super().__init__(
                 provider,

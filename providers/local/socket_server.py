@@ -101,6 +101,34 @@ def text_frame(payload: bytes) -> bytes:
 class PusherSocket(asyncio.Protocol):
     """One pusher-js socket: the handshake, then the Pusher session, callbacks only."""
 
+    __slots__ = (
+        "_backlog",
+        "_close_timer",
+        "_closing",
+        "_last",
+        "_limit",
+        "_loop",
+        "_path",
+        "_paused",
+        "_pending",
+        "_ping_sent",
+        "_reading_paused",
+        "_registry",
+        "_shell",
+        "_started",
+        "_status",
+        "_ticket",
+        "_timer",
+        "_worker",
+        "_ws",
+        "channels",
+        "provider",
+        "session",
+        "socket_id",
+        "state",
+        "transport",
+    )
+
     def __init__(
         self,
         provider: LocalProvider,

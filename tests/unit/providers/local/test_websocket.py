@@ -588,7 +588,11 @@ async def test_activity_resets_the_ping_timer(
 
 
 async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
-    relay_settings: Settings, relay_serve: Callable[..., Any], relay_api_key: str, transport: str
+    relay_settings: Settings,
+    relay_serve: Callable[..., Any],
+    relay_api_key: str,
+    transport: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     small = relay_settings.model_copy(update={"send_buffer_frames": 10})
     app = create_app(small)
@@ -622,14 +626,14 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
                 sock = end.get_extra_info("socket")
                 sock.setsockopt(SOL_SOCKET, SO_SNDBUF, 4096)
                 sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4096)
-            original_write = socket._write
+            original_write = PusherSocket._write
 
-            def tracking_write(data: bytes) -> None:
+            def tracking_write(self: PusherSocket, data: bytes) -> None:
                 nonlocal peak
-                original_write(data)
-                peak = max(peak, socket._backlog)
+                original_write(self, data)
+                peak = max(peak, self._backlog)
 
-            socket._write = tracking_write  # type: ignore[method-assign]
+            monkeypatch.setattr(PusherSocket, "_write", tracking_write)
         batch = [
             {"name": "big", "channel": "firehose", "data": f"{i:05d}" + "x" * 10_000}
             for i in range(20)
