@@ -26,8 +26,9 @@ import jwt
 
 from bench import plots
 from bench.figures import Figure
-from bench.local_fanout import NodeProcess, process_cpu_seconds
+from bench.nodeclients import NodeProcess
 from bench.plots import Histogram
+from bench.servers import process_cpu_seconds
 from tests.e2e.harness import ROOT, RelayProcess, free_port
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
-"""Latency distributions the benchmarks collect, and PNG plots of them and of every figure's ratio.
+"""What the benchmarks collect (latency distributions, curves) and PNG plots of it and of ratios.
 
-A benchmark hands its latency distributions to `collect`; `render` draws, after the run, one
-chart of every figure's ratio against its target and one chart of cumulative latency per group of
-distributions. Distributions are kept as log-spaced histograms (the layout the Node load clients in
+A benchmark hands its latency distributions to `collect` and its curves (a rate by load, say) to
+`collect_curve`; `render` draws, after the run, one chart of every figure's ratio against its
+target, one chart of cumulative latency per group of distributions and one chart per group of
+curves. Distributions are kept as log-spaced histograms (the layout the Node load clients in
 bench/clients/histogram.mjs produce), so clients in several processes merge by addition.
 """
 
@@ -112,7 +113,17 @@ class Distribution:
     histogram: Histogram
 
 
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """One line of (x, y) points, drawn on the chart of its group."""
+
+    group: str
+    label: str
+    points: tuple[tuple[float, float], ...]
+
+
 _collected: list[Distribution] = []
+_curves: list[Curve] = []
 
 
 def collect(group: str, label: str, histogram: Histogram) -> None:
@@ -122,14 +133,28 @@ def collect(group: str, label: str, histogram: Histogram) -> None:
         _collected.append(Distribution(group, label, histogram))
 
 
+def collect_curve(group: str, label: str, points: Iterable[tuple[float, float]]) -> None:
+    """Keep a curve for the curve charts (a later one with the same names replaces it)."""
+    _curves[:] = [c for c in _curves if (c.group, c.label) != (group, label)]
+    kept = tuple(sorted(points))
+    if kept:
+        _curves.append(Curve(group, label, kept))
+
+
+def curves() -> list[Curve]:
+    """The curves collected so far."""
+    return list(_curves)
+
+
 def collected() -> list[Distribution]:
     """The distributions collected so far."""
     return list(_collected)
 
 
 def clear() -> None:
-    """Forget every collected distribution."""
+    """Forget every collected distribution and curve."""
     _collected.clear()
+    _curves.clear()
 
 
 def slug(text: str) -> str:
@@ -142,7 +167,8 @@ def render(
     out_dir: Path,
     distributions: Sequence[Distribution] | None = None,
 ) -> list[Path]:
-    """Write ratios.png and one latency-<group>.png per group; return the paths written."""
+    """Write ratios.png, one latency-<group>.png and one curve-<group>.png per group; return the
+    paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if figures:
@@ -152,6 +178,11 @@ def render(
         groups.setdefault(d.group, []).append(d)
     for group, members in groups.items():
         written.append(_latency_chart(group, members, out_dir / f"latency-{slug(group)}.png"))
+    lines: dict[str, list[Curve]] = {}
+    for c in _curves:
+        lines.setdefault(c.group, []).append(c)
+    for group, line in lines.items():
+        written.append(_curve_chart(group, line, out_dir / f"curve-{slug(group)}.png"))
     return written
 
 
@@ -212,6 +243,28 @@ def _latency_chart(group: str, members: Sequence[Distribution], path: Path) -> P
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(group)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _curve_chart(group: str, members: Sequence[Curve], path: Path) -> Path:
+    from matplotlib.figure import Figure as Canvas
+
+    fig = Canvas(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for c in members:
+        xs, ys = zip(*c.points, strict=True)
+        ax.plot(xs, ys, marker="o", label=c.label)
+        for x, y in c.points:
+            ax.annotate(f"{y:,.0f}", (x, y), xytext=(3, 4), textcoords="offset points", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("subscribers (log scale)")
+    ax.set_ylabel("delivered messages/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     ax.set_title(group)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

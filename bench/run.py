@@ -20,6 +20,7 @@ from bench import (
     package_size,
     plots,
     pusher_publish,
+    scaling,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "pusher_publish": pusher_publish.run,
     "local_fanout": local_fanout.run,
     "memory": memory.run,
+    "scaling": scaling.run,
     "apigateway_fanout": apigateway_fanout.run,
     "package_size": package_size.run,
 }

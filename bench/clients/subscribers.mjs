@@ -3,12 +3,15 @@
 //
 //   node subscribers.mjs '{"url": "ws://127.0.0.1:PORT/app/KEY?protocol=7", "connections": 500,
 //                          "channel": "bench", "ownChannels": false, "offset": 0, "concurrency": 50,
-//                          "transport": "wire"}'
+//                          "transport": "ws", "deflate": true}'
 //
-// transport "wire" (the default) is the light client of wire.mjs; "ws" is the `ws` package, kept
-// to cross-check it (same counts, same latencies, more CPU per frame).
+// transport "ws" (the default) is the `ws` package, which offers permessage-deflate as every
+// browser does (`deflate: false` to stop offering it); "wire" is the light client of wire.mjs,
+// which offers no extension and costs less CPU per frame, kept as a cross-check of the load
+// client's weight. Each socket records the server's answer to the offer (its
+// Sec-WebSocket-Extensions header, "" when it negotiated none); "ready" counts the answers.
 // Each socket subscribes to `channel` (or, with ownChannels, to `channel-<offset + i>`). Once every
-// one is subscribed the process prints {"type": "ready"}; then it takes JSON commands on stdin:
+// one is subscribed the process prints {"type": "ready", "extensions": {answer: sockets}}; then it takes JSON commands on stdin:
 //   {"op": "report"}  -> {"type": "report", "count", "first", "last", "hist", "closed", "cpu"}
 //   {"op": "reset"}   -> clears the counters and the histogram
 //   {"op": "close"}   -> closes every socket and exits
@@ -20,7 +23,9 @@ import { connect } from './wire.mjs';
 
 const options = JSON.parse(process.argv[2]);
 // `ws` arrives with soketi's and pusher-js's dependencies; load it only when asked for.
-const WebSocket = options.transport === 'ws' ? (await import('ws')).default : null;
+const transport = options.transport ?? 'ws';
+const WebSocket = transport === 'ws' ? (await import('ws')).default : null;
+const answers = new Map(); // Sec-WebSocket-Extensions answer -> sockets
 const sockets = [];
 const stats = { count: 0, first: 0, last: 0, hist: new Histogram() };
 let ready = false;
@@ -30,13 +35,14 @@ function emit(message) {
   process.stdout.write(`${JSON.stringify(message)}\n`);
 }
 
-// Event frames are {"event": "tick", "channel": ..., "data": "<ms>"}; key order differs by server.
+// Event frames are {"event": "tick", "channel": ..., "data": "<ms>"} (key order differs by
+// server); the clock is read without parsing the frame, from a string (what ws 7 hands over for
+// a text frame) or from the raw bytes (wire.mjs).
 function onEvent(text) {
   const at = text.indexOf('"data":"');
   return at >= 0 && record(Number.parseFloat(text.slice(at + 8, at + 40)));
 }
 
-// The same from raw bytes, without decoding the whole frame.
 function onEventBytes(payload) {
   const at = payload.indexOf('"data":"');
   return at >= 0 && record(Number.parseFloat(payload.toString('latin1', at + 8, at + 40)));
@@ -80,10 +86,17 @@ function open(index) {
       rejectOpen(error);
     };
     let subscribed = false;
-    if (options.transport === 'ws') {
-      const ws = new WebSocket(options.url, { perMessageDeflate: false });
+    if (transport === 'ws') {
+      // perMessageDeflate: true offers what a browser offers (client_max_window_bits).
+      const ws = new WebSocket(options.url, { perMessageDeflate: options.deflate ?? true });
+      ws.on('upgrade', (response) => {
+        const answer = response.headers['sec-websocket-extensions'] ?? '';
+        answers.set(answer, (answers.get(answer) ?? 0) + 1);
+      });
       const pusher = handshake(index, channel, (text) => ws.send(text), resolve, reject);
       ws.on('message', (raw) => {
+        // ws 7 (what soketi brings) hands a text frame over as a string, inflated when deflate
+        // was negotiated.
         const text = typeof raw === 'string' ? raw : raw.toString();
         if (subscribed && text.includes('"tick"') && onEvent(text)) return;
         if (text.includes('pusher:ping')) ws.send('{"event":"pusher:pong","data":{}}');
@@ -98,6 +111,7 @@ function open(index) {
       return;
     }
     let onClosed = null;
+    answers.set('', (answers.get('') ?? 0) + 1); // wire.mjs offers no extension
     const client = connect(options.url, {
       onMessage: (payload) => {
         if (subscribed && payload.indexOf('"tick"') >= 0 && onEventBytes(payload)) return;
@@ -134,7 +148,7 @@ async function openAll() {
   };
   await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 50) }, worker));
   ready = true;
-  emit({ type: 'ready', connections: sockets.length, ms: nowMs() - started });
+  emit({ type: 'ready', connections: sockets.length, ms: nowMs() - started, extensions: Object.fromEntries(answers) });
 }
 
 function closeAll() {

@@ -8,16 +8,17 @@ import os
 import re
 import shutil
 import subprocess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from bench import plots
 from bench.cold_start import EVENT, added_imports, package_times, probe_program
 from bench.figures import Figure
-from bench.local_fanout import CLIENTS, process_cpu_seconds
-from bench.memory import Footprint, parse_vmrss, rss_bytes
+from bench.memory import Footprint
+from bench.nodeclients import CLIENTS
 from bench.plots import Histogram, bucket_of, bucket_value
+from bench.servers import children, parse_vmrss, process_cpu_seconds, rss_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -177,6 +178,9 @@ def test_plots_render_pngs_and_link_them(tmp_path: Path, no_collected: None) -> 
     plots.collect("Group A", "two", Histogram.from_samples([2.0, 4.0]))
     plots.collect("Group A", "two", Histogram.from_samples([5.0]))  # replaces the earlier one
     plots.collect("Empty", "none", Histogram())  # nothing to draw: left out
+    plots.collect_curve("Rate by size", "relay", [(1000, 30.0), (100, 10.0)])
+    plots.collect_curve("Rate by size", "soketi", [(100, 12.0), (1000, 35.0)])
+    plots.collect_curve("Empty curve", "none", [])  # nothing to draw: left out
     figures = [
         _figure("met", 2.0, 1.0, ">= 1.5"),
         _figure("missed", 3.0, 1.0, "<= 1.15"),
@@ -184,7 +188,12 @@ def test_plots_render_pngs_and_link_them(tmp_path: Path, no_collected: None) -> 
     ]
     out = tmp_path / "docs" / "bench"
     paths = plots.render(figures, out)
-    assert [p.name for p in paths] == ["ratios.png", "latency-group-a.png"]
+    assert [p.name for p in paths] == [
+        "ratios.png",
+        "latency-group-a.png",
+        "curve-rate-by-size.png",
+    ]
+    assert plots.curves()[0].points == ((100, 10.0), (1000, 30.0))  # sorted by x
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [d.label for d in plots.collected()] == ["one", "two"]
@@ -207,3 +216,21 @@ def test_percentile_matches_the_figures_module_on_raw_samples() -> None:
     hist = Histogram.from_samples(samples)
     for q in (50, 90, 99):
         assert hist.percentile(q) == pytest.approx(percentile(samples, q), rel=0.03)
+
+
+def test_a_process_tree_is_found_from_its_root() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in children(os.getpid())
+        assert children(child.pid) == []
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_rounds_rotate_which_server_goes_first() -> None:
+    from bench.deliveries import rounds
+
+    servers: list[Any] = ["a", "b", "c"]
+    order: list[Any] = list(rounds(servers, 3))
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
