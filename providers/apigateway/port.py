@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from core.provider import Member
+from core.webhooks.sink import emit, settle
 from providers.apigateway.store import ONLINE, Conflict
 from providers.pusherproto.port import ConnectionGone, Joined, Left
 from providers.pusherproto.session import leave_all
@@ -149,8 +150,12 @@ async def drop(store: Store, poster: Poster, connection_id: str, *, counts: bool
     if connection is None:
         return False
     port = DynamoPort(store, connection_id, connection=connection, removed=True)
-    for broadcast in await leave_all(port, state_of(connection), counts=counts):
+    left = await leave_all(port, state_of(connection), counts=counts)
+    for broadcast in left.broadcasts:
         await poster.broadcast(
             broadcast.channel, broadcast.frame(), exclude_connection=connection_id
         )
+    if left.hooks:
+        emit(left.hooks)
+        await settle()
     return True

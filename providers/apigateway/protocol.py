@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.webhooks.sink import emit, settle
 from providers.apigateway.port import DynamoPort
 from providers.apigateway.settings import MAX_FRAME_BYTES
 from providers.pusherproto.session import Session
@@ -49,6 +50,7 @@ class Protocol:
     async def _carry_out(self, connection_id: str, outcome: Outcome) -> str | None:
         provider = self.provider
         if not outcome.broadcasts and outcome.close is None and len(outcome.replies) <= 1:
+            await _hand_over(outcome)
             return outcome.replies[0] if outcome.replies else None
         for reply in outcome.replies:
             await provider.send(connection_id, reply)
@@ -57,6 +59,14 @@ class Protocol:
             await provider.broadcast(
                 broadcast.channel, broadcast.frame(), exclude_connection=exclude
             )
+        await _hand_over(outcome)
         if outcome.close is not None:
             await provider.close(connection_id)
         return None
+
+
+async def _hand_over(outcome: Outcome) -> None:
+    # The webhook sink sends to SQS here: before the invocation returns, or never.
+    if outcome.hooks:
+        emit(outcome.hooks)
+        await settle()

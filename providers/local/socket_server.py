@@ -33,6 +33,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from core.webhooks.sink import emit
 from providers.local import handshake
 from providers.local.admission import Ticket
 from providers.local.hub import Delivery
@@ -346,6 +347,7 @@ class PusherSocket(asyncio.Protocol):
             self._send(reply)
         for broadcast in outcome.broadcasts:
             self.provider.broadcast(Delivery.of(broadcast, sender=self.socket_id))
+        emit(outcome.hooks)
         if outcome.close is not None:
             self.close(outcome.close)
 
@@ -354,6 +356,7 @@ class PusherSocket(asyncio.Protocol):
             outcome = await session.close()
             for broadcast in outcome.broadcasts:
                 self.provider.broadcast(Delivery.of(broadcast, sender=self.socket_id))
+            emit(outcome.hooks)
         finally:
             self._shell.access(self._path, self._status, self._started)
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 import orjson
 
 from core.errors import BadRequest
+from core.webhooks.sink import emit
 from providers.local.hub import Delivery
-from providers.pusherproto.outcome import member_added, member_removed
+from providers.pusherproto.outcome import joined_hooks, left_hooks, member_added, member_removed
 from providers.pusherproto.state import SessionState, new_socket_id
 
 if TYPE_CHECKING:
@@ -88,9 +90,11 @@ class SseStream:
         try:
             for channel in self._wanted:
                 member = self._presence.get(channel)
-                if (await port.join(channel, member)).first and member is not None:
-                    joined = member_added(channel, member)
-                    self.provider.broadcast(Delivery.of(joined, sender=self.socket_id))
+                joined = await port.join(channel, member)
+                if joined.first and member is not None:
+                    added = member_added(channel, member)
+                    self.provider.broadcast(Delivery.of(added, sender=self.socket_id))
+                emit(joined_hooks(channel, member, joined, _now_ms()))
             hello = {"type": "connected", "socket_id": self.socket_id, "channels": self._wanted}
             yield b"retry: %d\ndata: %s\n\n" % (RETRY_MS, orjson.dumps(hello))
             sent = self._last_seq
@@ -127,9 +131,15 @@ class SseStream:
 
     async def _leave(self, port: SessionPort) -> None:
         for channel in sorted(self.channels):
-            gone = (await port.leave(channel)).user_id
-            if gone is not None:
-                self.provider.broadcast(Delivery.of(member_removed(channel, gone), sender=None))
+            left = await port.leave(channel)
+            if left.user_id is not None:
+                removed = member_removed(channel, left.user_id)
+                self.provider.broadcast(Delivery.of(removed, sender=None))
+            emit(left_hooks(channel, left, _now_ms()))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _seq_after(last_event_id: str | None, epoch: str, newest: int) -> int | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocketDisconnect
 
+from core.webhooks.sink import emit
 from providers.local import handshake
 from providers.local.hub import Delivery
 from providers.local.outbox import Outbox
@@ -111,5 +112,6 @@ class PusherConnection:
             self.outbox.send(reply)
         for broadcast in outcome.broadcasts:
             self.provider.broadcast(Delivery.of(broadcast, sender=self.socket_id))
+        emit(outcome.hooks)
         if outcome.close is not None:
             self.outbox.close(outcome.close)

@@ -2,7 +2,9 @@
 
 A driver carries an Outcome out in its order: replies first, then broadcasts, then the close. The
 API Gateway driver sends a lone reply as the route response and posts everything else; the local
-driver queues replies on the socket and hands broadcasts to the hub.
+driver queues replies on the socket and hands broadcasts to the hub. The hooks (what the app's
+backend hears by webhook: occupied, vacated, members, client events, cache misses, counts) go to
+the process's webhook sink (core/webhooks), which only enqueues them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import TYPE_CHECKING
 import orjson
 from msgspec import Struct, field
 
+from core.provider import ChannelEvent
 from providers.pusherproto import frames
 
 if TYPE_CHECKING:
     from core.provider import PresenceData
+    from providers.pusherproto.port import Joined, Left
 
 MEMBER_ADDED = "pusher_internal:member_added"
 MEMBER_REMOVED = "pusher_internal:member_removed"
@@ -55,6 +59,7 @@ class Outcome(Struct):
     replies: list[str] = field(default_factory=list)
     broadcasts: list[Broadcast] = field(default_factory=list)
     close: int | None = None  # close the connection with this code after the replies
+    hooks: list[ChannelEvent] = field(default_factory=list)  # for the outbound webhooks
 
 
 def member_added(channel: str, member: PresenceData) -> Broadcast:
@@ -85,3 +90,32 @@ def watchlist_event(user_id: str, name: str) -> Broadcast:
 def watchlist_data(name: str, user_ids: list[str]) -> str:
     """pusher_internal:watchlist_events' data, as pusher-js's watchlist reads it."""
     return orjson.dumps({"events": [{"name": name, "user_ids": user_ids}]}).decode()
+
+
+def joined_hooks(
+    channel: str, member: PresenceData | None, joined: Joined, time_ms: int
+) -> list[ChannelEvent]:
+    """What a subscription tells the app's backend: the channel occupied (its first
+    subscription, of the cluster where the port counts the cluster's), then the member added
+    (the user's first connection there). The protocol's own `#` channels are nobody's news."""
+    if channel.startswith("#"):
+        return []
+    hooks = []
+    if joined.count == 1:
+        hooks.append(ChannelEvent("channel_occupied", channel, time_ms))
+    if member is not None and joined.first:
+        hooks.append(ChannelEvent("member_added", channel, time_ms, user_id=member.user_id))
+    return hooks
+
+
+def left_hooks(channel: str, left: Left, time_ms: int) -> list[ChannelEvent]:
+    """What an unsubscription tells the app's backend: the member removed (the user's last
+    connection there), then the channel vacated (its last subscription)."""
+    if channel.startswith("#"):
+        return []
+    hooks = []
+    if left.user_id is not None:
+        hooks.append(ChannelEvent("member_removed", channel, time_ms, user_id=left.user_id))
+    if left.count == 0:
+        hooks.append(ChannelEvent("channel_vacated", channel, time_ms))
+    return hooks

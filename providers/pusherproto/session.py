@@ -32,6 +32,11 @@ The rules, the same on both servers (tests/unit/providers/pusherproto/test_sessi
   connection (4010); each before that gets a `pusher:error`.
 * A connection whose state is gone (API Gateway: the row expired or was cleaned up) is told to
   reconnect (4200) and closed.
+* The outbound webhooks' events are the Outcome's hooks, decided beside the broadcasts: a
+  channel's first subscription (channel_occupied) and last (channel_vacated) as the port counts
+  them, a presence user's first and last connection (member_added, member_removed), every client
+  event (client_event, with the sender's user_id on presence), a subscription to an empty cache
+  channel (cache_miss) and each subscription count announced (subscription_count).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from core.authorizing import MAX_WATCHLIST
+from core.provider import ChannelEvent
 from core.validation import CLIENT_EVENT_PREFIX, ChannelKind, channel_kind
 from providers.pusherproto import client_events, frames, signing, subscribing
 from providers.pusherproto.cache import is_cache_channel
@@ -52,6 +58,8 @@ from providers.pusherproto.outcome import (
     WATCHLIST_EVENTS,
     Broadcast,
     Outcome,
+    joined_hooks,
+    left_hooks,
     member_added,
     member_removed,
     subscription_count,
@@ -132,8 +140,7 @@ class Session:
         if state is None:
             return Outcome()
         counts = self.config.subscription_counts
-        broadcasts = await leave_all(self.port, state, counts=counts, clock=self.config.clock)
-        return Outcome(broadcasts=broadcasts)
+        return await leave_all(self.port, state, counts=counts, clock=self.config.clock)
 
     # -- internals --------------------------------------------------------------------------
     async def _load(self) -> SessionState | None:
@@ -188,24 +195,27 @@ class Session:
             state.members[channel] = member.user_id
         roster = None if joined.roster is None else frames.roster(joined.roster)
         out.replies.append(frames.subscription_succeeded(channel, roster))
+        now_ms = _millis(self.config.clock)
+        out.hooks.extend(joined_hooks(channel, member, joined, now_ms))
         if member is not None and joined.first:
             out.broadcasts.append(member_added(channel, member))
         if self.config.subscription_counts:
-            out.broadcasts.extend(await _count(self.port, channel, joined.count, self.config.clock))
+            counted = await _count(self.port, channel, joined.count, self.config.clock)
+            out.broadcasts.extend(counted)
+            out.hooks.extend(_count_hooks(counted, joined.count, now_ms))
         if is_cache_channel(channel):
             cached = await self.port.cached(channel)
             if cached is not None and cached.fresh(self.config.clock()):
                 out.replies.append(frames.event(cached.event, channel, cached.data))
             else:
                 out.replies.append(frames.cache_miss(channel))
+                out.hooks.append(ChannelEvent("cache_miss", channel, now_ms))
 
     async def _unsubscribe(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
         channel = data.get("channel")
         if isinstance(channel, str) and channel in state.channels:
             counts = self.config.subscription_counts
-            out.broadcasts.extend(
-                await _leave(self.port, state, channel, counts=counts, clock=self.config.clock)
-            )
+            await _leave(self.port, state, channel, out, counts=counts, clock=self.config.clock)
 
     async def _signin(self, state: SessionState, out: Outcome, data: dict[str, Any]) -> None:
         user_data = data.get("user_data")
@@ -256,6 +266,17 @@ class Session:
             out.replies.append(frames.error("Client event rejected: rate limit", code))
             return
         out.broadcasts.append(event)
+        out.hooks.append(
+            ChannelEvent(
+                "client_event",
+                event.channel,
+                _millis(self.config.clock),
+                user_id=event.user_id,
+                event=event.event,
+                data=event.data,
+                socket_id=state.socket_id,
+            )
+        )
 
 
 async def leave_all(
@@ -264,34 +285,50 @@ async def leave_all(
     *,
     counts: bool = True,
     clock: Callable[[], float] = time.time,
-) -> list[Broadcast]:
+) -> Outcome:
     """Leave every channel of a connection that ended, member_removed where it was a user's last
     connection, the new subscription counts where `counts`, and `offline` to the watchers of a
     signed-in user whose last connection this was (the local socket's end; API Gateway's
-    $disconnect and its cleanup of connections found gone)."""
-    broadcasts: list[Broadcast] = []
+    $disconnect and its cleanup of connections found gone); the hooks of each leave."""
+    out = Outcome()
     for channel in sorted(state.channels):
-        broadcasts.extend(await _leave(port, state, channel, counts=counts, clock=clock))
+        await _leave(port, state, channel, out, counts=counts, clock=clock)
     if state.signed_in is not None and await port.sign_out(state.signed_in):
-        broadcasts.append(watchlist_event(state.signed_in, "offline"))
-    return broadcasts
+        out.broadcasts.append(watchlist_event(state.signed_in, "offline"))
+    return out
 
 
 async def _leave(
     port: SessionPort,
     state: SessionState,
     channel: str,
+    out: Outcome,
     *,
     counts: bool,
     clock: Callable[[], float],
-) -> list[Broadcast]:
+) -> None:
     left = await port.leave(channel)
     state.channels.discard(channel)
     state.members.pop(channel, None)
-    broadcasts = [] if left.user_id is None else [member_removed(channel, left.user_id)]
+    if left.user_id is not None:
+        out.broadcasts.append(member_removed(channel, left.user_id))
+    now_ms = _millis(clock)
+    out.hooks.extend(left_hooks(channel, left, now_ms))
     if counts:
-        broadcasts.extend(await _count(port, channel, left.count, clock))
-    return broadcasts
+        counted = await _count(port, channel, left.count, clock)
+        out.broadcasts.extend(counted)
+        out.hooks.extend(_count_hooks(counted, left.count, now_ms))
+
+
+def _count_hooks(counted: list[Broadcast], count: int | None, time_ms: int) -> list[ChannelEvent]:
+    # The count announced travels as `data`: ChannelEvent has no field of its own for it.
+    return [
+        ChannelEvent("subscription_count", b.channel, time_ms, data=str(count)) for b in counted
+    ]
+
+
+def _millis(clock: Callable[[], float]) -> int:
+    return int(clock() * 1000)
 
 
 async def _count(
