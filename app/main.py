@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from app import __version__, problems
+from app import __version__, docs, problems
+from app import webhooks as webhooks_sink
 from app.middleware import Front
 from app.pusher_http import build_pusher_http_router
 from app.relay import Relay
@@ -46,9 +47,11 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await relay.provider.start()
+        hooks = await webhooks_sink.start(relay.settings)  # None unless RELAY_WEBHOOK_URL
         try:
             yield
         finally:
+            await webhooks_sink.stop(hooks)
             await relay.aclose()
 
     app = RelayApp(
@@ -56,9 +59,12 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
         version=__version__,
         summary="Authorize realtime channel subscriptions and relay publishes to a provider.",
         lifespan=lifespan,
+        docs_url=None,  # app/docs.py serves it from local files
+        redoc_url=None,  # ReDoc loads only from a CDN
     )
     app.state.relay = relay
     problems.install(app)
+    docs.install(app)
     routers = (health, auth, events, channels, users, webhooks)
     for module in routers:
         app.include_router(module.router)
@@ -70,6 +76,7 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
 
         assert isinstance(relay.provider, LocalProvider)
         app.include_router(build_router(relay.provider))
+    docs.list_only_served(app, relay.provider)
     # One layer instead of FastAPI middleware (each a wrapper with its own wrapped `send`), and
     # the auth endpoints served from it: bench/README.md, "Auth".
     app.front = Front(
