@@ -1,4 +1,4 @@
-"""The `relay` command: serve, publish, token, policy explain, check."""
+"""The `relay` command: serve, publish, token, policy explain, check, webhooks test."""
 
 from __future__ import annotations
 
@@ -180,6 +180,25 @@ async def _live_check(relay: Relay) -> int:
     return 0
 
 
+def _webhooks_test(settings: Settings, args: argparse.Namespace) -> int:
+    from app.webhooks import SAMPLE_CHANNEL, send_sample
+    from core.webhooks.delivery import safe_url
+
+    if not settings.webhook_url:
+        raise ConfigurationError("RELAY_WEBHOOK_URL: set it to the URL(s) to send webhooks to")
+    answers = asyncio.run(send_sample(settings))
+    print(
+        f"relay: sent member_added on {SAMPLE_CHANNEL} ({settings.webhook_format} format)",
+        flush=True,
+    )
+    for answer in answers:
+        said = (
+            f"{answer.status} {answer.detail}" if answer.status else f"no answer: {answer.detail}"
+        )
+        print(f"  {safe_url(answer.url)}: {said}")
+    return 0 if all(a.delivered for a in answers) else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description=__doc__)
     parser.set_defaults(with_provider=False)
@@ -249,6 +268,13 @@ def _parser() -> argparse.ArgumentParser:
         help="migrations directory (default %(default)s)",
     )
     policies.set_defaults(run=_supabase_policies)
+
+    webhooks = commands.add_parser("webhooks", help="outbound webhooks")
+    webhooks_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    webhooks_test = webhooks_commands.add_parser(
+        "test", help="send a signed sample to RELAY_WEBHOOK_URL and print each answer"
+    )
+    webhooks_test.set_defaults(run=_webhooks_test)
 
     check = commands.add_parser("check", help="validate configuration and the provider")
     check.add_argument(

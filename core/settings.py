@@ -14,7 +14,14 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from core.envsettings import EnvSettings
 from core.errors import ConfigurationError
@@ -33,6 +40,16 @@ SettingsT = TypeVar("SettingsT", bound=EnvSettings)
 # The providers that serve Pusher-protocol sockets under the relay's own app credentials
 # (RELAY_APP_*); the others use their own service's credentials and never read these.
 APP_CREDENTIAL_PROVIDERS = frozenset({"local", "apigateway"})
+# The channel events the outbound webhooks send (core/webhooks), as Pusher names them.
+WEBHOOK_EVENTS = (
+    "cache_miss",
+    "channel_occupied",
+    "channel_vacated",
+    "client_event",
+    "member_added",
+    "member_removed",
+    "subscription_count",
+)
 MASTER_KEY_BYTES = 32  # NaCl secretbox keys; Pusher's encryption master key is one
 
 
@@ -143,6 +160,10 @@ class Settings(EnvSettings):
 
     # Connections (relay serve): slow clients, caps, and a bounded drain on shutdown.
     request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Channel history the relay keeps in the store where the policy grants `history` (for every
+    # provider but Ably, which keeps its own): how long a message is kept, and how many per channel.
+    history_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    history_max_messages: int = Field(default=100, ge=1, le=100_000)
     max_connections: int = Field(default=10_000, ge=1)  # HTTP, WebSocket and SSE together
     max_connections_per_ip: int = Field(default=200, ge=1)  # WebSocket and SSE per address
     max_subscriptions_per_connection: int = Field(default=100, ge=1, le=100_000)
@@ -156,6 +177,51 @@ class Settings(EnvSettings):
     # Provider circuit breaker: open after this many failures in a row, probe after the cooldown.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
+
+    # Outbound webhooks (docs/webhooks.md): off while no URL is set.
+    webhook_url: tuple[str, ...] = ()
+    webhook_format: Literal["pusher", "standard"] = "pusher"
+    webhook_secret: SecretStr | None = None  # standard format: whsec_<base64>
+    webhook_channels: tuple[str, ...] = ()  # patterns, `*` any run of characters; none: all
+    webhook_events: tuple[str, ...] = ()  # kinds; none: all
+    # Where events wait: auto picks redis with RELAY_STORE or RELAY_BACKPLANE redis, sqs on
+    # Lambda when RELAY_WEBHOOK_QUEUE_URL is set, memory otherwise.
+    webhook_queue: Literal["auto", "memory", "redis", "sqs"] = "auto"
+    webhook_queue_url: str | None = None  # the SQS queue (Lambda)
+    webhook_hold_seconds: float = Field(default=3.0, ge=0, le=60)  # member_removed, vacated
+    webhook_batch_events: int = Field(default=50, ge=1, le=100)
+    webhook_queue_events: int = Field(default=10_000, ge=1, le=1_000_000)  # memory queue bound
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_attempts: int = Field(default=8, ge=1, le=50)
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _split_webhook_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(u.strip() for u in value.split(",") if u.strip())
+        if isinstance(value, tuple | list):
+            from urllib.parse import urlsplit
+
+            if len(value) > 10:
+                raise ValueError("at most 10 URLs")
+            for url in value:
+                parts = urlsplit(str(url))
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise ValueError("each URL must be http:// or https:// with a host")
+                if parts.username or parts.password:
+                    raise ValueError("put no credentials in a URL: the body is signed")
+        return value
+
+    @field_validator("webhook_channels", "webhook_events", mode="before")
+    @classmethod
+    def _split_webhook_lists(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if info.field_name == "webhook_events" and isinstance(value, tuple | list):
+            unknown = sorted(set(value) - set(WEBHOOK_EVENTS))
+            if unknown:
+                raise ValueError(f"unknown kinds {unknown}: use {', '.join(WEBHOOK_EVENTS)}")
+        return value
 
     # Browser origins allowed on the auth endpoints and the local WebSocket ("*": any). Unset:
     # any origin in development, none in production (deny by default).
@@ -285,6 +351,11 @@ def load_settings() -> Settings:
             problems.append("RELAY_JWT_SECRET: set it, or RELAY_JWKS_URL, to verify users")
         if settings.backplane == "redis" and not settings.redis_url:
             problems.append("RELAY_REDIS_URL: required when RELAY_BACKPLANE=redis")
+        standard = settings.webhook_url and settings.webhook_format == "standard"
+        if standard and settings.webhook_secret is None:
+            problems.append("RELAY_WEBHOOK_SECRET: required when RELAY_WEBHOOK_FORMAT=standard")
+        if settings.webhook_queue == "sqs" and not settings.webhook_queue_url:
+            problems.append("RELAY_WEBHOOK_QUEUE_URL: required when RELAY_WEBHOOK_QUEUE=sqs")
         refused = [v for v in settings.dev_defaults_in_use if v not in named]
         if settings.env == "production" and refused:
             problems.append(

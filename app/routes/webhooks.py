@@ -1,4 +1,6 @@
-"""Inbound provider webhooks: verified by the provider, normalized into the relay's schema."""
+"""Inbound provider webhooks: verified by the provider, normalized into the relay's schema, and
+forwarded to the app's backend through the outbound webhooks' sink (when RELAY_WEBHOOK_URL is
+set), in the relay's one format whichever provider sent them."""
 
 import logging
 
@@ -8,6 +10,7 @@ from pydantic import BaseModel
 
 from app.relay import relay_of
 from core.errors import NotFound
+from core.webhooks.sink import emit, settle
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ class Received(BaseModel):
 
 @router.post("/{provider}", summary="Receive a provider webhook")
 async def receive(provider: str, request: Request) -> Received:
-    """Verify the signature first (401 and no effect if it fails), then normalize."""
+    """Verify the signature first (401 and no effect if it fails), then normalize and forward."""
     relay = relay_of(request)
     if provider != relay.provider.name:
         raise NotFound(f"this relay takes webhooks from {relay.provider.name!r} only")
@@ -42,6 +45,9 @@ async def receive(provider: str, request: Request) -> Received:
     events = relay.provider.parse_webhook(request.headers, body)
     for e in events:
         log.info("webhook %s: %s on %s", provider, e.kind, e.channel)
+    if events:
+        emit(events)
+        await settle()  # queued before the provider hears 200 (on Lambda: sent to SQS)
     return Received(
         provider=provider,
         events=[ChannelEventOut(**asdict(e)) for e in events],

@@ -1,0 +1,120 @@
+"""SQS on Lambda: the WebSocket handlers send their events to a FIFO queue before they return,
+and a consumer function (app.webhooks.consume) delivers them; what it cannot deliver after the
+queue's receive count goes to the dead-letter queue (serverless.yml, infra/webhooks-queue.yaml).
+
+Each channel is a message group, so a channel's events reach the consumer in order. The consumer
+runs the same schedule over each batch it receives: member_removed is held until it is
+`hold_seconds` old and cancelled by that user's return in the same batch (the queue's batching
+window gathers both); a return that lands in a later batch is not cancelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from core import aws
+from core.provider import ChannelEvent
+from core.webhooks.dispatcher import Dispatcher
+from core.webhooks.filters import Filter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from core.webhooks.config import WebhookConfig
+    from core.webhooks.delivery import Sender
+
+log = logging.getLogger(__name__)
+SQS_BATCH = 10  # SendMessageBatch's limit
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(ChannelEvent).decode
+
+
+class SqsSink:
+    """A Sink that buffers an invocation's events and sends them on `settle`."""
+
+    def __init__(self, config: WebhookConfig, *, queue_url: str, client: Any = None) -> None:
+        self.config = config
+        self.filter = Filter(config.channels, config.kinds)
+        self.queue_url = queue_url
+        self._client = client
+        self._buffer: list[ChannelEvent] = []
+        self._seq = 0
+
+    def put(self, events: Sequence[ChannelEvent]) -> None:
+        """Filter and buffer."""
+        self._buffer.extend(e for e in events if self.filter.keeps(e))
+
+    async def settle(self) -> None:
+        """Send what is buffered, ten messages a call; a failure is logged, not raised (the
+        client's frame was handled; the events are lost, as the docs say)."""
+        buffered, self._buffer = self._buffer, []
+        sqs = self._client or aws.client("sqs")
+        fifo = self.queue_url.endswith(".fifo")
+        for start in range(0, len(buffered), SQS_BATCH):
+            entries = []
+            for i, event in enumerate(buffered[start : start + SQS_BATCH]):
+                body = _encode(event).decode()
+                self._seq += 1
+                entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
+                if fifo:
+                    entry["MessageGroupId"] = hashlib.sha256(event.channel.encode()).hexdigest()
+                    dedup = f"{body}{time.time_ns()}{self._seq}".encode()
+                    entry["MessageDeduplicationId"] = hashlib.sha256(dedup).hexdigest()
+                entries.append(entry)
+            try:
+                answer = await aws.call(
+                    sqs,
+                    "send_message_batch",
+                    "webhook queue unreachable",
+                    QueueUrl=self.queue_url,
+                    Entries=entries,
+                )
+            except Exception as exc:
+                log.warning("webhooks: %d events not queued (%s)", len(entries), exc)
+                continue
+            if answer.get("Failed"):
+                log.warning("webhooks: %d events not queued", len(answer["Failed"]))
+
+    async def start(self) -> None:
+        """Nothing runs in the background on Lambda."""
+
+    async def aclose(self) -> None:
+        """Send what is buffered."""
+        await self.settle()
+
+
+class Undelivered(Exception):
+    """A batch of the queue was not delivered: SQS makes its messages visible again."""
+
+
+async def consume(
+    records: Sequence[dict[str, Any]],
+    config: WebhookConfig,
+    sender: Sender,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Any] | None = None,
+) -> int:
+    """Deliver one SQS batch (an event source mapping's records), held events waited for;
+    the number of events delivered. Raise Undelivered if a URL never took one."""
+    import asyncio
+
+    dispatcher = Dispatcher(config, sender, clock=clock)
+    for record in records:
+        dispatcher.enqueue(_decode(record["body"]))
+    wait = sleep or asyncio.sleep
+    while len(dispatcher.schedule):
+        batch = dispatcher.next_batch()
+        if batch:
+            if not await dispatcher.deliver(batch):
+                raise Undelivered(f"{dispatcher.undelivered} events not delivered")
+            continue
+        due = dispatcher.schedule.next_due()
+        if due is not None:
+            await wait(max(0.0, min(config.hold_seconds, due - clock())))
+    return dispatcher.delivered

@@ -1,0 +1,224 @@
+"""The webhooks in the shell: the sink started with the app (local sockets report their channel
+events), provider webhooks forwarded, `relay webhooks test`, and the Lambda handlers' events through
+SQS (moto) to the consumer function, each request verified by the receiver with the Pusher SDK or
+standardwebhooks."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import orjson
+import websockets
+from moto import mock_aws
+from pydantic import SecretStr
+
+from app import lambda_websocket as handlers
+from app import webhooks as app_webhooks
+from app import webhooks_lambda
+from app.cli import main
+from app.lambda_handler import LambdaRuntime
+from app.main import create_app
+from app.relay import Relay
+from core.webhooks import sink as webhook_sink
+from providers.pusherproto import signing
+from tests import lambda_runtime
+from tests.e2e.apigw_support import (
+    FakeLambda,
+    aws_environment,
+    connect_event,
+    deploy_infra,
+    disconnect_event,
+    message_event,
+    relay_settings,
+    subscribe_frame,
+    token,
+)
+from tests.e2e.management_stub import StubThread
+from tests.servers import serve
+from tests.unit.conftest import UNIT_SETTINGS
+from tests.unit.core.webhooks.conftest import receiver
+from tests.unit.core.webhooks.receiver import WEBHOOK_SECRET, Receiver, ReceiverThread
+
+__all__ = ["receiver"]  # the fixture, shared
+
+if TYPE_CHECKING:
+    import pytest
+
+    from core.settings import Settings
+    from tests.servers import LiveServer
+
+
+async def test_local_sockets_report_occupied_members_client_events_and_vacated(
+    receiver: tuple[Receiver, str], relay_settings: Settings
+) -> None:
+    backend, url = receiver
+    settings = relay_settings.model_copy(
+        update={"webhook_url": (url,), "webhook_hold_seconds": 0.2}
+    )
+    app = create_app(settings)
+    async with serve(app) as server:
+        assert webhook_sink.installed() is not None
+        await _presence_visit(server, settings)
+        await backend.wait_for(5)
+    assert webhook_sink.installed() is None  # the app's stop uninstalled it
+    assert backend.kinds() == [
+        ("channel_occupied", "presence-room", None),
+        ("member_added", "presence-room", "ann"),
+        ("client_event", "presence-room", "ann"),
+        ("member_removed", "presence-room", "ann"),
+        ("channel_vacated", "presence-room", None),
+    ]
+    assert backend.events[2]["event"] == "client-typing"
+    assert backend.refused == []
+
+
+async def _presence_visit(server: LiveServer, settings: Settings) -> None:
+    key, secret = settings.app_key, settings.app_secret.get_secret_value()
+    async with websockets.connect(f"{server.ws_url}/app/{key}?protocol=7") as ws:
+        hello = orjson.loads(await ws.recv())
+        socket_id = orjson.loads(hello["data"])["socket_id"]
+        member = orjson.dumps({"user_id": "ann", "user_info": {}}).decode()
+        auth = signing.channel_auth(
+            key, secret, socket_id=socket_id, channel="presence-room", channel_data=member
+        )
+        data = {"channel": "presence-room", "auth": auth, "channel_data": member}
+        await ws.send(orjson.dumps({"event": "pusher:subscribe", "data": data}).decode())
+        await ws.recv()
+        typing = {"event": "client-typing", "channel": "presence-room", "data": {"on": True}}
+        await ws.send(orjson.dumps(typing).decode())
+        await ws.send(orjson.dumps({"event": "pusher:ping", "data": {}}).decode())
+        assert orjson.loads(await ws.recv())["event"] == "pusher:pong"
+
+
+async def test_no_url_no_sink(relay_settings: Settings) -> None:
+    assert await app_webhooks.start(relay_settings) is None
+    assert webhook_sink.installed() is None
+
+
+async def test_the_standard_format_is_verified_by_standardwebhooks(
+    relay_settings: Settings,
+) -> None:
+    receiver = Receiver(fmt="standard")
+    async with serve(receiver.app) as server:
+        settings = relay_settings.model_copy(
+            update={
+                "webhook_url": (f"{server.http_url}/hooks",),
+                "webhook_format": "standard",
+                "webhook_secret": SecretStr(WEBHOOK_SECRET),
+            }
+        )
+        [answer] = await app_webhooks.send_sample(settings)
+    assert answer.status == 200
+    assert receiver.kinds() == [
+        ("member_added", app_webhooks.SAMPLE_CHANNEL, "relay-webhooks-test")
+    ]
+    assert receiver.ids[0].startswith("msg_")
+
+
+def test_relay_webhooks_test_prints_each_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver = Receiver()
+    with ReceiverThread(receiver) as url:
+        for name, value in UNIT_SETTINGS.items():
+            monkeypatch.setenv(f"RELAY_{name.upper()}", str(value))
+        monkeypatch.setenv("RELAY_WEBHOOK_URL", f"{url}?token=hidden")
+        assert main(["webhooks", "test"]) == 0
+        receiver.failures = [503]
+        monkeypatch.setenv("RELAY_WEBHOOK_URL", url)
+        assert main(["webhooks", "test"]) == 1  # one attempt: the answer, as it came
+    out = capsys.readouterr().out
+    assert f"{url}: 200 OK" in out
+    assert f"{url}: 503 Service Unavailable" in out
+    assert "hidden" not in out
+    assert len(receiver.events) == 1
+
+
+def test_relay_webhooks_test_without_a_url_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in UNIT_SETTINGS.items():
+        monkeypatch.setenv(f"RELAY_{name.upper()}", str(value))
+    monkeypatch.delenv("RELAY_WEBHOOK_URL", raising=False)
+    assert main(["webhooks", "test"]) == 2
+    assert "RELAY_WEBHOOK_URL" in capsys.readouterr().err
+
+
+# -- API Gateway: the handlers send to SQS, the consumer function delivers ----------------------
+@contextlib.contextmanager
+def lambda_container(monkeypatch: pytest.MonkeyPatch, url: str) -> Any:
+    aws_environment(monkeypatch)
+    with mock_aws(), StubThread() as stub:
+        outputs = deploy_infra()
+        monkeypatch.setenv("RELAY_WEBHOOK_URL", url)
+        monkeypatch.setenv("RELAY_WEBHOOK_QUEUE_URL", outputs["WebhookQueueUrl"])
+        monkeypatch.setenv("RELAY_WEBHOOK_HOLD_SECONDS", "0.3")
+        from providers.apigateway.provider import ApiGatewayProvider
+        from providers.apigateway.settings import ApiGatewaySettings
+
+        settings = relay_settings()
+        gateway = ApiGatewaySettings(
+            table_prefix="relay-unit", endpoint=stub.endpoint, handshake_function="h"
+        )
+        provider = ApiGatewayProvider(settings, gateway, functions=FakeLambda())
+        relay = Relay.build(settings, provider=provider)
+        app_webhooks.install_on_lambda(settings)
+        rt = LambdaRuntime(relay)
+        lambda_runtime.install(rt)
+        try:
+            yield rt, provider, outputs["WebhookQueueUrl"]
+        finally:
+            consumer = webhooks_lambda._consumer.get("sender")
+            if consumer is not None:
+                rt.run(consumer.aclose())
+            lambda_runtime.install()
+            sink = webhook_sink.installed()
+            if sink is not None:
+                webhook_sink.uninstall(sink)
+            webhooks_lambda._consumer.clear()
+
+
+def _send(cid: str, frame: dict[str, Any]) -> None:
+    assert handlers.message(message_event(cid, frame), None)["statusCode"] == 200
+
+
+def _socket(rt: LambdaRuntime, provider: Any, cid: str, user: str) -> str:
+    assert handlers.connect(connect_event(cid, token(user)), None) == {"statusCode": 200}
+    row = rt.run(provider.store.connection(cid))
+    assert row is not None
+    return str(row.socket_id)
+
+
+def test_apigateway_events_reach_the_backend_through_sqs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver = Receiver(app_key="unit-key")
+    with ReceiverThread(receiver) as url, lambda_container(monkeypatch, url) as (rt, prov, q):
+        ann = _socket(rt, prov, "ann1", "ann")
+        _send("ann1", subscribe_frame("presence-lobby", ann, {"user_id": "ann", "user_info": {}}))
+        _send("ann1", {"event": "client-wave", "channel": "presence-lobby", "data": {}})
+        bob = _socket(rt, prov, "bob1", "bob")
+        _send("bob1", subscribe_frame("presence-lobby", bob, {"user_id": "bob", "user_info": {}}))
+        assert handlers.disconnect(disconnect_event("bob1"), None) == {"statusCode": 200}
+        # bob comes back at once (a reconnect): his leave and return cancel out
+        bob = _socket(rt, prov, "bob2", "bob")
+        _send("bob2", subscribe_frame("presence-lobby", bob, {"user_id": "bob", "user_info": {}}))
+        assert handlers.disconnect(disconnect_event("ann1"), None) == {"statusCode": 200}
+        sqs = boto3.client("sqs")
+        records: list[dict[str, Any]] = []
+        for _ in range(5):
+            got = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10).get("Messages", [])
+            records += [{"body": m["Body"]} for m in got]
+            for m in got:
+                sqs.delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
+        assert webhooks_lambda.consume({"Records": records}, None)["delivered"] == 5
+        receiver.wait_sync(5)
+    assert receiver.kinds() == [
+        ("channel_occupied", "presence-lobby", None),
+        ("member_added", "presence-lobby", "ann"),
+        ("client_event", "presence-lobby", "ann"),
+        ("member_added", "presence-lobby", "bob"),
+        ("member_removed", "presence-lobby", "ann"),
+    ]
