@@ -11,6 +11,7 @@ from app.clientaddr import ClientAddress
 from core.authorizing import Authorizer
 from core.breaker import CircuitBreaker
 from core.errors import InvalidToken
+from core.history import ChannelHistory
 from core.idempotency import Idempotency
 from core.identity import Authenticator
 from core.policy import Policy
@@ -42,6 +43,7 @@ class Relay(Struct):
     authorizer: Authorizer
     publisher: Publisher
     breaker: CircuitBreaker
+    history: ChannelHistory
     addresses: ClientAddress | None = None  # built on first use from the settings
 
     @classmethod
@@ -67,7 +69,10 @@ class Relay(Struct):
         breaker = CircuitBreaker(
             failures=settings.breaker_failures, cooldown=settings.breaker_cooldown_seconds
         )
-        authorizer = Authorizer(settings, policy, provider, limiter=limiter, breaker=breaker)
+        history = ChannelHistory(settings, policy, store, provider.limits)
+        authorizer = Authorizer(
+            settings, policy, provider, limiter=limiter, breaker=breaker, history=history
+        )
         publisher = Publisher(
             settings,
             policy,
@@ -81,6 +86,7 @@ class Relay(Struct):
                 per_caller=settings.idempotency_keys_per_caller,
             ),
             breaker=breaker,
+            history=history,
         )
         return cls(
             settings=settings,
@@ -93,6 +99,7 @@ class Relay(Struct):
             authorizer=authorizer,
             publisher=publisher,
             breaker=breaker,
+            history=history,
         )
 
     async def identify(self, conn: HTTPConnection, *, query_token: bool = False) -> Principal:

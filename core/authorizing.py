@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 from msgspec import Struct
 
 from core.access import allowed
-from core.errors import BadRequest, Forbidden, InvalidChannel, TooManyItems, Unauthenticated
+from core.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidChannel,
+    NotSupported,
+    TooManyItems,
+    Unauthenticated,
+)
+from core.history import Page
 from core.policy import Action, AllowPresence
 from core.provider import PresenceData
 from core.validation import (
@@ -44,9 +52,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from core.breaker import CircuitBreaker
+    from core.history import ChannelHistory
     from core.policy import Allow, Policy
     from core.principal import Principal
-    from core.provider import Member, Message, Occupancy, Provider
+    from core.provider import Member, Occupancy, Provider
     from core.ratelimit import Kind, RateLimiter
     from core.settings import Settings
 
@@ -72,12 +81,14 @@ class Authorizer:
         *,
         limiter: RateLimiter,
         breaker: CircuitBreaker,
+        history: ChannelHistory | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.provider = provider
         self.limiter = limiter
         self.breaker = breaker
+        self.channel_history = history
 
     # -- subscribing ------------------------------------------------------------------------
     async def authorize_subscription(
@@ -185,12 +196,29 @@ class Authorizer:
         return await self.breaker.call(lambda: self.provider.members(name))
 
     async def history(
-        self, principal: Principal, channel: object, *, limit: int, client_ip: str | None
-    ) -> list[Message]:
-        """A channel's recent messages: for backends, and callers the policy grants history."""
+        self,
+        principal: Principal,
+        channel: object,
+        *,
+        limit: int,
+        since: str | None = None,
+        client_ip: str | None,
+    ) -> Page:
+        """A channel's recent messages, or those since an id: for backends, and callers the
+        policy grants history. From the relay's store where it keeps the channel's history
+        (core.history), else from the provider's own (Ably; the local provider's replay log)."""
         name = validate_channel(channel, self.provider.limits)
         await self._read(principal, Action.HISTORY, name, client_ip)
-        return await self.breaker.call(lambda: self.provider.history(name, limit=limit))
+        kept = self.channel_history
+        if kept is not None and kept.records(name):
+            return await kept.read(name, since=since, limit=limit)
+        if since is not None:
+            raise NotSupported(
+                "since= reads the history the relay keeps, and it keeps none here: the policy "
+                "grants no history on this channel, or the provider keeps its own (Ably clients "
+                "recover what they missed themselves)"
+            )
+        return Page(await self.breaker.call(lambda: self.provider.history(name, limit=limit)))
 
     async def _read(
         self, principal: Principal, action: Action, channel: str, client_ip: str | None

@@ -18,6 +18,7 @@
     ├── Forbidden                   403 forbidden  (a policy decision said no)
     │   └── OriginNotAllowed        403 origin-not-allowed
     ├── NotFound                    404 not-found
+    ├── HistoryGap                  410 history-gap (since= an id the history no longer follows)
     ├── IdempotencyInProgress       409 idempotency-in-progress
     ├── IdempotencyKeyReused        422 idempotency-key-reused
     ├── RateLimited                 429 rate-limited (Retry-After)
@@ -258,6 +259,15 @@ class NotFound(RelayError):
     status = 404
     slug = "not-found"
     title = "Not found"
+
+
+class HistoryGap(RelayError):
+    """`since=` names an id the channel's history can no longer continue from: its epoch ended
+    (the history was lost) or the messages after it expired or were trimmed."""
+
+    status = 410
+    slug = "history-gap"
+    title = "History gap"
 
 
 class NotSupported(RelayError):

@@ -36,6 +36,9 @@ class Limits(Struct, frozen=True):
     # minutes, less its own retries). 0: it never does, so a publish whose outcome is unknown is
     # never sent again (core/idempotency.py).
     idempotent_ids_seconds: float = 0.0
+    # The provider keeps each channel's history itself (Ably): the relay keeps none for it and
+    # answers GET /v1/channels/{c}/messages from the provider (core/history.py).
+    keeps_history: bool = False
 
 
 class Message(Struct, frozen=True):
@@ -50,6 +53,9 @@ class Message(Struct, frozen=True):
     # a number...), as opposed to a string published as one: SSE and history hand the first back
     # as the value and the second as a string. The Pusher protocol carries both as the string.
     json: bool = False
+    # The channel history's id of this message (`<epoch>:<seq>`, core/history.py), when the
+    # relay records the channel: SSE frames carry it as their id.
+    history_id: str | None = None
 
 
 class Receipt(Struct, frozen=True):

@@ -1,6 +1,6 @@
 """The publish flow after identity: the events read, then the rate limit, the policy and the
-schemas (the gates' order, as in core.authorizing), idempotency, and the provider behind its
-circuit breaker."""
+schemas (the gates' order, as in core.authorizing), idempotency, history ids, and the provider
+behind its circuit breaker; then the history records what the provider took (core.history)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from core.breaker import CircuitBreaker
+    from core.history import ChannelHistory
     from core.idempotency import Idempotency
     from core.policy import Policy
     from core.policy.rules import Rule
@@ -67,8 +68,10 @@ class Publisher:
         limiter: RateLimiter,
         idempotency: Idempotency,
         breaker: CircuitBreaker,
+        history: ChannelHistory | None = None,
     ) -> None:
         self.settings = settings
+        self.history = history
         self.policy = policy
         self.provider = provider
         self.schemas = schemas
@@ -117,19 +120,28 @@ class Publisher:
             if idempotency_key is None
             else message_id_base(caller_scope(principal, client_ip), idempotency_key)
         )
+        governs = {channel: None if m is None else m.rule for channel, m in found.items()}
         messages: list[Message] = []
         for index, d in enumerate(drafts):
             for channel in d.channels:
                 match = found[channel]
+                message_id = f"{base}:{len(messages)}"
+                message = Message(channel, d.name, d.data, d.socket_id, message_id, json=d.json)
                 with _refusal_of(index, batch=batch):
                     self.schemas.check_rule(None if match is None else match.rule, d.name, d.data)
-                message_id = f"{base}:{len(messages)}"
-                messages.append(
-                    Message(channel, d.name, d.data, d.socket_id, message_id, json=d.json)
-                )
+                    if self.history is not None:
+                        self.history.check_envelope(message, governs[channel])
+                messages.append(message)
 
         async def deliver() -> dict[str, Any]:
-            receipts = await self.breaker.call(lambda: self.provider.publish(messages))
+            # Ids for the channels whose history the relay keeps (no store call for the others),
+            # recorded once the provider took the messages: a failed publish is no history.
+            history = self.history
+            pending = None if history is None else await history.reserve(messages, governs)
+            sent = messages if pending is None else pending.messages
+            receipts = await self.breaker.call(lambda: self.provider.publish(sent))
+            if history is not None and pending is not None and pending.logs:
+                await history.commit(pending)
             return {
                 "provider": self.provider.name,
                 "accepted": len(receipts),

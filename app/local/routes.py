@@ -77,7 +77,8 @@ def build_router(provider: LocalProvider) -> APIRouter:
         grants = await relay.authorizer.authorize_stream(principal, channel, client_ip=client_ip)
         channels = [g.channel for g in grants]
         presence = {g.channel: g.presence for g in grants if g.presence is not None}
-        sse = SseStream(provider, channels, request.headers.get("last-event-id"), presence=presence)
+        last_id = request.headers.get("last-event-id")
+        sse = SseStream(provider, channels, last_id, presence=presence, history=relay.history)
         admitted = provider.admission.admit(client_ip)
         if admitted is Refusal.ADDRESS_FULL:
             raise RateLimited(

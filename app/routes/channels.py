@@ -39,10 +39,12 @@ class MessageOut(BaseModel):
 
 
 class History(BaseModel):
-    """The most recent messages of a channel, oldest first."""
+    """Messages of a channel, oldest first; `next`, when more followed, is the `since=` to ask
+    for them."""
 
     channel: str
     messages: list[MessageOut]
+    next: str | None = None
 
 
 class ChannelInfo(BaseModel):
@@ -81,21 +83,25 @@ async def members(channel: str, request: Request) -> Members:
     )
 
 
-@router.get("/{channel}/messages", summary="Recent messages of a channel")
+@router.get("/{channel}/messages", summary="Recent messages of a channel, or those since an id")
 async def messages(
     channel: str,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    since: Annotated[str | None, Query(max_length=64)] = None,
 ) -> History:
-    """History, where the channel's policy grants it (backends always may read it)."""
+    """History, where the channel's policy grants it (backends always may read it). With
+    `since=<id>`: what followed that id, or 410 history-gap when the history cannot say
+    (docs/recovery.md)."""
     relay = relay_of(request)
     principal = await relay.identify(request)
     found = await relay.authorizer.history(
-        principal, channel, limit=limit, client_ip=relay.client_ip(request)
+        principal, channel, limit=limit, since=since, client_ip=relay.client_ip(request)
     )
     return History(
         channel=channel,
-        messages=[MessageOut(id=m.id, name=m.name, data=_published(m)) for m in found],
+        messages=[MessageOut(id=m.id, name=m.name, data=_published(m)) for m in found.messages],
+        next=found.next,
     )
 
 

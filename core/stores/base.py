@@ -1,12 +1,30 @@
-"""The store interface: keys with a time to live, and token buckets. Every operation is atomic.
+"""The store interface: keys with a time to live, token buckets, and channel logs. Every
+operation is atomic.
 
 Rate limits need an atomic "take a token"; idempotency needs an atomic "put if absent". Both are
-one round trip in each backend (a Lua script in Redis, a conditional write in DynamoDB).
+one round trip in each backend (a Lua script in Redis, a conditional write in DynamoDB). Channel
+history (core/history.py) needs a per-channel counter under an epoch and a log of entries keyed
+by their number: `log_reserve` before the provider call, `log_append` after it, `log_read`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, NamedTuple
+
+from core.errors import NotSupported
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+class LogPage(NamedTuple):
+    """What a channel log holds: its epoch (None: there is no log), its newest reserved number,
+    and entries `(number, payload)` oldest first."""
+
+    epoch: str | None
+    newest: int
+    entries: list[tuple[int, bytes]]
 
 
 class Store(ABC):
@@ -36,6 +54,27 @@ class Store(ABC):
 
         Return 0.0 if they were taken, else the seconds until they would be (nothing is taken).
         A negative cost gives tokens back (never beyond `burst`)."""
+
+    # -- channel logs (history) ---------------------------------------------------------------
+    async def log_reserve(
+        self, name: str, count: int, *, epoch: str, ttl: float
+    ) -> tuple[str, int]:
+        """Reserve the next `count` numbers of the log (its lifetime renewed to `ttl`); return its
+        epoch and the last number reserved. A log that does not exist (never, or expired) starts
+        under `epoch` at 1."""
+        raise NotSupported(f"the {self.name} store keeps no channel logs")
+
+    async def log_append(
+        self, name: str, epoch: str, entries: Sequence[tuple[int, bytes]], *, ttl: float, keep: int
+    ) -> None:
+        """Add reserved entries to the log if it is still under `epoch`; entries numbered `keep`
+        or more below the newest may be dropped."""
+        raise NotSupported(f"the {self.name} store keeps no channel logs")
+
+    async def log_read(self, name: str, *, after: int | None, limit: int) -> LogPage:
+        """Up to `limit` entries numbered above `after`, oldest first (after=None: the newest
+        `limit`)."""
+        raise NotSupported(f"the {self.name} store keeps no channel logs")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

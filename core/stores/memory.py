@@ -11,10 +11,13 @@ its key and value objects plus a fixed overhead for the containers that hold it:
   the answers of the publishes in flight.
 - rate-limit buckets take at most a quarter of the bound; past it the least recently used goes.
   A bucket that comes back starts full, which can only favour its owner.
+- channel logs (history) take at most a quarter too; past it the least recently written log goes
+  whole, so its channel's next message starts a new epoch and readers are told of the gap.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import sys
@@ -23,18 +26,21 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from core.errors import ProviderUnavailable
-from core.stores.base import Store, bucket_ttl, refill, spend
+from core.stores.base import LogPage, Store, bucket_ttl, refill, spend
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 MAX_BYTES = 64 * 1024 * 1024
 BUCKET_SHARE = 4  # buckets hold at most 1/BUCKET_SHARE of the bytes
+LOG_SHARE = 4  # channel logs too
 # Beyond the key and value objects, measured with tracemalloc (CPython 3.11, 33,000 entries):
 # about 170 bytes per value (dict slot, (value, expiry) tuple, expiry heap entry) and 210 per
 # bucket (dict slot, linked-list node, (tokens, updated, expires) tuple): counted with a margin.
 VALUE_OVERHEAD = 128
 BUCKET_OVERHEAD = 224
+LOG_OVERHEAD = 256  # a log's slot, its object and lists
+LOG_ENTRY_OVERHEAD = 96  # an entry's (number, payload) tuple and list slot
 HEAP_ENTRY = 64
 MAX_RETRY_AFTER = 60
 
@@ -54,11 +60,13 @@ class MemoryStore(Store):
         self._buckets: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
         self.value_bytes = 0  # values and the heap
         self.bucket_bytes = 0
+        self._logs: OrderedDict[str, _Log] = OrderedDict()  # least recently written first
+        self.log_bytes = 0
 
     @property
     def used_bytes(self) -> int:
         """What the store counts against its bound."""
-        return self.value_bytes + self.bucket_bytes
+        return self.value_bytes + self.bucket_bytes + self.log_bytes
 
     # -- values -------------------------------------------------------------------------------
     def _live(self, key: str) -> bytes | None:
@@ -166,6 +174,84 @@ class MemoryStore(Store):
             if expires > now:
                 return
             self._drop_bucket()
+
+    # -- channel logs -------------------------------------------------------------------------
+    def _log(self, name: str) -> _Log | None:
+        log = self._logs.get(name)
+        if log is not None and log.expires <= self._clock():
+            self._drop_log(name)
+            return None
+        return log
+
+    def _drop_log(self, name: str) -> None:
+        log = self._logs.pop(name, None)
+        if log is not None:
+            self.log_bytes -= log.size
+
+    async def log_reserve(
+        self, name: str, count: int, *, epoch: str, ttl: float
+    ) -> tuple[str, int]:
+        """Next numbers of the log, a new log under `epoch` when there is none."""
+        log = self._log(name)
+        if log is None:
+            log = self._logs[name] = _Log(epoch, sys.getsizeof(name) + LOG_OVERHEAD)
+            self.log_bytes += log.size
+        self._logs.move_to_end(name)
+        log.newest += count
+        log.expires = self._clock() + ttl
+        return log.epoch, log.newest
+
+    async def log_append(
+        self, name: str, epoch: str, entries: Sequence[tuple[int, bytes]], *, ttl: float, keep: int
+    ) -> None:
+        """Add entries (in number order), drop those `keep` below the newest, then the least
+        recently written logs past this store's share of the bound."""
+        log = self._log(name)
+        if log is None or log.epoch != epoch:
+            return  # the log ended while the provider was called: these belong to no epoch
+        for number, payload in entries:
+            bisect.insort(log.entries, (number, bytes(payload)))
+            log.grow(_entry_size(payload))
+            self.log_bytes += _entry_size(payload)
+        floor = log.newest - keep
+        while log.entries and log.entries[0][0] <= floor:
+            _, payload = log.entries.pop(0)
+            log.grow(-_entry_size(payload))
+            self.log_bytes -= _entry_size(payload)
+        log.expires = self._clock() + ttl
+        self._logs.move_to_end(name)
+        while self.log_bytes > self.max_bytes // LOG_SHARE and len(self._logs) > 1:
+            self._drop_log(next(iter(self._logs)))
+
+    async def log_read(self, name: str, *, after: int | None, limit: int) -> LogPage:
+        """The entries above `after`, or the newest."""
+        log = self._log(name)
+        if log is None:
+            return LogPage(None, 0, [])
+        if after is None:
+            return LogPage(log.epoch, log.newest, list(log.entries[-limit:]))
+        start = bisect.bisect_right(log.entries, after, key=lambda entry: entry[0])
+        return LogPage(log.epoch, log.newest, list(log.entries[start : start + limit]))
+
+
+class _Log:
+    """One channel log: its epoch, newest reserved number, entries and expiry."""
+
+    __slots__ = ("entries", "epoch", "expires", "newest", "size")
+
+    def __init__(self, epoch: str, size: int) -> None:
+        self.epoch = epoch
+        self.newest = 0
+        self.entries: list[tuple[int, bytes]] = []
+        self.expires = 0.0
+        self.size = size
+
+    def grow(self, by: int) -> None:
+        self.size += by
+
+
+def _entry_size(payload: bytes) -> int:
+    return sys.getsizeof(payload) + LOG_ENTRY_OVERHEAD
 
 
 def _value_size(key: str, value: bytes) -> int:

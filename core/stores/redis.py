@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import struct
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ProviderUnavailable
-from core.stores.base import Store, bucket_ttl
+from core.stores.base import LogPage, Store, bucket_ttl
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redis.asyncio import Redis
 
 # One round trip, atomic, and timed by the server's clock so hosts with skewed clocks agree.
@@ -34,6 +37,47 @@ return redis.call('GET', KEYS[1])
 """
 
 
+# A channel log: a hash {e: epoch, n: newest number} at KEYS[1], its entries in a sorted set
+# `<KEYS[1]>:<epoch>` scored by number (members: the number, 8 bytes, then the payload), so the
+# entries of an ended epoch are never read again and expire on their own.
+_LOG_RESERVE = """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', e, 'n', 0)
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {e, n}
+"""
+
+_LOG_APPEND = """
+if redis.call('HGET', KEYS[1], 'e') ~= ARGV[1] then return 0 end
+local z = KEYS[1] .. ':' .. ARGV[1]
+for i = 4, #ARGV, 2 do redis.call('ZADD', z, ARGV[i], ARGV[i + 1]) end
+local n = tonumber(redis.call('HGET', KEYS[1], 'n'))
+redis.call('ZREMRANGEBYSCORE', z, '-inf', n - tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', z, ARGV[2])
+return 1
+"""
+
+_LOG_READ = """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then return {} end
+local n = redis.call('HGET', KEYS[1], 'n')
+local z = KEYS[1] .. ':' .. e
+local items
+if ARGV[1] == '' then
+  items = redis.call('ZRANGE', z, -tonumber(ARGV[2]), -1)
+else
+  items = redis.call('ZRANGEBYSCORE', z, '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+end
+return {e, n, items}
+"""
+_NUMBER = struct.Struct(">Q")
+
+
 class RedisStore(Store):
     """Keys under a prefix; token buckets as small hashes updated by a Lua script."""
 
@@ -48,6 +92,9 @@ class RedisStore(Store):
         self._prefix = prefix
         self._take: Any = client.register_script(_TAKE)
         self._put: Any = client.register_script(_PUT_IF_ABSENT)
+        self._log_reserve: Any = client.register_script(_LOG_RESERVE)
+        self._log_append: Any = client.register_script(_LOG_APPEND)
+        self._log_read: Any = client.register_script(_LOG_READ)
 
     async def _call(self, operation: Any) -> Any:
         from redis.exceptions import RedisError
@@ -87,6 +134,41 @@ class RedisStore(Store):
         )
         return float(wait)
 
+    async def log_reserve(
+        self, name: str, count: int, *, epoch: str, ttl: float
+    ) -> tuple[str, int]:
+        """HINCRBY under the log's epoch (a new one when the hash is gone), one script."""
+        found = await self._call(
+            self._log_reserve(keys=[self._log_key(name)], args=[epoch, count, _ms(ttl)])
+        )
+        return found[0].decode(), int(found[1])
+
+    async def log_append(
+        self, name: str, epoch: str, entries: Sequence[tuple[int, bytes]], *, ttl: float, keep: int
+    ) -> None:
+        """ZADD if the epoch is still the log's, then trim below the newest - keep."""
+        args: list[Any] = [epoch, _ms(ttl), keep]
+        for number, payload in entries:
+            args += [number, _NUMBER.pack(number) + payload]
+        await self._call(self._log_append(keys=[self._log_key(name)], args=args))
+
+    async def log_read(self, name: str, *, after: int | None, limit: int) -> LogPage:
+        """The epoch, the newest number and the entries, read in one script."""
+        found = await self._call(
+            self._log_read(keys=[self._log_key(name)], args=["" if after is None else after, limit])
+        )
+        if not found:
+            return LogPage(None, 0, [])
+        entries = [(_NUMBER.unpack_from(m)[0], bytes(m[_NUMBER.size :])) for m in found[2]]
+        return LogPage(found[0].decode(), int(found[1]), entries)
+
+    def _log_key(self, name: str) -> str:
+        return f"{self._prefix}log:{name}"
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._redis.aclose()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))

@@ -450,15 +450,23 @@ def encode(delivery: Delivery) -> bytes:
             delivery.user_id,
             delivery.json,
             frame,
+            delivery.history_id,
         ]
     )
 
 
 def decode(envelope: bytes) -> Delivery:
     """The delivery an envelope carries."""
-    event, channel, data, exclude, user_id, json, frame = orjson.loads(envelope)
+    event, channel, data, exclude, user_id, json, frame, *rest = orjson.loads(envelope)
     return Delivery(
-        event, channel, data, exclude=exclude, user_id=user_id, json=json, channelless=frame
+        event,
+        channel,
+        data,
+        exclude=exclude,
+        user_id=user_id,
+        json=json,
+        channelless=frame,
+        history_id=rest[0] if rest else None,  # a host of the previous release sends none
     )
 
 

@@ -37,11 +37,13 @@ class Delivery:
     __slots__ = (
         "_pusher",
         "_sse",
+        "_sse_history",
         "channel",
         "channelless",
         "data",
         "event",
         "exclude",
+        "history_id",
         "json",
         "seq",
         "user_id",
@@ -57,8 +59,10 @@ class Delivery:
         user_id: str | None = None,
         json: bool = False,
         channelless: str | None = None,
+        history_id: str | None = None,
     ) -> None:
-        """`channelless`: the frame, when it names no channel (a watchlist event)."""
+        """`channelless`: the frame, when it names no channel (a watchlist event);
+        `history_id`: the message's id in the channel history the relay keeps (core.history)."""
         self.event = event
         self.channel = channel
         self.data = data
@@ -66,9 +70,11 @@ class Delivery:
         self.exclude = exclude
         self.user_id = user_id
         self.seq = 0
+        self.history_id = history_id
         self.channelless = channelless is not None
         self._pusher: str | None = channelless
         self._sse: bytes | None = None
+        self._sse_history: bytes | None = None
 
     @classmethod
     def of(cls, broadcast: Broadcast, *, sender: str | None) -> Delivery:
@@ -105,10 +111,21 @@ class Delivery:
         published: JSON the relay encoded goes in as JSON (no second decode for the client), a
         published string as a string."""
         if self._sse is None:
-            body: dict[str, Any] = {"type": "event", "channel": self.channel, "event": self.event}
-            body["data"] = orjson.Fragment(self.data) if self.json else self.data
-            self._sse = b"id: %s-%d\ndata: %s\n\n" % (epoch.encode(), self.seq, orjson.dumps(body))
+            self._sse = b"id: %s-%d\n%s" % (epoch.encode(), self.seq, self._sse_data())
         return self._sse
+
+    def sse_history_frame(self) -> bytes:
+        """The frame for a stream that resumes from the channel's history: the history id as
+        its id (for a delivery that has one)."""
+        if self._sse_history is None:
+            history_id = (self.history_id or "").encode()
+            self._sse_history = b"id: %s\n%s" % (history_id, self._sse_data())
+        return self._sse_history
+
+    def _sse_data(self) -> bytes:
+        body: dict[str, Any] = {"type": "event", "channel": self.channel, "event": self.event}
+        body["data"] = orjson.Fragment(self.data) if self.json else self.data
+        return b"data: %s\n\n" % orjson.dumps(body)
 
 
 class Subscriber(Protocol):

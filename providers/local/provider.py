@@ -79,7 +79,14 @@ class LocalProvider(RelaySigned, Provider):
         messages = self.seal(messages)
         await self.backplane.publish(
             [
-                Delivery(m.name, m.channel, m.data, exclude=m.socket_id, json=m.json)
+                Delivery(
+                    m.name,
+                    m.channel,
+                    m.data,
+                    exclude=m.socket_id,
+                    json=m.json,
+                    history_id=m.history_id,
+                )
                 for m in messages
             ]
         )
@@ -125,7 +132,8 @@ class LocalProvider(RelaySigned, Provider):
                 connection.close(ErrorCode.UNAUTHORIZED)
 
     async def history(self, channel: str, *, limit: int) -> list[Message]:
-        """The replay log of a channel (the last `RELAY_SSE_REPLAY_MESSAGES` messages)."""
+        """The replay log of a channel (the last `RELAY_SSE_REPLAY_MESSAGES` messages) of this
+        process, for a channel whose history the relay does not keep in its store."""
         recent = self.hub.replay(channel, 0)[-limit:]
         return [
             Message(d.channel, d.event, d.data, id=self.hub.event_id(d), json=d.json)

@@ -1,5 +1,12 @@
 """Server-sent events: `connected`, then events and heartbeats; resume by Last-Event-ID.
 
+A stream of one channel whose history the relay keeps (core/history.py: the policy grants
+`history` there) gives each published event its history id (`<epoch>:<seq>`) and resumes from
+one out of the store, across restarts and hosts; when the history cannot continue from it, the
+stream says `{"type": "gap", "channel"}` before the live events. Other events (client events,
+and every event of other streams) carry this process's ids (`<epoch>-<seq>`), resumed from its
+replay log.
+
 On a presence channel the stream joins the roster as its caller, with the user_id and user_info
 that /auth/channel would sign for that user (the route passes them in): WebSocket members get
 `pusher_internal:member_added` when the stream opens, and `member_removed` when the user's last
@@ -18,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from core.errors import BadRequest
+from core.errors import BadRequest, HistoryGap
+from core.history import is_id
 from core.webhooks.sink import emit
 from providers.local.hub import Delivery
 from providers.pusherproto.outcome import joined_hooks, left_hooks, member_added, member_removed
@@ -27,6 +35,7 @@ from providers.pusherproto.state import SessionState, new_socket_id
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
+    from core.history import ChannelHistory
     from core.provider import PresenceData
     from providers.local.provider import LocalProvider
     from providers.pusherproto.port import SessionPort
@@ -52,13 +61,25 @@ class SseStream:
         last_event_id: str | None,
         *,
         presence: Mapping[str, PresenceData] | None = None,
+        history: ChannelHistory | None = None,
     ) -> None:
         self.provider = provider
         self._presence = dict(presence or {})  # channel -> the member this stream joins as
         self.socket_id = new_socket_id()
         self.channels: set[str] = set()
         self._wanted = channels
-        self._last_seq = _seq_after(last_event_id, provider.hub.epoch, provider.hub.last_seq)
+        # The channel history to resume from, for a stream of one channel the relay records.
+        self._history = (
+            history
+            if history is not None and len(channels) == 1 and history.records(channels[0])
+            else None
+        )
+        self._since: str | None = None  # a history id to resume after
+        self._last_seq: int | None = None  # a replay log id's number to resume after
+        if self._history is not None and last_event_id and is_id(last_event_id):
+            self._since = last_event_id
+        else:
+            self._last_seq = _seq_after(last_event_id, provider.hub.epoch, provider.hub.last_seq)
         # Bounded by `deliver`; None, put by `end`, ends the stream.
         self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._limit = provider.settings.send_buffer_frames
@@ -97,6 +118,9 @@ class SseStream:
                 emit(joined_hooks(channel, member, joined, _now_ms()))
             hello = {"type": "connected", "socket_id": self.socket_id, "channels": self._wanted}
             yield b"retry: %d\ndata: %s\n\n" % (RETRY_MS, orjson.dumps(hello))
+            replayed: set[str] = set()
+            async for frame in self._from_history(replayed):
+                yield frame
             sent = self._last_seq
             if sent is not None:
                 missed = sorted(
@@ -117,9 +141,14 @@ class SseStream:
                     retry = DRAIN_RETRY_MIN_MS + secrets.randbelow(DRAIN_RETRY_SPREAD_MS)
                     yield b"retry: %d\n\n" % retry
                     return
+                if delivery.history_id is not None and delivery.history_id in replayed:
+                    continue  # already sent from the history
                 if sent is not None and delivery.seq <= sent:
                     continue  # already sent from the replay log
-                yield delivery.sse_frame(hub.epoch)
+                if self._history is not None and delivery.history_id is not None:
+                    yield delivery.sse_history_frame()
+                else:
+                    yield delivery.sse_frame(hub.epoch)
         finally:
             self.provider.streams.discard(self)
             # A task of its own, waited for but shielded: when the client went away, the
@@ -128,6 +157,32 @@ class SseStream:
             _leaving.add(left)
             left.add_done_callback(_leaving.discard)
             await asyncio.shield(left)
+
+    async def _from_history(self, replayed: set[str]) -> AsyncIterator[bytes]:
+        """What followed Last-Event-ID in the channel's history (whose ids go in `replayed`),
+        or a gap frame when the history cannot say. Runs after the subscription, so what is
+        published meanwhile is queued, and sent unless it was replayed here."""
+        history, since = self._history, self._since
+        if history is None or since is None:
+            return
+        channel = self._wanted[0]
+        while since is not None:
+            try:
+                page = await history.read(channel, since=since, limit=history.keep)
+            except HistoryGap:
+                yield b"data: %s\n\n" % orjson.dumps({"type": "gap", "channel": channel})
+                return
+            for message in page.messages:
+                assert message.history_id is not None
+                replayed.add(message.history_id)
+                yield Delivery(
+                    message.name,
+                    channel,
+                    message.data,
+                    json=message.json,
+                    history_id=message.history_id,
+                ).sse_history_frame()
+            since = page.next
 
     async def _leave(self, port: SessionPort) -> None:
         for channel in sorted(self.channels):

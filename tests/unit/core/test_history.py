@@ -1,0 +1,231 @@
+"""core/history.py: ids, epochs, since=, gaps, the envelope, and what is recorded (memory store)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+import pytest
+
+from core.errors import BadRequest, ConfigurationError, HistoryGap, PayloadTooLarge
+from core.history import ChannelHistory, HistoryId, envelope, is_id, parse_id
+from core.policy import Policy
+from core.provider import Limits, Message
+from core.settings import Settings
+from core.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from core.policy.rules import Rule
+
+POLICY = """
+[[rule]]
+pattern = "wrapped-{x}"
+subscribe = ["anyone"]
+history = ["anyone"]
+options = { history = { envelope = true } }
+
+[[rule]]
+pattern = "kept-{x}"
+subscribe = ["anyone"]
+history = ["user"]
+
+[[rule]]
+pattern = "{x}"
+subscribe = ["anyone"]
+"""
+
+
+NO_LIMITS = Limits()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _history(
+    store: MemoryStore | None = None,
+    *,
+    keep: int = 5,
+    ttl: int = 60,
+    limits: Limits = NO_LIMITS,
+) -> tuple[ChannelHistory, Clock]:
+    clock = Clock()
+    settings = Settings(history_max_messages=keep, history_ttl_seconds=ttl)
+    policy = Policy.from_toml(POLICY, source="test")
+    store = store or MemoryStore(clock=clock)
+    return ChannelHistory(settings, policy, store, limits, clock=clock), clock
+
+
+def _rules(history: ChannelHistory, *channels: str) -> dict[str, Rule | None]:
+    policy = Policy.from_toml(POLICY, source="test")
+    return {c: policy.rule_for(c) for c in channels}
+
+
+async def _publish(history: ChannelHistory, channel: str, *names: str) -> list[Message]:
+    messages = [Message(channel, n, f'"{n}"', json=True) for n in names]
+    pending = await history.reserve(messages, _rules(history, channel))
+    await history.commit(pending)
+    return pending.messages
+
+
+def test_ids_parse_and_print() -> None:
+    assert parse_id("0badf00d:42") == HistoryId("0badf00d", 42)
+    assert str(HistoryId("0badf00d", 42)) == "0badf00d:42"
+    assert is_id("0badf00d:1")
+    assert not is_id("0badf00d-1")  # the SSE replay log's ids
+
+
+@pytest.mark.parametrize("text", ["", "x", "abc:0", "abc:-1", "ABC:1", "abc:1x", "a:" + "9" * 20])
+def test_malformed_ids_are_400(text: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_id(text)
+
+
+async def test_ids_count_up_within_one_epoch() -> None:
+    history, _ = _history()
+    sent = await _publish(history, "kept-a", "one", "two", "three")
+    ids = [parse_id(m.history_id or "") for m in sent]
+    assert len({i.epoch for i in ids}) == 1
+    assert [i.seq for i in ids] == [1, 2, 3]
+    assert [m.data for m in sent] == ['"one"', '"two"', '"three"']  # no envelope asked for
+
+
+async def test_since_answers_what_followed_oldest_first_with_a_continuation() -> None:
+    history, _ = _history()
+    sent = await _publish(history, "kept-a", "a", "b", "c", "d")
+    page = await history.read("kept-a", since=sent[0].history_id, limit=2)
+    assert [m.name for m in page.messages] == ["b", "c"]
+    assert page.next == sent[2].history_id
+    page = await history.read("kept-a", since=page.next, limit=2)
+    assert [m.name for m in page.messages] == ["d"]
+    assert page.next is None
+    page = await history.read("kept-a", since=sent[3].history_id, limit=2)
+    assert page.messages == []
+    assert page.next is None
+
+
+async def test_a_new_epoch_is_a_gap() -> None:
+    history, _ = _history()
+    sent = await _publish(history, "kept-a", "a", "b")
+    restarted, _ = _history()  # a memory store that restarted: the history is gone
+    await _publish(restarted, "kept-a", "c")
+    with pytest.raises(HistoryGap) as caught:
+        await restarted.read("kept-a", since=sent[0].history_id, limit=10)
+    latest = caught.value.extra["latest"]
+    assert parse_id(latest).epoch != parse_id(sent[0].history_id or "").epoch
+    with pytest.raises(HistoryGap):
+        await _history()[0].read("kept-a", since=sent[0].history_id, limit=10)  # no history
+
+
+async def test_trimmed_past_the_id_is_a_gap_but_within_the_cap_is_not() -> None:
+    history, _ = _history(keep=3)
+    sent = await _publish(history, "kept-a", *"abcde")
+    with pytest.raises(HistoryGap):
+        await history.read("kept-a", since=sent[0].history_id, limit=10)
+    page = await history.read("kept-a", since=sent[2].history_id, limit=10)
+    assert [m.name for m in page.messages] == ["d", "e"]
+    newest = await history.read("kept-a", since=None, limit=10)
+    assert [m.name for m in newest.messages] == ["c", "d", "e"]
+
+
+async def test_expired_past_the_id_is_a_gap() -> None:
+    history, clock = _history(ttl=60)
+    first = await _publish(history, "kept-a", "old")
+    clock.now += 50
+    await _publish(history, "kept-a", "newer")
+    clock.now += 20  # "old" is 70 s old, "newer" 20 s
+    with pytest.raises(HistoryGap):
+        await history.read("kept-a", since=first[0].history_id, limit=10)
+    assert [m.name for m in (await history.read("kept-a", since=None, limit=9)).messages] == [
+        "newer"
+    ]
+
+
+async def test_an_id_ahead_of_the_history_is_400() -> None:
+    history, _ = _history()
+    sent = await _publish(history, "kept-a", "a")
+    epoch = parse_id(sent[0].history_id or "").epoch
+    with pytest.raises(BadRequest):
+        await history.read("kept-a", since=f"{epoch}:9", limit=10)
+
+
+async def test_a_failed_publish_leaves_a_hole_that_is_no_gap() -> None:
+    history, _ = _history()
+    first = await _publish(history, "kept-a", "a")
+    await history.reserve([Message("kept-a", "lost", "1")], _rules(history, "kept-a"))  # no commit
+    await _publish(history, "kept-a", "c")
+    page = await history.read("kept-a", since=first[0].history_id, limit=10)
+    assert [(m.name, parse_id(m.id or "").seq) for m in page.messages] == [("c", 3)]
+
+
+async def test_only_channels_whose_rule_grants_history_are_recorded() -> None:
+    store = MemoryStore()
+    history, _ = _history(store)
+    assert history.records("kept-a")
+    assert history.records("wrapped-a")
+    assert not history.records("other")
+    sent = await _publish(history, "other", "x")
+    assert sent[0].history_id is None
+    assert store.log_bytes == 0  # no log was even started
+
+
+async def test_a_provider_that_keeps_its_own_history_gets_no_relay_history() -> None:
+    history, _ = _history(limits=Limits(keeps_history=True))
+    assert not history.records("kept-a")
+    assert (await _publish(history, "kept-a", "x"))[0].history_id is None
+
+
+async def test_the_envelope_carries_the_id_and_the_data_as_published() -> None:
+    history, _ = _history()
+    messages = [Message("wrapped-a", "e", '{"n":1}', json=True), Message("wrapped-a", "s", "hi")]
+    pending = await history.reserve(messages, _rules(history, "wrapped-a"))
+    await history.commit(pending)
+    delivered = [orjson.loads(m.data) for m in pending.messages]
+    assert delivered == [
+        {"id": pending.messages[0].history_id, "data": {"n": 1}},
+        {"id": pending.messages[1].history_id, "data": "hi"},
+    ]
+    kept = (await history.read("wrapped-a", since=None, limit=10)).messages
+    assert [(m.data, m.json) for m in kept] == [('{"n":1}', True), ("hi", False)]
+
+
+def test_an_envelope_over_the_limit_is_refused_before_any_id() -> None:
+    history, _ = _history(limits=Limits(max_payload_bytes=100))
+    rule = _rules(history, "wrapped-a")["wrapped-a"]
+    data = orjson.dumps("x" * 70).decode()
+    history.check_envelope(Message("kept-a", "e", data), _rules(history, "kept-a")["kept-a"])
+    with pytest.raises(PayloadTooLarge):
+        history.check_envelope(Message("wrapped-a", "e", data), rule)
+
+
+def test_envelope_shape() -> None:
+    assert envelope("e:1", "[1]", json=True) == '{"id":"e:1","data":[1]}'
+    assert envelope("e:1", "[1]", json=False) == '{"id":"e:1","data":"[1]"}'
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        'options = { history = { envelope = "yes" } }',
+        "options = { history = { other = true } }",
+        "options = { history = 3 }",
+    ],
+)
+def test_a_malformed_history_option_stops_loading(options: str) -> None:
+    policy = Policy.from_toml(
+        f'[[rule]]\npattern = "{{x}}"\nhistory = ["anyone"]\n{options}\n', source="p.toml"
+    )
+    with pytest.raises(ConfigurationError, match=r"options\.history"):
+        ChannelHistory(Settings(), policy, MemoryStore(), Limits())
+
+
+def test_an_envelope_without_history_stops_loading() -> None:
+    policy = Policy.from_toml(
+        '[[rule]]\npattern = "{x}"\noptions = { history = { envelope = true } }\n', source="p"
+    )
+    with pytest.raises(ConfigurationError, match="grants no history"):
+        ChannelHistory(Settings(), policy, MemoryStore(), Limits())
