@@ -75,6 +75,7 @@ class AblyProvider(Provider):
         self.limits = Limits(
             max_payload_bytes=settings.max_message_bytes,
             idempotent_ids_seconds=resend_window(settings),
+            keeps_history=True,  # the relay delegates history to Ably's own
         )
         self._rest = Lazy(lambda: _ably_rest(settings, http), ready=rest)
         self._clock = clock

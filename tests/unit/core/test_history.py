@@ -229,3 +229,14 @@ def test_an_envelope_without_history_stops_loading() -> None:
     )
     with pytest.raises(ConfigurationError, match="grants no history"):
         ChannelHistory(Settings(), policy, MemoryStore(), Limits())
+
+
+def test_ably_keeps_its_own_history() -> None:
+    from pydantic import SecretStr
+
+    from providers.ably.provider import AblyProvider
+    from providers.ably.settings import AblySettings
+
+    provider = AblyProvider(AblySettings(api_key=SecretStr("app.key:secret")))
+    history = ChannelHistory(Settings(), Policy.default(), MemoryStore(), provider.limits)
+    assert not history.records("news")  # the default policy grants history there
