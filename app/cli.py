@@ -37,7 +37,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         backlog = serving.backlog(settings)
         return workers.run(settings, host=host, port=port, workers=count, backlog=backlog)
     settings = serving.fit_to_descriptors(settings)
-    app = create_app(settings)
+    app = create_app(settings, metrics=settings.metrics)
     for line in banner(settings, host, port):
         print(f"relay: {line}", flush=True)
     config = serving.build_config(app, settings, host=host, port=port, relay=app.state.relay)

@@ -38,8 +38,11 @@ class RelayApp(FastAPI):
         await self.front(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, relay: Relay | None = None) -> RelayApp:
-    """Build the app; the provider's own routes (local sockets) are mounted when it has any."""
+def create_app(
+    settings: Settings | None = None, *, relay: Relay | None = None, metrics: bool = False
+) -> RelayApp:
+    """Build the app; the provider's own routes (local sockets) are mounted when it has any;
+    `metrics` (relay serve with RELAY_METRICS on) measures it and serves `GET /metrics`."""
     if relay is None:
         relay = Relay.build(settings or load_settings())
     settings = relay.settings
@@ -48,9 +51,13 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await relay.provider.start()
         hooks = await webhooks_sink.start(relay.settings)  # None unless RELAY_WEBHOOK_URL
+        if measured is not None:
+            measured.start()
         try:
             yield
         finally:
+            if measured is not None:
+                await measured.stop()
             await webhooks_sink.stop(hooks)
             await relay.aclose()
 
@@ -63,6 +70,12 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
         redoc_url=None,  # ReDoc loads only from a CDN
     )
     app.state.relay = relay
+    app.state.metrics = None
+    measured = None
+    if metrics:  # prometheus-client is imported only then
+        from app import metrics as measuring
+
+        measured = measuring.install(app, relay)
     problems.install(app)
     docs.install(app)
     routers = (health, auth, events, channels, users, webhooks)
@@ -84,5 +97,6 @@ def create_app(settings: Settings | None = None, *, relay: Relay | None = None) 
         settings=settings,
         host=app,
         direct=auth.direct.endpoints,
+        measure=None if measured is None else measured.observe,
     )
     return app

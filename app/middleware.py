@@ -24,7 +24,7 @@ from app.origins import OriginGuard
 from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,8 +88,10 @@ class Front:
         settings: Settings,
         host: ASGIApp,
         direct: Mapping[tuple[str, str], Endpoint],
+        measure: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self.app = app
+        self.measure = measure  # app/metrics.py: each answer's path, status and seconds
         self.host = host  # the application the direct routes' requests belong to
         self.direct = dict(direct)
         self.max_bytes = settings.max_body_bytes
@@ -172,6 +174,8 @@ class Front:
 
                 await self.app(scope, replay, sending)
         finally:
+            if self.measure is not None:
+                self.measure(scope["path"], status, time.perf_counter() - start)
             if access_log.isEnabledFor(logging.INFO):
                 _log(scope, status, start)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import APIRouter, Request
 
+from app.metrics import count_published
 from app.relay import relay_of
 from core.errors import BadRequest, InvalidChannel, NotFound, NotSupported, TooManyItems
 from core.principal import Principal, PrincipalKind
@@ -104,7 +105,10 @@ def build_pusher_http_router(settings: Settings) -> APIRouter:
             await _send_to_user(relay, request, users, body)
             return {"channels": {c: {} for c in users}} if info else {}
         event = _pusher_event(relay, body, channels)
-        await relay.publisher.publish(principal, [event], client_ip=relay.client_ip(request))
+        outcome = await relay.publisher.publish(
+            principal, [event], client_ip=relay.client_ip(request)
+        )
+        count_published(request, outcome.answer, replayed=outcome.replayed)
         if not info:
             return {}
         assert isinstance(channels, list)  # the publisher refused anything else
@@ -139,9 +143,10 @@ def build_pusher_http_router(settings: Settings) -> APIRouter:
                 events.append(_pusher_event(relay, e, [e.get("channel")]))
             except BadRequest as exc:
                 raise exc.of_batch_item(index) from exc
-        await relay.publisher.publish(
+        outcome = await relay.publisher.publish(
             principal, events, batch=True, client_ip=relay.client_ip(request)
         )
+        count_published(request, outcome.answer, replayed=outcome.replayed)
         if not any(infos):  # one empty hash per event, as before info existed
             return {"batch": [{} for _ in events]}
         wanted = [str(e.get("channel")) for e, i in zip(batch, infos, strict=True) if i]

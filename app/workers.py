@@ -14,11 +14,14 @@ draining as one process does, and the parent waits for them within the drain bou
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +82,10 @@ def run(settings: Settings, *, host: str, port: int, workers: int, backlog: int)
     """Serve with `workers` processes until SIGTERM or SIGINT; 0 once all have stopped."""
     sock = listen(host, port, backlog)
     context = multiprocessing.get_context("spawn")
+    # prometheus-client's multiprocess mode: every worker writes its counts here, and a scrape
+    # answered by any worker sums them (app/metrics.py). A fresh folder per run: counts restart.
+    folder = tempfile.mkdtemp(prefix="relay-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     stopping: list[int] = []
 
     def start() -> BaseProcess:
@@ -101,6 +108,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int, backlog: int)
                     log.warning(
                         "worker %s exited with %s: starting another", process.pid, process.exitcode
                     )
+                    _forget(process.pid)
                     time.sleep(RESTART_BACKOFF_SECONDS)
                     processes[index] = start()
         sock.close()  # no connection lands on a socket none of the draining workers accepts
@@ -117,7 +125,17 @@ def run(settings: Settings, *, host: str, port: int, workers: int, backlog: int)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         sock.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
+
+
+def _forget(pid: int | None) -> None:
+    """A dead worker's live gauges stop counting (its counters' totals stay)."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        with contextlib.suppress(ImportError, OSError):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _serve(sock: socket.socket, host: str, port: int) -> None:
@@ -129,7 +147,7 @@ def _serve(sock: socket.socket, host: str, port: int) -> None:
     logs.configure("INFO")
     settings = serving.fit_to_descriptors(load_settings_with_provider())
     logs.configure(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, metrics=settings.metrics)
     config = serving.build_config(app, settings, host=host, port=port, relay=app.state.relay)
     provider = app.state.relay.provider
     server = serving.RelayServer(config, provider=provider, drain_seconds=settings.drain_seconds)

@@ -26,6 +26,9 @@ class CircuitBreaker:
         self._count = 0
         self._opened_at: float | None = None
         self._probing = False
+        # Told each provider call's seconds and whether it succeeded (app/metrics.py); None: not
+        # measured, and not timed.
+        self.observer: Callable[[float, bool], None] | None = None
 
     @property
     def state(self) -> str:
@@ -37,18 +40,22 @@ class CircuitBreaker:
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run the operation unless the breaker is open; count how it went."""
         self._admit()
+        observer = self.observer
+        started = time.perf_counter() if observer is not None else 0.0
         try:
             result = await operation()
-        except ProviderError as exc:
+        except BaseException as exc:
+            if observer is not None:
+                observer(time.perf_counter() - started, False)
             self._probing = False
-            if exc.retryable:  # a refusal (4xx) says the provider is up: it does not count
+            if isinstance(exc, ProviderError) and exc.retryable:
+                # A refusal (4xx) says the provider is up: it does not count.
                 self._count += 1
                 if self._count >= self.failures or self._opened_at is not None:
                     self._opened_at = self._clock()
             raise
-        except BaseException:
-            self._probing = False
-            raise
+        if observer is not None:
+            observer(time.perf_counter() - started, True)
         self._count, self._opened_at, self._probing = 0, None, False
         return result
 

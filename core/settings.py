@@ -160,6 +160,8 @@ class Settings(EnvSettings):
 
     # Connections (relay serve): slow clients, caps, and a bounded drain on shutdown.
     request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # GET /metrics on relay serve (Prometheus text, a relay API key to read it): app/metrics.py.
+    metrics: bool = True
     # Channel history the relay keeps in the store where the policy grants `history` (for every
     # provider but Ably, which keeps its own): how long a message is kept, and how many per channel.
     history_ttl_seconds: int = Field(default=24 * 3600, ge=1)

@@ -36,7 +36,8 @@ PLATFORM = "manylinux2014_x86_64"
 PROVIDERS = ("local", "pusher", "ably", "supabase", "apigateway")
 # Base dependencies that only some providers' modules import.
 ONLY_FOR = {"pynacl": frozenset({"local", "pusher", "apigateway"})}  # encrypted channels
-SERVER_ONLY = ("uvicorn", "swagger-ui-bundle")  # relay serve's server and its /docs assets
+# relay serve's server, its /docs assets and its /metrics.
+SERVER_ONLY = ("uvicorn", "swagger-ui-bundle", "prometheus-client")
 # Written last, so a bundle holds it only when complete; infra/lambda_bundle.mjs looks for it.
 MARKER = ".requirements"
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.metrics import count_published
 from app.relay import Relay, relay_of
 from core.errors import BadRequest, NonFiniteNumber
 from core.publishing import EventRequest
@@ -189,4 +190,5 @@ async def _publish(
     )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    count_published(request, outcome.answer, replayed=outcome.replayed)
     return Published.model_validate(outcome.answer)

@@ -1,0 +1,248 @@
+"""`GET /metrics` of `relay serve`: the Prometheus text format, from prometheus-client.
+
+What is measured, and where (docs/operations.md lists each metric and what to alert on):
+
+    relay_http_requests_total{endpoint, status}       every HTTP answer (Front, app/middleware.py)
+    relay_http_request_duration_seconds{endpoint}     the same, SSE streams left out
+    relay_auth_decisions_total{endpoint, result}      /auth/*: allowed, unauthenticated,
+                                                      forbidden, rate_limited, invalid, error
+    relay_published_messages_total{provider}          messages the provider took
+    relay_provider_call_duration_seconds{provider, outcome}   each provider call (the breaker's)
+    relay_connections{kind}, relay_subscriptions, relay_presence_members   local, this host
+    relay_circuit_breaker_state                       0 closed, 1 half-open, 2 open
+
+Endpoints are labelled by route shape (`/v1/channels/{channel}`), never by a raw path, so that the
+label set stays bounded whatever clients send. With `relay serve --workers N` every worker writes
+to prometheus-client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set by app/workers.py) and a
+scrape answered by any worker sums them; the gauges are refreshed by each worker every few seconds.
+
+The endpoint is the backend's: it answers only a relay API key (`Authorization: Bearer <key>`, as
+Prometheus' `authorization` scrape setting sends it, or `X-API-Key`). It is imported only where
+`relay serve` runs with RELAY_METRICS on; the Lambda functions never import prometheus-client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request  # noqa: TC002 - FastAPI reads the route's annotation at runtime
+from fastapi.responses import Response
+
+from app.relay import relay_of
+from core.errors import Forbidden
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from fastapi import FastAPI
+    from starlette.requests import HTTPConnection
+
+    from app.relay import Relay
+
+REFRESH_SECONDS = 5.0
+# Seconds: an auth answer is ~1 ms, a publish to a provider tens; the top buckets catch timeouts.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+_SHAPES = (
+    (re.compile(r"^/v1/channels/[^/]+/members$"), "/v1/channels/{channel}/members"),
+    (re.compile(r"^/v1/channels/[^/]+/messages$"), "/v1/channels/{channel}/messages"),
+    (re.compile(r"^/v1/channels/[^/]+$"), "/v1/channels/{channel}"),
+    (re.compile(r"^/v1/users/[^/]+/(events|terminate)$"), r"/v1/users/{user_id}/\1"),
+    (re.compile(r"^/v1/webhooks/[^/]+$"), "/v1/webhooks/{provider}"),
+    (re.compile(r"^/apps/[^/]+/channels/[^/]+/users$"), "/apps/{app_id}/channels/{name}/users"),
+    (re.compile(r"^/apps/[^/]+/channels/[^/]+$"), "/apps/{app_id}/channels/{name}"),
+    (
+        re.compile(r"^/apps/[^/]+/users/[^/]+/terminate_connections$"),
+        "/apps/{app_id}/users/terminate",
+    ),
+    (re.compile(r"^/users/[^/]+/terminate_connections$"), "/apps/{app_id}/users/terminate"),
+    (re.compile(r"^/apps/[^/]+/(events|batch_events|channels)$"), r"/apps/{app_id}/\1"),
+    (re.compile(r"^/docs/assets/[^/]+$"), "/docs/assets"),
+)
+_FIXED = frozenset(
+    {
+        "/health",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+        "/auth/channel",
+        "/auth/user",
+        "/auth/token",
+        "/v1/events",
+        "/v1/batch",
+        "/v1/stream",
+        "/console",
+    }
+)
+_AUTH_RESULTS = {401: "unauthenticated", 403: "forbidden", 429: "rate_limited"}
+
+
+def endpoint_of(path: str) -> str:
+    """The route shape a path belongs to (`other` for anything the relay does not serve)."""
+    if path in _FIXED:
+        return path
+    for pattern, shape in _SHAPES:
+        if pattern.match(path):
+            return pattern.sub(shape, path)
+    return "other"
+
+
+def auth_result(status: int) -> str:
+    """An /auth/* answer's decision."""
+    if status < 300:
+        return "allowed"
+    if status in _AUTH_RESULTS:
+        return _AUTH_RESULTS[status]
+    return "invalid" if status < 500 else "error"
+
+
+class Metrics:
+    """The relay's instruments, in this process's registry (or the multiprocess files)."""
+
+    def __init__(self, relay: Relay) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.relay = relay
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        self.registry = registry
+        kw: dict[str, Any] = {"registry": registry} if registry is not None else {}
+        provider = relay.provider.name
+        self.requests = Counter(
+            "relay_http_requests",
+            "HTTP answers by route shape and status.",
+            ["endpoint", "status"],
+            **kw,
+        )
+        self.latency = Histogram(
+            "relay_http_request_duration_seconds",
+            "Seconds to answer an HTTP request (SSE streams left out).",
+            ["endpoint"],
+            buckets=BUCKETS,
+            **kw,
+        )
+        self.auth = Counter(
+            "relay_auth_decisions", "Answers of the auth endpoints.", ["endpoint", "result"], **kw
+        )
+        self.messages = Counter(
+            "relay_published_messages", "Messages the provider took.", ["provider"], **kw
+        ).labels(provider)
+        calls = Histogram(
+            "relay_provider_call_duration_seconds",
+            "Seconds of each call to the provider, by outcome.",
+            ["provider", "outcome"],
+            buckets=BUCKETS,
+            **kw,
+        )
+        self._calls = {True: calls.labels(provider, "ok"), False: calls.labels(provider, "failed")}
+        gauge: dict[str, Any] = dict(kw)
+        if self.multiprocess:
+            gauge["multiprocess_mode"] = "livesum"
+        self.connections = Gauge(
+            "relay_connections", "Open WebSockets and SSE streams (local).", ["kind"], **gauge
+        )
+        self.subscriptions = Gauge(
+            "relay_subscriptions", "Channel subscriptions held (local).", **gauge
+        )
+        self.members = Gauge(
+            "relay_presence_members",
+            "Presence members of this process's channels (local).",
+            **gauge,
+        )
+        breaker: dict[str, Any] = dict(kw)
+        if self.multiprocess:
+            breaker["multiprocess_mode"] = "max"
+        self.breaker = Gauge(
+            "relay_circuit_breaker_state", "0 closed, 1 half-open, 2 open.", **breaker
+        )
+        relay.breaker.observer = self._observe_call
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the relay tells it --------------------------------------------------------------
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        """One HTTP answer (Front's `finally`)."""
+        endpoint = endpoint_of(path)
+        self.requests.labels(endpoint, str(status)).inc()
+        if endpoint != "/v1/stream":
+            self.latency.labels(endpoint).observe(seconds)
+        if endpoint.startswith("/auth/"):
+            self.auth.labels(endpoint, auth_result(status)).inc()
+
+    def published(self, count: int) -> None:
+        """Messages a publish handed to the provider."""
+        self.messages.inc(count)
+
+    def _observe_call(self, seconds: float, ok: bool) -> None:
+        self._calls[ok].observe(seconds)
+
+    # -- gauges -------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Read the gauges off the provider and the breaker."""
+        self.breaker.set(BREAKER_STATES.get(self.relay.breaker.state, 0))
+        provider: Any = self.relay.provider
+        if provider.name != "local":
+            return
+        self.connections.labels("websocket").set(len(provider.connections))
+        self.connections.labels("sse").set(len(provider.streams))
+        hub = provider.hub
+        channels = hub.channel_names()
+        self.subscriptions.set(sum(hub.subscriber_count(c) for c in channels))
+        self.members.set(sum(len(hub.members(c)) for c in channels if c.startswith("presence-")))
+
+    async def run(self) -> None:
+        """Refresh the gauges every few seconds (each worker its own), until cancelled."""
+        while True:
+            self.refresh()
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    def start(self) -> None:
+        """Start refreshing (lifespan)."""
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        """Stop refreshing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- the scrape -----------------------------------------------------------------------------
+    def render(self) -> tuple[bytes, str]:
+        """The text format, and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        self.refresh()
+        registry = self.registry
+        if registry is None:  # several workers: every one's files, summed
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def count_published(conn: HTTPConnection, answer: Mapping[str, Any], *, replayed: bool) -> None:
+    """A publish route's messages, when this relay measures (a replayed answer sent nothing)."""
+    metrics: Metrics | None = getattr(conn.app.state, "metrics", None)
+    if metrics is not None and not replayed:
+        metrics.published(int(answer.get("accepted", 0)))
+
+
+def install(app: FastAPI, relay: Relay) -> Metrics:
+    """Measure this app: Front's answers, the breaker's calls, and `GET /metrics`."""
+    metrics = Metrics(relay)
+    app.state.metrics = metrics
+
+    @app.get("/metrics", include_in_schema=False)
+    async def scrape(request: Request) -> Response:
+        principal = await relay_of(request).identify(request)
+        if not principal.is_backend:
+            raise Forbidden("the metrics are the backend's: send a relay API key")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return metrics
