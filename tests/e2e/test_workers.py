@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.e2e.conftest import API_KEY, APP_KEY, RELAY_ENV
@@ -120,6 +121,28 @@ async def test_a_killed_worker_is_replaced_and_the_port_keeps_serving(
         assert await ticks(ws, 1) == [7]
     finally:
         await ws.close()
+
+
+def test_metrics_from_any_worker_are_the_totals_of_both(two_workers: RelayProcess) -> None:
+    def published() -> float:
+        answer = httpx.get(
+            two_workers.base + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"}
+        )
+        assert answer.status_code == 200, answer.text
+        families = text_string_to_metric_families(answer.text)
+        counted = [
+            s.value
+            for f in families
+            for s in f.samples
+            if s.name == "relay_published_messages_total"
+        ]
+        return sum(counted)
+
+    before = published()
+    for n in range(10):  # new connections: the kernel spreads them over the workers
+        publish(two_workers, "counted", n)
+    # Whichever worker answers each scrape, it reads every worker's counts.
+    assert {published() - before for _ in range(6)} == {10}
 
 
 @pytest.mark.parametrize(
