@@ -22,6 +22,11 @@ place for it (pusher-js: docs/recovery.md):
 
 then every event published there is delivered as `{"id": "<id>", "data": <data as published>}`;
 history and SSE answer the data as published, with the id beside it.
+
+End-to-end encrypted channels (`private-encrypted-`) are never recorded, whatever the policy
+grants, and get no envelope: the relay records before the provider seals, so a record would keep
+the plaintext the encryption exists to keep from the relay. Their history route answers
+EncryptedChannelHistory (501 encrypted-channel-history).
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import orjson
 from msgspec import Struct, structs
 
-from core.errors import BadRequest, ConfigurationError, HistoryGap
+from core.errors import BadRequest, ConfigurationError, HistoryGap, NotSupported
 from core.policy import Action
 from core.provider import Message
-from core.validation import check_payload_size
+from core.validation import ChannelKind, channel_kind, check_payload_size
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +60,29 @@ EPOCH_CHARACTERS = 8  # hex
 _ID = re.compile(r"(?P<epoch>[0-9a-z]{1,32}):(?P<seq>[1-9][0-9]{0,18})", re.ASCII)
 # The longest id this relay writes, for checking an envelope's size before the id exists.
 _LONGEST_ID = "f" * EPOCH_CHARACTERS + ":" + "9" * 19
+
+
+class EncryptedChannelHistory(NotSupported):
+    """The history of a `private-encrypted-` channel was asked for: the relay keeps none."""
+
+    # Belongs in core.errors' tree; defined here until that module's owner moves it.
+    slug = "encrypted-channel-history"
+    title = "Encrypted channels keep no relay history"
+
+
+def is_encrypted(channel: str) -> bool:
+    """Whether the channel is end-to-end encrypted (its history is never kept)."""
+    return channel_kind(channel) is ChannelKind.PRIVATE_ENCRYPTED
+
+
+def refuse_encrypted(channel: str) -> None:
+    """EncryptedChannelHistory for a `private-encrypted-` channel; nothing for the others."""
+    if is_encrypted(channel):
+        raise EncryptedChannelHistory(
+            "private-encrypted- channels keep no history in the relay: their data would be kept "
+            "unsealed in its store, so it is never recorded (keep it, sealed, in your backend)",
+            channel=channel,
+        )
 
 
 class HistoryId(NamedTuple):
@@ -130,22 +158,25 @@ class ChannelHistory:
         )
 
     def records(self, channel: str) -> bool:
-        """Whether the relay keeps this channel's history."""
-        return self.recorded(self._policy.rule_for(channel))
+        """Whether the relay keeps this channel's history (never an encrypted channel's)."""
+        return self._keeps(channel, self._policy.rule_for(channel))
+
+    def _keeps(self, channel: str, rule: Rule | None) -> bool:
+        return self.recorded(rule) and not is_encrypted(channel)
 
     def check_envelope(self, message: Message, rule: Rule | None) -> None:
         """Refuse (413) a message whose enveloped data would be over the provider's limit."""
-        if rule is not None and rule.index in self._envelope and self.recorded(rule):
+        if rule is not None and rule.index in self._envelope and self._keeps(message.channel, rule):
             check_payload_size(envelope(_LONGEST_ID, message.data, json=message.json), self._limits)
 
     async def reserve(
         self, messages: Sequence[Message], rules: Mapping[str, Rule | None]
     ) -> Pending:
         """Give each message on a recorded channel its id (one store call per such channel),
-        the envelope where its rule asks for it."""
+        the envelope where its rule asks for it. Encrypted channels get neither."""
         wanted: dict[str, list[int]] = {}
         for index, message in enumerate(messages):
-            if self.recorded(rules.get(message.channel)):
+            if self._keeps(message.channel, rules.get(message.channel)):
                 wanted.setdefault(message.channel, []).append(index)
         out = list(messages)
         logs: dict[str, tuple[str, list[Message]]] = {}

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from app.relay import relay_of
+from core.history import refuse_encrypted
 
 if TYPE_CHECKING:
     from core.provider import Message
@@ -92,9 +93,10 @@ async def messages(
 ) -> History:
     """History, where the channel's policy grants it (backends always may read it). With
     `since=<id>`: what followed that id, or 410 history-gap when the history cannot say
-    (docs/recovery.md)."""
+    (docs/recovery.md). Encrypted channels keep none: 501 encrypted-channel-history."""
     relay = relay_of(request)
     principal = await relay.identify(request)
+    refuse_encrypted(channel)  # whatever the policy grants: never their plaintext, nor a read
     found = await relay.authorizer.history(
         principal, channel, limit=limit, since=since, client_ip=relay.client_ip(request)
     )

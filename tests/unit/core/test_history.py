@@ -8,7 +8,15 @@ import orjson
 import pytest
 
 from core.errors import BadRequest, ConfigurationError, HistoryGap, PayloadTooLarge
-from core.history import ChannelHistory, HistoryId, envelope, is_id, parse_id
+from core.history import (
+    ChannelHistory,
+    EncryptedChannelHistory,
+    HistoryId,
+    envelope,
+    is_id,
+    parse_id,
+    refuse_encrypted,
+)
 from core.policy import Policy
 from core.provider import Limits, Message
 from core.settings import Settings
@@ -18,6 +26,17 @@ if TYPE_CHECKING:
     from core.policy.rules import Rule
 
 POLICY = """
+[[rule]]
+pattern = "private-encrypted-wrapped-{x}"
+subscribe = ["anyone"]
+history = ["anyone"]
+options = { history = { envelope = true } }
+
+[[rule]]
+pattern = "private-encrypted-{x}"
+subscribe = ["anyone"]
+history = ["anyone"]
+
 [[rule]]
 pattern = "wrapped-{x}"
 subscribe = ["anyone"]
@@ -240,3 +259,50 @@ def test_ably_keeps_its_own_history() -> None:
     provider = AblyProvider(AblySettings(api_key=SecretStr("app.key:secret")))
     history = ChannelHistory(Settings(), Policy.default(), MemoryStore(), provider.limits)
     assert not history.records("news")  # the default policy grants history there
+
+
+@pytest.mark.parametrize("channel", ["private-encrypted-a", "private-encrypted-wrapped-a"])
+async def test_an_encrypted_channel_is_never_recorded_whatever_the_policy_grants(
+    channel: str,
+) -> None:
+    store = MemoryStore()
+    history, _ = _history(store)
+    assert history.records("kept-a")  # the same store records a plain channel
+    assert not history.records(channel)
+    sent = await _publish(history, channel, "secret")
+    assert sent[0].history_id is None
+    assert sent[0].data == '"secret"'  # no envelope either: delivered as published
+    assert store.log_bytes == 0  # the store holds nothing of it
+    assert (await history.read(channel, since=None, limit=10)).messages == []
+
+
+async def test_an_encrypted_channel_in_a_batch_is_left_out_of_the_records() -> None:
+    store = MemoryStore()
+    history, _ = _history(store)
+    messages = [Message("private-encrypted-a", "e", '"secret"'), Message("kept-a", "e", '"x"')]
+    rules = _rules(history, "private-encrypted-a", "kept-a")
+    pending = await history.reserve(messages, rules)
+    await history.commit(pending)
+    assert list(pending.logs) == ["kept-a"]
+    assert pending.messages[0].history_id is None
+    kept = (await history.read("kept-a", since=None, limit=10)).messages
+    assert [m.data for m in kept] == ['"x"']
+
+
+def test_an_encrypted_channel_gets_no_envelope_check() -> None:
+    history, _ = _history(limits=Limits(max_payload_bytes=100))
+    rule = _rules(history, "private-encrypted-wrapped-a")["private-encrypted-wrapped-a"]
+    data = orjson.dumps("x" * 70).decode()  # fits unwrapped, not in an envelope
+    history.check_envelope(Message("private-encrypted-wrapped-a", "e", data), rule)
+
+
+def test_the_history_of_an_encrypted_channel_is_refused_with_its_own_problem() -> None:
+    refuse_encrypted("private-a")
+    refuse_encrypted("news")
+    with pytest.raises(EncryptedChannelHistory) as caught:
+        refuse_encrypted("private-encrypted-a")
+    problem = caught.value.problem()
+    assert problem["type"] == "urn:realtime-relay:problem:encrypted-channel-history"
+    assert problem["status"] == 501
+    assert problem["channel"] == "private-encrypted-a"
+    assert "keep no history" in problem["detail"]
