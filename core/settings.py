@@ -166,10 +166,6 @@ class Settings(EnvSettings):
     # provider but Ably, which keeps its own): how long a message is kept, and how many per channel.
     history_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     history_max_messages: int = Field(default=100, ge=1, le=100_000)
-    # Channel history the relay keeps in the store where the policy grants `history` (for every
-    # provider but Ably, which keeps its own): how long a message is kept, and how many per channel.
-    history_ttl_seconds: int = Field(default=24 * 3600, ge=1)
-    history_max_messages: int = Field(default=100, ge=1, le=100_000)
     max_connections: int = Field(default=10_000, ge=1)  # HTTP, WebSocket and SSE together
     max_connections_per_ip: int = Field(default=200, ge=1)  # WebSocket and SSE per address
     max_subscriptions_per_connection: int = Field(default=100, ge=1, le=100_000)
