@@ -59,7 +59,8 @@ def node(relay: RelayProcess) -> Iterator[PusherAgent]:
         agent.close()
 
 
-def _publish(relay: RelayProcess, channel: str, numbers: range) -> None:
+def publish_numbers(relay: RelayProcess, channel: str, numbers: range) -> None:
+    """Publish `update` events {"n": n} through the relay, one request each."""
     for n in numbers:
         response = httpx.post(
             relay.base + "/v1/events",
@@ -74,8 +75,11 @@ def _observed(node: PusherAgent, kind: str, count: int) -> list[dict[str, Any]]:
     return [node.expect(lambda o: o["type"] == kind) for _ in range(count)]
 
 
-def _subscribe(node: PusherAgent, relay: RelayProcess, channel: str) -> None:
-    node.connect("c")
+def subscribe_recoverable(
+    node: PusherAgent, relay: RelayProcess, channel: str, *, ws_port: int | None = None
+) -> None:
+    """Connect client "c" (to `ws_port`, default the relay) and wrap `channel` by the helper."""
+    node.connect("c", ws_port=ws_port)
     node.send(
         op="subscribe",
         client="c",
@@ -98,23 +102,32 @@ def _drop(node: PusherAgent) -> None:
 def test_missed_events_are_applied_once_in_order_then_live_ones(
     relay: RelayProcess, node: PusherAgent
 ) -> None:
-    channel = "news-recovery"
-    _subscribe(node, relay, channel)
-    _publish(relay, channel, range(1, 4))
+    check_recovery(relay, node, "news-recovery")
+
+
+def check_recovery(
+    relay: RelayProcess, node: PusherAgent, channel: str, *, ws_port: int | None = None
+) -> None:
+    """Drop the socket, publish, reconnect with the fetch held while more arrive live: each
+    event applied once, in order, with the history's ids (the channel must be new)."""
+    subscribe_recoverable(node, relay, channel, ws_port=ws_port)
+    publish_numbers(relay, channel, range(1, 4))
     before = _observed(node, "applied", 3)
     _drop(node)
-    _publish(relay, channel, range(4, 9))  # missed: the socket is down
+    publish_numbers(relay, channel, range(4, 9))  # missed: the socket is down
 
     node.send(op="hold")  # the helper's fetch waits until release
     node.send(op="reconnect", client="c")
     fetching = node.expect(lambda o: o["type"] == "fetching")
     assert f"since={before[-1]['id'].replace(':', '%3A')}" in fetching["url"]
-    _publish(relay, channel, range(9, 11))  # live during the recovery: held back, then deduped
+    publish_numbers(
+        relay, channel, range(9, 11)
+    )  # live during the recovery: held back, then deduped
     for n in (9, 10):  # delivered by pusher-js (enveloped) before the history answers
         node.expect(_raw({"n": n}))
     node.send(op="release")
     during = _observed(node, "applied", 7)
-    _publish(relay, channel, range(11, 13))
+    publish_numbers(relay, channel, range(11, 13))
     after = _observed(node, "applied", 2)
     node.never(lambda o: o["type"] == "applied", wait=0.5)  # nothing applied twice
 
@@ -130,11 +143,13 @@ def test_a_miss_longer_than_the_kept_history_calls_on_gap(
     relay: RelayProcess, node: PusherAgent
 ) -> None:
     channel = "news-gap"
-    _subscribe(node, relay, channel)
-    _publish(relay, channel, range(1, 2))
+    subscribe_recoverable(node, relay, channel)
+    publish_numbers(relay, channel, range(1, 2))
     (seen,) = _observed(node, "applied", 1)
     _drop(node)
-    _publish(relay, channel, range(2, 2 + KEEP + 1))  # pushes the last seen id out of the history
+    publish_numbers(
+        relay, channel, range(2, 2 + KEEP + 1)
+    )  # pushes the last seen id out of the history
     node.send(op="reconnect", client="c")
     gap = node.expect(lambda o: o["type"] == "gap")
     assert gap["problem"]["type"] == "urn:realtime-relay:problem:history-gap"
