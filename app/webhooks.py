@@ -51,7 +51,7 @@ async def stop(sink: Sink | None) -> None:
 
 
 def install_on_lambda(settings: Settings) -> None:
-    """On a cold start: the handlers' events go to SQS (RELAY_WEBHOOK_QUEUE_URL) before each
+    """On a cold start: the handlers' events go to SQS (RELAY_WEBHOOK_SQS_QUEUE) before each
     invocation returns. Lambda freezes a container between invocations, so no other queue can
     deliver there: without the queue, webhooks are off (said once, at the cold start)."""
     if not settings.webhook_url:
@@ -59,7 +59,7 @@ def install_on_lambda(settings: Settings) -> None:
     from core.webhooks.factory import build_sink, queue_kind
 
     if queue_kind(settings, on_lambda=True) != "sqs":
-        log.warning("webhooks: off on Lambda without RELAY_WEBHOOK_QUEUE_URL (the SQS queue)")
+        log.warning("webhooks: off on Lambda without RELAY_WEBHOOK_SQS_QUEUE (the SQS queue)")
         return
     sink = build_sink(settings, on_lambda=True)
     if sink is not None:

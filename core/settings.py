@@ -187,9 +187,9 @@ class Settings(EnvSettings):
     webhook_channels: tuple[str, ...] = ()  # patterns, `*` any run of characters; none: all
     webhook_events: tuple[str, ...] = ()  # kinds; none: all
     # Where events wait: auto picks redis with RELAY_STORE or RELAY_BACKPLANE redis, sqs on
-    # Lambda when RELAY_WEBHOOK_QUEUE_URL is set, memory otherwise.
+    # Lambda when RELAY_WEBHOOK_SQS_QUEUE is set, memory otherwise.
     webhook_queue: Literal["auto", "memory", "redis", "sqs"] = "auto"
-    webhook_queue_url: str | None = None  # the SQS queue (Lambda)
+    webhook_sqs_queue: str | None = None  # the SQS queue on Lambda: its name or URL
     webhook_hold_seconds: float = Field(default=3.0, ge=0, le=60)  # member_removed, vacated
     webhook_batch_events: int = Field(default=50, ge=1, le=100)
     webhook_queue_events: int = Field(default=10_000, ge=1, le=1_000_000)  # memory queue bound
@@ -356,8 +356,8 @@ def load_settings() -> Settings:
         standard = settings.webhook_url and settings.webhook_format == "standard"
         if standard and settings.webhook_secret is None:
             problems.append("RELAY_WEBHOOK_SECRET: required when RELAY_WEBHOOK_FORMAT=standard")
-        if settings.webhook_queue == "sqs" and not settings.webhook_queue_url:
-            problems.append("RELAY_WEBHOOK_QUEUE_URL: required when RELAY_WEBHOOK_QUEUE=sqs")
+        if settings.webhook_queue == "sqs" and not settings.webhook_sqs_queue:
+            problems.append("RELAY_WEBHOOK_SQS_QUEUE: required when RELAY_WEBHOOK_QUEUE=sqs")
         refused = [v for v in settings.dev_defaults_in_use if v not in named]
         if settings.env == "production" and refused:
             problems.append(

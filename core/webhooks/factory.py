@@ -60,7 +60,7 @@ def queue_kind(settings: Settings, *, on_lambda: bool = False) -> str:
     """memory, redis or sqs: what RELAY_WEBHOOK_QUEUE names, or what `auto` picks."""
     if settings.webhook_queue != "auto":
         return settings.webhook_queue
-    if on_lambda and settings.webhook_queue_url:
+    if on_lambda and settings.webhook_sqs_queue:
         return "sqs"
     if settings.redis_url and (settings.store == "redis" or settings.backplane == "redis"):
         return "redis"
@@ -83,9 +83,9 @@ def build_sink(settings: Settings, *, on_lambda: bool = False) -> Sink | None:
     if kind == "sqs":
         from core.webhooks.sqs import SqsSink
 
-        if not settings.webhook_queue_url:
-            raise ConfigurationError("RELAY_WEBHOOK_QUEUE_URL: required for the SQS queue")
-        return SqsSink(config, queue_url=settings.webhook_queue_url)
+        if not settings.webhook_sqs_queue:
+            raise ConfigurationError("RELAY_WEBHOOK_SQS_QUEUE: required for the SQS queue")
+        return SqsSink(config, queue=settings.webhook_sqs_queue)
     from core.webhooks.memory import MemorySink
 
     sink = MemorySink(config, send)

@@ -37,10 +37,11 @@ _decode = msgspec.json.Decoder(ChannelEvent).decode
 class SqsSink:
     """A Sink that buffers an invocation's events and sends them on `settle`."""
 
-    def __init__(self, config: WebhookConfig, *, queue_url: str, client: Any = None) -> None:
+    def __init__(self, config: WebhookConfig, *, queue: str, client: Any = None) -> None:
         self.config = config
         self.filter = Filter(config.channels, config.kinds)
-        self.queue_url = queue_url
+        self.queue = queue  # a name (its URL asked once) or a URL
+        self._url = queue if queue.startswith(("http://", "https://")) else None
         self._client = client
         self._buffer: list[ChannelEvent] = []
         self._seq = 0
@@ -53,8 +54,15 @@ class SqsSink:
         """Send what is buffered, ten messages a call; a failure is logged, not raised (the
         client's frame was handled; the events are lost, as the docs say)."""
         buffered, self._buffer = self._buffer, []
+        if not buffered:
+            return
         sqs = self._client or aws.client("sqs")
-        fifo = self.queue_url.endswith(".fifo")
+        fifo = self.queue.endswith(".fifo")
+        try:
+            url = await self._queue_url(sqs)
+        except Exception as exc:
+            log.warning("webhooks: %d events not queued (%s)", len(buffered), _cause(exc))
+            return
         for start in range(0, len(buffered), SQS_BATCH):
             entries = []
             for i, event in enumerate(buffered[start : start + SQS_BATCH]):
@@ -71,14 +79,22 @@ class SqsSink:
                     sqs,
                     "send_message_batch",
                     "webhook queue unreachable",
-                    QueueUrl=self.queue_url,
+                    QueueUrl=url,
                     Entries=entries,
                 )
             except Exception as exc:
-                log.warning("webhooks: %d events not queued (%s)", len(entries), exc)
+                log.warning("webhooks: %d events not queued (%s)", len(entries), _cause(exc))
                 continue
             if answer.get("Failed"):
                 log.warning("webhooks: %d events not queued", len(answer["Failed"]))
+
+    async def _queue_url(self, sqs: Any) -> str:
+        if self._url is None:
+            found = await aws.call(
+                sqs, "get_queue_url", "webhook queue unknown", QueueName=self.queue
+            )
+            self._url = str(found["QueueUrl"])
+        return self._url
 
     async def start(self) -> None:
         """Nothing runs in the background on Lambda."""
@@ -86,6 +102,12 @@ class SqsSink:
     async def aclose(self) -> None:
         """Send what is buffered."""
         await self.settle()
+
+
+def _cause(exc: BaseException) -> str:
+    # The AWS error code or the exception's type: never the request (it holds the events).
+    cause = exc.__cause__ or exc
+    return aws.error_code(cause) or type(cause).__name__
 
 
 class Undelivered(Exception):

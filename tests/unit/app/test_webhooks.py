@@ -153,7 +153,7 @@ def lambda_container(monkeypatch: pytest.MonkeyPatch, url: str) -> Any:
     with mock_aws(), StubThread() as stub:
         outputs = deploy_infra()
         monkeypatch.setenv("RELAY_WEBHOOK_URL", url)
-        monkeypatch.setenv("RELAY_WEBHOOK_QUEUE_URL", outputs["WebhookQueueUrl"])
+        monkeypatch.setenv("RELAY_WEBHOOK_SQS_QUEUE", outputs["WebhookQueueUrl"])
         monkeypatch.setenv("RELAY_WEBHOOK_HOLD_SECONDS", "0.3")
         from providers.apigateway.provider import ApiGatewayProvider
         from providers.apigateway.settings import ApiGatewaySettings

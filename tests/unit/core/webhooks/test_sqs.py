@@ -46,7 +46,7 @@ async def test_events_sent_by_a_handler_are_delivered_by_the_consumer(
     url_q = outputs["WebhookQueueUrl"]
     assert url_q.endswith(".fifo")
     cfg = config(url, hold_seconds=0.2)
-    sink = SqsSink(cfg, queue_url=url_q, client=sqs)
+    sink = SqsSink(cfg, queue=url_q, client=sqs)
     sink.put([ev("channel_occupied"), ev("member_added", user="ann")])
     sink.put([ev("member_removed", user="bob"), ev("member_added", user="bob")])
     sink.put([ev("client_event", "private-x")])
@@ -75,7 +75,7 @@ async def test_an_undelivered_batch_raises_for_sqs_to_retry(
     backend, url = receiver
     backend.failures = [500]
     cfg = config(url, attempts=1)
-    sink = SqsSink(cfg, queue_url=outputs["WebhookQueueUrl"], client=sqs)
+    sink = SqsSink(cfg, queue="relay-unit-webhooks.fifo", client=sqs)  # a name
     sink.put([ev("cache_miss", "cache-a")])
     await sink.settle()
     records = receive(sqs, outputs["WebhookQueueUrl"])
