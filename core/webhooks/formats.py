@@ -29,7 +29,9 @@ def pusher_event(event: ChannelEvent) -> dict[str, Any]:
     """One event as Pusher's webhooks name its fields."""
     out: dict[str, Any] = {"name": event.kind, "channel": event.channel}
     if event.kind == "subscription_count":
-        out["subscription_count"] = int(event.data) if event.data else 0
+        # The sessions put the count in `data`; a forwarded provider webhook may not carry one.
+        if event.data is not None and event.data.isdigit():
+            out["subscription_count"] = int(event.data)
         return out
     for name in ("event", "data", "socket_id", "user_id"):
         value = getattr(event, name)

@@ -80,3 +80,8 @@ def test_standardwebhooks_verifies_the_standard_format() -> None:
     tampered = orjson.dumps({**payload, "type": "other"})
     with pytest.raises(WebhookVerificationError):
         Webhook(WEBHOOK_SECRET).verify(tampered, headers)
+
+
+def test_a_forwarded_count_without_a_number_names_none() -> None:
+    forwarded = ChannelEvent("subscription_count", "news", 1)  # a provider webhook's, normalized
+    assert formats.pusher_event(forwarded) == {"name": "subscription_count", "channel": "news"}
