@@ -1,11 +1,15 @@
-"""core/history.py: ids, epochs, since=, gaps, the envelope, and what is recorded (memory store)."""
+"""core/history.py: ids, epochs, since=, gaps, the envelope, and what is recorded (memory store);
+then on publish through the apigateway provider, the history in DynamoDB on moto."""
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING
 
+import boto3
 import orjson
 import pytest
+from moto import mock_aws
 
 from core.errors import BadRequest, ConfigurationError, HistoryGap, PayloadTooLarge
 from core.history import (
@@ -18,17 +22,24 @@ from core.history import (
     refuse_encrypted,
 )
 from core.policy import Policy
+from core.principal import Principal, PrincipalKind
 from core.provider import Limits, Message
+from core.publishing import EventRequest
 from core.settings import Settings
 from core.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from app.relay import Relay
     from core.policy.rules import Rule
+    from tests.e2e.management_stub import ManagementStub
 
 POLICY = """
 [[rule]]
 pattern = "private-encrypted-wrapped-{x}"
 subscribe = ["anyone"]
+publish = ["backend"]
 history = ["anyone"]
 options = { history = { envelope = true } }
 
@@ -40,6 +51,7 @@ history = ["anyone"]
 [[rule]]
 pattern = "wrapped-{x}"
 subscribe = ["anyone"]
+publish = ["backend"]
 history = ["anyone"]
 options = { history = { envelope = true } }
 
@@ -306,3 +318,87 @@ def test_the_history_of_an_encrypted_channel_is_refused_with_its_own_problem() -
     assert problem["status"] == 501
     assert problem["channel"] == "private-encrypted-a"
     assert "keep no history" in problem["detail"]
+
+
+# -- on publish through the apigateway provider: DynamoDB (moto), the management API stub ------
+BACKEND = Principal(PrincipalKind.BACKEND, "test")
+
+
+@pytest.fixture
+async def apigateway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[Relay, ManagementStub, str]]:
+    """A relay on the apigateway provider, its store the state table on moto; the stub the
+    provider posts to; the table's name."""
+    from app.relay import Relay
+    from core.stores.dynamodb import DynamoStore
+    from providers.apigateway.provider import ApiGatewayProvider
+    from providers.apigateway.settings import ApiGatewaySettings
+    from tests.e2e.apigw_support import PREFIX, aws_environment, deploy_infra, relay_settings
+    from tests.e2e.management_stub import ManagementStub
+
+    aws_environment(monkeypatch)
+    with mock_aws():
+        table = deploy_infra()["StateTableName"]
+        async with ManagementStub() as stub:
+            master = base64.b64encode(bytes(range(32))).decode()
+            settings = relay_settings(encryption_master_key_base64=master)
+            options = ApiGatewaySettings(table_prefix=PREFIX, endpoint=stub.endpoint)
+            provider = ApiGatewayProvider(settings, options)
+            policy = Policy.from_toml(POLICY, source="test")
+            store = DynamoStore(table)
+            try:
+                yield (
+                    Relay.build(settings, provider=provider, policy=policy, store=store),
+                    stub,
+                    table,
+                )
+            finally:
+                await provider.aclose()
+
+
+async def _subscribed(relay: Relay, connection_id: str, channel: str) -> None:
+    from providers.apigateway.port import DynamoPort
+    from providers.apigateway.provider import ApiGatewayProvider
+    from providers.apigateway.records import Connection
+
+    provider = relay.provider
+    assert isinstance(provider, ApiGatewayProvider)
+    connection = Connection(connection_id, f"1.{len(connection_id)}", 2**40)
+    await provider.store.add_connection(connection)
+    await DynamoPort(provider.store, connection_id, connection=connection).join(channel, None)
+
+
+async def test_apigateway_publishes_record_history_in_dynamodb_and_deliver_the_envelope(
+    apigateway: tuple[Relay, ManagementStub, str],
+) -> None:
+    relay, stub, _ = apigateway
+    await _subscribed(relay, "c1", "wrapped-a")
+    for n in (1, 2, 3):
+        await relay.publisher.publish(BACKEND, [EventRequest("update", ["wrapped-a"], {"n": n})])
+    delivered = [orjson.loads(orjson.loads(body)["data"]) for body in stub.bodies("c1")]
+    assert [d["data"] for d in delivered] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    ids = [d["id"] for d in delivered]
+    assert [parse_id(i).seq for i in ids] == [1, 2, 3]
+    page = await relay.authorizer.history(
+        BACKEND, "wrapped-a", limit=10, since=ids[0], client_ip=None
+    )
+    assert [(m.id, orjson.loads(m.data)) for m in page.messages] == [
+        (ids[1], {"n": 2}),
+        (ids[2], {"n": 3}),
+    ]
+
+
+async def test_apigateway_keeps_nothing_of_an_encrypted_channel_granted_history(
+    apigateway: tuple[Relay, ManagementStub, str],
+) -> None:
+    relay, stub, table = apigateway
+    await _subscribed(relay, "c2", "private-encrypted-wrapped-a")
+    await relay.publisher.publish(
+        BACKEND, [EventRequest("update", ["private-encrypted-wrapped-a"], {"card": "4111"})]
+    )
+    [posted] = [orjson.loads(orjson.loads(body)["data"]) for body in stub.bodies("c2")]
+    assert set(posted) == {"nonce", "ciphertext"}  # sealed, not enveloped
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+    assert not [i for i in items if "encrypted" in i["pk"]["S"]]
+    assert "4111" not in str(items)
