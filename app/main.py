@@ -84,11 +84,16 @@ def create_app(
     if relay.provider.name in PUSHER_SERVERS:  # the Pusher HTTP API, as Pusher's SDKs call it
         app.include_router(build_pusher_http_router(settings))
     if relay.provider.name == "local":  # it serves its own sockets; imported only then
+        from app import console
         from app.local.routes import build_router
         from providers.local.provider import LocalProvider
 
         assert isinstance(relay.provider, LocalProvider)
         app.include_router(build_router(relay.provider))
+        if console.enabled(settings):  # /console: in development, or with RELAY_CONSOLE=on
+            from app.console.routes import router as console_router
+
+            app.include_router(console_router)
     docs.list_only_served(app, relay.provider)
     # One layer instead of FastAPI middleware (each a wrapper with its own wrapped `send`), and
     # the auth endpoints served from it: bench/README.md, "Auth".

@@ -132,6 +132,9 @@ class Settings(EnvSettings):
     # Several `relay serve` processes or hosts as one: deliveries and channel state through Redis
     # (RELAY_REDIS_URL). memory: each process is its own hub.
     backplane: Literal["memory", "redis"] = "memory"
+    # The browser console at /console (app/console): auto serves it when RELAY_ENV=development;
+    # on serves it in any environment (its API answers only the backend keys, RELAY_API_KEYS).
+    console: Literal["auto", "on", "off"] = "auto"
 
     # Shared state (rate limits, idempotency): memory for one process, redis or dynamodb for many.
     store: Literal["memory", "redis", "dynamodb"] = "memory"
