@@ -8,7 +8,7 @@ JS_STAMP := node_modules/.installed
 # Set-up steps that take a minute show the time so far and their latest line (scripts/progress.py).
 PROGRESS := $(PYTHON) scripts/progress.py
 
-.PHONY: run test lint typecheck unit e2e bench fuzz package offline services deps clean
+.PHONY: run test lint typecheck unit e2e bench fuzz package offline services chromium deps clean
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -34,12 +34,21 @@ run: $(PY_STAMP)
 	$(BIN)/relay serve
 
 ## test: lint, type-check, then every test (unit, contract, database, end to end)
-test: deps services lint typecheck
+test: deps services chromium lint typecheck
 	$(BIN)/pytest
 
 ## services: Redis and PostgreSQL for the tests (started from the installed binaries if down)
 services:
 	@scripts/ensure-services
+
+## chromium: Debian's browser, which Playwright drives in tests/e2e/test_console.py (Playwright's
+## own browser download is never used); installed with apt-get where missing
+chromium:
+	@command -v chromium >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "make: install Chromium (/usr/bin/chromium) for the console's browser tests"; exit 1; }; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$(PROGRESS) "installing chromium (apt-get) for the browser tests" -- \
+			sh -c "$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium"; }
 
 ## lint: ruff, and the import contracts (app -> providers -> core, no cycles) in pyproject.toml
 lint: $(PY_STAMP)
@@ -53,7 +62,7 @@ typecheck: $(PY_STAMP)
 unit: $(PY_STAMP)
 	$(BIN)/pytest tests/unit
 
-e2e: deps
+e2e: deps chromium
 	$(BIN)/pytest tests/e2e
 
 ## bench: every benchmark against its baseline; writes docs/benchmarks.md; fails on a missed target
