@@ -81,7 +81,7 @@ class Settings(EnvSettings):
     env_prefix = ENV_PREFIX
 
     env: Literal["development", "production", "test"] = "development"
-    provider: Literal["local", "pusher", "ably", "supabase", "apigateway"] = "local"
+    provider: Literal["local", "pusher", "ably", "supabase", "apigateway", "appsync"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -18,6 +18,7 @@ PROVIDERS: dict[str, str] = {
     "ably": "providers.ably.provider:AblyProvider",
     "supabase": "providers.supabase.provider:SupabaseProvider",
     "apigateway": "providers.apigateway.provider:ApiGatewayProvider",
+    "appsync": "providers.appsync.provider:AppSyncProvider",
 }
 # The settings each provider reads besides the relay's own (`from_settings` reads them again).
 PROVIDER_SETTINGS: dict[str, str] = {
@@ -25,6 +26,7 @@ PROVIDER_SETTINGS: dict[str, str] = {
     "ably": "providers.ably.settings:AblySettings",
     "supabase": "providers.supabase.settings:SupabaseSettings",
     "apigateway": "providers.apigateway.settings:ApiGatewaySettings",
+    "appsync": "providers.appsync.settings:AppSyncSettings",
 }
 
 

@@ -39,4 +39,4 @@ def test_an_import_failure_names_what_to_fix(
 def test_an_unknown_provider_lists_the_known_ones() -> None:
     with pytest.raises(ConfigurationError) as caught:
         registry.provider_class("nope")
-    assert "have: ably, apigateway, local, pusher, supabase" in str(caught.value)
+    assert "have: ably, apigateway, appsync, local, pusher, supabase" in str(caught.value)
