@@ -55,10 +55,9 @@ class Dispatcher:
         config = self.config
         now = float("inf") if final else self.clock()
 
-        def fits(entries: list[Entry]) -> bool:
-            return encoded_size([e.event for e in entries]) <= config.batch_bytes
-
-        return self.schedule.ready(now, limit=config.batch_events, fits=fits)
+        return self.schedule.ready(
+            now, limit=config.batch_events, size=_size, max_bytes=config.batch_bytes
+        )
 
     async def deliver(self, batch: Sequence[Entry]) -> bool:
         """Send the batch's wanted events to every URL; True when every URL took it."""
@@ -109,3 +108,7 @@ class Dispatcher:
         except TimeoutError:
             log.warning("webhooks: %d events left undelivered at shutdown", len(self.schedule))
         await self.sender.aclose()
+
+
+def _size(entry: Entry) -> int:
+    return encoded_size(entry.event)

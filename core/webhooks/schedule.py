@@ -64,18 +64,26 @@ class Schedule:
         return []
 
     def ready(
-        self, now: float, *, limit: int, fits: Callable[[list[Entry]], bool] | None = None
+        self,
+        now: float,
+        *,
+        limit: int,
+        size: Callable[[Entry], int] | None = None,
+        max_bytes: int = 0,
     ) -> list[Entry]:
         """Up to `limit` due events, oldest first, each channel's in order, taken off the
-        schedule; `fits` may refuse a longer batch (its encoded size)."""
+        schedule; with `size`, at most `max_bytes` of them (the first one whatever its size)."""
         heads = sorted((q[0].seq, name) for name, q in self._channels.items() if q[0].due <= now)
         batch: list[Entry] = []
+        total = 0
         for _, name in heads:
             queue = self._channels[name]
             while queue and queue[0].due <= now and len(batch) < limit:
-                if batch and fits is not None and not fits([*batch, queue[0]]):
-                    limit = len(batch)
-                    break
+                if size is not None:
+                    total += size(queue[0])
+                    if batch and total > max_bytes:
+                        limit = len(batch)
+                        break
                 batch.append(queue.popleft())
                 self._size -= 1
             if not queue:

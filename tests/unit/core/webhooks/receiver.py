@@ -80,8 +80,8 @@ class Receiver:
                 verified = data["data"]
             else:
                 verified = self.pusher.validate_webhook(
-                    request.headers.get("X-Pusher-Key"),
-                    request.headers.get("X-Pusher-Signature"),
+                    request.headers.get("X-Pusher-Key", ""),
+                    request.headers.get("X-Pusher-Signature", ""),
                     body.decode(),
                 )
         except WebhookVerificationError as exc:

@@ -79,7 +79,7 @@ def test_a_batch_stops_where_the_size_would_not_fit() -> None:
     schedule = Schedule(hold=0.0)
     for i in range(4):
         schedule.add(ev("client_event", "private-a", str(i)), now=T0)
-    batch = schedule.ready(T0, limit=10, fits=lambda entries: len(entries) <= 2)
+    batch = schedule.ready(T0, limit=10, size=lambda entry: 100, max_bytes=250)
     assert [e.event.user_id for e in batch] == ["0", "1"]
     assert len(schedule) == 2
 
