@@ -106,7 +106,7 @@ class LambdaRuntime:
         if self._app is None:
             from app.main import create_app
 
-            self._app = create_app(relay=self.relay)
+            self._app = create_app(relay=self.relay, emf=self.relay.settings.metrics)
         return self._app
 
     def http(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -118,6 +118,9 @@ class LambdaRuntime:
                 self._adapter = Mangum(self.app, lifespan="off")
         asyncio.set_event_loop(self.loop)
         response: dict[str, Any] = self._adapter(event, context)
+        measured = self.app.state.metrics
+        if measured is not None:
+            measured.flush()  # the invocation's EMF lines, for CloudWatch
         return response
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

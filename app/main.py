@@ -19,6 +19,9 @@ from core.settings import load_settings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from app.emf import EmfMetrics
+    from app.metrics import Metrics
+
     from starlette.types import Receive, Scope, Send
 
     from core.settings import Settings
@@ -39,10 +42,15 @@ class RelayApp(FastAPI):
 
 
 def create_app(
-    settings: Settings | None = None, *, relay: Relay | None = None, metrics: bool = False
+    settings: Settings | None = None,
+    *,
+    relay: Relay | None = None,
+    metrics: bool = False,
+    emf: bool = False,
 ) -> RelayApp:
     """Build the app; the provider's own routes (local sockets) are mounted when it has any;
-    `metrics` (relay serve with RELAY_METRICS on) measures it and serves `GET /metrics`."""
+    `metrics` (relay serve with RELAY_METRICS on) measures it and serves `GET /metrics`, `emf`
+    (Lambda) measures it for CloudWatch's embedded metric format (app/emf.py)."""
     if relay is None:
         relay = Relay.build(settings or load_settings())
     settings = relay.settings
@@ -71,11 +79,15 @@ def create_app(
     )
     app.state.relay = relay
     app.state.metrics = None
-    measured = None
+    measured: Metrics | EmfMetrics | None = None
     if metrics:  # prometheus-client is imported only then
         from app import metrics as measuring
 
         measured = measuring.install(app, relay)
+    elif emf:
+        from app import emf as embedded
+
+        measured = embedded.install(app, relay)
     problems.install(app)
     docs.install(app)
     routers = (health, auth, events, channels, users, webhooks)
