@@ -19,11 +19,10 @@ from core.settings import load_settings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from app.emf import EmfMetrics
-    from app.metrics import Metrics
-
     from starlette.types import Receive, Scope, Send
 
+    from app.emf import EmfMetrics
+    from app.metrics import Metrics
     from core.settings import Settings
 
 
