@@ -14,9 +14,12 @@
 // so every published event arrives as {"id", "data"}. The helper unwraps it, hands the app the
 // data as pusher-js would have, remembers the last id, and after every re-subscription
 // (pusher:subscription_succeeded past the first) fetches `?since=<last id>`, applying what was
-// missed once each, in order, before the events that arrive live meanwhile.
+// missed once each, in order, before the events that arrive live meanwhile. At the first
+// subscription it asks for the channel's newest id (`?limit=1`, applying nothing), so that what
+// is missed before any event arrived is recovered too.
 
 const SEEN_IDS = 1000; // ids remembered for dropping duplicates
+const PAGE = 1000; // messages per history request (the relay's most)
 
 export function recoverable(channel, { historyUrl, headers = () => ({}), onGap, fetchImpl }) {
   const doFetch = fetchImpl || globalThis.fetch.bind(globalThis);
@@ -25,6 +28,8 @@ export function recoverable(channel, { historyUrl, headers = () => ({}), onGap, 
   const order = [];
   let lastId = null;
   let subscribedOnce = false;
+  let baseline = null; // the first subscription's fetch of the newest id
+  let startedEmpty = false; // the channel had no history then: all it has now followed it
   let recovering = null; // the buffer of live events while a recovery runs
   const live = (event, data) => {
     if (event.startsWith("pusher:") || event.startsWith("client-")) {
@@ -53,13 +58,39 @@ export function recoverable(channel, { historyUrl, headers = () => ({}), onGap, 
     dispatch(event, asPusherJs(envelope.data), { id });
   }
 
+  async function newestId() {
+    const response = await doFetch(`${historyUrl}?limit=1`, { headers: headers() });
+    if (!response.ok) throw new Error(`history: ${response.status}`);
+    const page = await response.json();
+    if (lastId !== null) return; // an event arrived meanwhile: it is the newer mark
+    if (page.messages.length) lastId = page.messages[page.messages.length - 1].id;
+    else startedEmpty = true;
+  }
+
   async function recover() {
-    if (lastId === null) return;
     recovering = [];
     try {
+      await baseline;
+      if (lastId === null && !startedEmpty) {
+        // Nothing seen and the channel's newest id unknown: what was missed cannot be told.
+        if (onGap) onGap({ type: "urn:realtime-relay:problem:history-gap", latest: null });
+        return;
+      }
       let since = lastId;
+      if (since === null) {
+        // Empty at the first subscription: everything it holds now was missed.
+        const response = await doFetch(`${historyUrl}?limit=${PAGE}`, { headers: headers() });
+        if (!response.ok) throw new Error(`history: ${response.status}`);
+        const page = await response.json();
+        if (page.messages.length >= PAGE) {
+          if (onGap) onGap({ type: "urn:realtime-relay:problem:history-gap", latest: null });
+          return;
+        }
+        for (const m of page.messages) apply(m.name, { id: m.id, data: m.data });
+        return;
+      }
       while (since) {
-        const url = `${historyUrl}?since=${encodeURIComponent(since)}&limit=1000`;
+        const url = `${historyUrl}?since=${encodeURIComponent(since)}&limit=${PAGE}`;
         const response = await doFetch(url, { headers: headers() });
         if (response.status === 410) {
           if (onGap) onGap(await response.json());
@@ -80,6 +111,7 @@ export function recoverable(channel, { historyUrl, headers = () => ({}), onGap, 
   channel.bind_global(live);
   channel.bind("pusher:subscription_succeeded", () => {
     if (subscribedOnce) recover().catch((error) => console.warn("recovery failed", error));
+    else baseline = newestId().catch((error) => console.warn("history: no newest id", error));
     subscribedOnce = true;
   });
 

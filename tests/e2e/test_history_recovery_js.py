@@ -155,3 +155,19 @@ def test_a_miss_longer_than_the_kept_history_calls_on_gap(
     assert gap["problem"]["type"] == "urn:realtime-relay:problem:history-gap"
     assert gap["problem"]["latest"] != seen["id"]
     node.never(lambda o: o["type"] == "applied", wait=0.5)  # the app reloads; nothing half-applied
+
+
+@pytest.mark.parametrize("published_before", [0, 2])
+def test_events_missed_before_any_was_seen_are_recovered(
+    relay: RelayProcess, node: PusherAgent, published_before: int
+) -> None:
+    channel = f"news-unseen-{published_before}"
+    publish_numbers(relay, channel, range(1, 1 + published_before))  # before the subscription
+    subscribe_recoverable(node, relay, channel)
+    _drop(node)  # before any event reached the client
+    missed = range(1 + published_before, 4 + published_before)
+    publish_numbers(relay, channel, missed)
+    node.send(op="reconnect", client="c")
+    applied = _observed(node, "applied", 3)
+    assert [o["data"] for o in applied] == [{"n": n} for n in missed]  # not those from before
+    node.never(lambda o: o["type"] == "applied", wait=0.5)
