@@ -186,6 +186,13 @@ def test_a_presence_member_joining_appears_in_the_members(
         clients.send(op="disconnect", client="ben")
         expect(console.logged("presence-lobby", "member_removed")).to_contain_text("ben left")
         expect(members).to_have_count(2)
+        expect(console.page.locator('#members li[data-user="relay-console"]')).to_contain_text(
+            "(this console)"
+        )
+        # A channel's row fills the forms with its name.
+        console.page.click('#channels tr[data-channel="news"]')
+        expect(console.page.locator("#publish-channel")).to_have_value("news")
+        console.page.fill("#publish-event", "headline")
         picture = tmp_path / "console.png"
         console.page.screenshot(path=str(picture), full_page=True)
         assert picture.read_bytes().startswith(b"\x89PNG")

@@ -267,10 +267,15 @@
     }
     if (channel !== state.membersChannel) return;
     $('members-title').textContent = `${channel}: ${found.count} member${found.count === 1 ? '' : 's'}`;
+    const own = state.config && state.config.member;
     $('members').replaceChildren(...found.members.map(({ user_id: userId, user_info: info }) => el(
       'li',
       { data: { user: userId } },
-      [el('strong', { text: userId }), el('code', { text: JSON.stringify(info) })],
+      [
+        el('strong', { text: userId }),
+        el('code', { text: JSON.stringify(info) }),
+        ...(userId === own ? [el('span', { className: 'muted', text: '(this console)' })] : []),
+      ],
     )));
   }
 
