@@ -79,7 +79,9 @@ def build_sink(settings: Settings, *, on_lambda: bool = False) -> Sink | None:
 
         if not settings.redis_url:
             raise ConfigurationError("RELAY_REDIS_URL: required when RELAY_WEBHOOK_QUEUE=redis")
-        return RedisStreamSink(config, send, url=settings.redis_url)
+        # One stream per app, as the backplane's keys are (relay:bp:<app id>:).
+        prefix = f"relay:webhooks:{settings.app_id}:"
+        return RedisStreamSink(config, send, url=settings.redis_url, prefix=prefix)
     if kind == "sqs":
         from core.webhooks.sqs import SqsSink
 

@@ -1,13 +1,13 @@
 """The Redis stream queue: durable across restarts, one delivering process at a time.
 
-Every process XADDs its events to one stream (`relay:webhooks:stream`, capped near
-`queue_events`). One process at a time, the one holding the lease (a key it renews), reads the
-stream after the cursor (`relay:webhooks:cursor`, the last entry everything before which is done)
+Every process of an app XADDs its events to one stream (`relay:webhooks:<app id>:stream`, capped
+near ten times `queue_events`). One process at a time, the one holding the lease (a key it renews),
+reads the stream after the cursor (`...:cursor`, the last entry everything before which is done)
 into its schedule and delivers: so each channel's order and the member_removed hold hold across
 the cluster (a user who drops on host A and rejoins on host B cancels the pair), and a process that
 dies leaves its lease to expire and the next one to resume from the cursor. Delivery is at least
 once: what was delivered after the cursor's entry is delivered again after a takeover. A batch no
-URL took after every attempt goes to `relay:webhooks:dead` (XRANGE it to see what was lost).
+URL took after every attempt goes to `...:dead` (XRANGE it to see what was lost).
 """
 
 from __future__ import annotations
