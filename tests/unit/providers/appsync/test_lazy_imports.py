@@ -42,3 +42,25 @@ def test_the_appsync_app_imports_no_sdk_and_no_http_client() -> None:
 def test_the_probe_sees_botocore_when_it_is_imported() -> None:
     result = fresh("import botocore.session\n" + PROBE, ENV)
     assert "botocore" in result["roots"]
+
+
+AUTHORIZER_PROBE = """
+import json, sys
+from app import lambda_appsync
+
+answer = lambda_appsync.handler(
+    {"authorizationToken": "anonymous", "requestContext": {"operation": "EVENT_CONNECT"}}, None
+)
+print(json.dumps({
+    "answer": answer,
+    "roots": sorted({m.split(".")[0] for m in sys.modules}),
+}))
+"""
+
+
+def test_the_appsync_lambda_answers_without_the_web_app_or_an_sdk() -> None:
+    result = fresh(AUTHORIZER_PROBE, ENV)
+    assert result["answer"]["isAuthorized"] is True
+    roots = result["roots"]
+    heavy = ("fastapi", "starlette", "mangum", "httpx", "boto3", "botocore", "pusher", "nacl")
+    assert [m for m in heavy if m in roots] == []
