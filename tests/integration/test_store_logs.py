@@ -14,12 +14,15 @@ from core.history import ChannelHistory, parse_id
 from core.policy import Policy
 from core.provider import Limits, Message
 from core.settings import Settings
-
-# The `store` fixture, a fresh store of each backend (registered under its own name).
-from tests.integration.test_stores import store as _each_backend  # noqa: F401
+from tests.integration import test_stores
 
 if TYPE_CHECKING:
     from core.stores.base import Store
+
+
+# The `store` fixture of test_stores (a fresh store of each backend), registered here under its
+# own name: pytest takes a fixture by the name it is bound to in the module.
+store = test_stores.store
 
 
 @pytest.fixture
