@@ -1,9 +1,10 @@
 """app.lambda_appsync against the request and answer shapes AWS documents for AppSync Events, and
 its decisions against `relay policy explain` for the same caller and channel.
 
-No AppSync emulator runs here, and moto has nothing for the Event API (its appsync backend models
-GraphQL APIs: api keys, schemas, resolvers; no channel namespace, no /event endpoint, no
-authorizer invocation), so the invocations are the documented examples:
+No AppSync emulator runs here. moto (5.2) models the Event API's control plane (CreateApi with
+its eventConfig, channel namespaces with their handlerConfigs) and answers `POST /event` with
+every event successful, checking no signature, auth mode or limit; it never invokes an authorizer
+or a handler. So the invocations here are the documented examples:
 
 - the Lambda authorizer's request and answer:
   https://docs.aws.amazon.com/appsync/latest/eventapi/configure-event-api-auth.html
