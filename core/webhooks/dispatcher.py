@@ -42,6 +42,7 @@ class Dispatcher:
         self.undelivered = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def enqueue(self, event: ChannelEvent, *, ref: str | None = None) -> None:
         """Schedule one event (a cancelled pair is released at once)."""
@@ -77,8 +78,8 @@ class Dispatcher:
         """The entries are done with (delivered, given up, or cancelled)."""
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
-        while True:
+        """Deliver until stopped (or cancelled)."""
+        while not self._stopping:
             batch = self.next_batch()
             if batch:
                 await self.deliver(batch)
@@ -92,21 +93,28 @@ class Dispatcher:
     def launch(self) -> None:
         """Run the loop in a task of its own."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self, *, drain: float) -> None:
-        """Stop the loop; deliver what waits (held events too) for at most `drain` seconds."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        """Let the batch in flight finish (its retries included), then deliver what waits, held
+        events too, all within `drain` seconds; what is left then is logged and dropped."""
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
         try:
             async with asyncio.timeout(drain):
+                if task is not None:
+                    await task
                 while batch := self.next_batch(final=True):
                     await self.deliver(batch)
         except TimeoutError:
             log.warning("webhooks: %d events left undelivered at shutdown", len(self.schedule))
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.sender.aclose()
 
 

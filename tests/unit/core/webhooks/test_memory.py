@@ -105,3 +105,21 @@ async def test_the_process_sink_takes_what_drivers_emit() -> None:
     finally:
         uninstall(sink)
     assert installed() is None
+
+
+async def test_a_batch_retried_at_shutdown_finishes_within_the_drain(
+    receiver: tuple[Receiver, str],
+) -> None:
+    backend, url = receiver
+    backend.failures = [503]  # the loop is waiting to retry when the process stops
+    cfg = config(url, backoff_seconds=1.0)
+    sink = MemorySink(cfg, Sender(cfg, sign))
+    await sink.start()
+    sink.put([ev("member_added", user="ann")])
+    for _ in range(100):
+        if backend.requests:
+            break
+        await asyncio.sleep(0.02)
+    await sink.aclose()
+    assert backend.kinds() == [("member_added", "presence-room", "ann")]
+    assert backend.requests == 2
