@@ -9,6 +9,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import httpx
 import orjson
 import websockets
 from moto import mock_aws
@@ -90,6 +91,28 @@ async def _presence_visit(server: LiveServer, settings: Settings) -> None:
         await ws.send(orjson.dumps(typing).decode())
         await ws.send(orjson.dumps({"event": "pusher:ping", "data": {}}).decode())
         assert orjson.loads(await ws.recv())["event"] == "pusher:pong"
+
+
+async def test_an_sse_stream_occupies_and_vacates_its_channels(
+    receiver: tuple[Receiver, str], relay_settings: Settings
+) -> None:
+    backend, url = receiver
+    settings = relay_settings.model_copy(
+        update={"webhook_url": (url,), "webhook_hold_seconds": 0.1}
+    )
+    app = create_app(settings)
+    async with serve(app) as server, httpx.AsyncClient(base_url=server.http_url) as http:
+        async with http.stream("GET", "/v1/stream", params={"channel": "sse-news"}) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    break  # connected
+            await backend.wait_for(1)
+        await backend.wait_for(2)
+    assert backend.kinds() == [
+        ("channel_occupied", "sse-news", None),
+        ("channel_vacated", "sse-news", None),
+    ]
 
 
 async def test_no_url_no_sink(relay_settings: Settings) -> None:
