@@ -73,10 +73,18 @@ AWS = {
 }
 
 
+# The infra/ stacks the offline stack (and the tests on moto) create: the tables and the webhook
+# queue; a new template that moto cannot create stays out until it can.
+OFFLINE_STACKS = frozenset({"apigateway-tables", "relay-tables", "webhooks-queue"})
+
+
 def deploy_tables(cloudformation: Any, prefix: str) -> dict[str, str]:
-    """Create the stacks of infra/*.yaml with `TablePrefix=prefix`; return their outputs."""
+    """Create the stacks moto can run (the tables and queues of OFFLINE_STACKS) with
+    `TablePrefix=prefix`; return their outputs."""
     outputs: dict[str, str] = {}
     for template in sorted((ROOT / "infra").glob("*.yaml")):
+        if template.stem not in OFFLINE_STACKS:
+            continue  # appsync-events: moto has no AppSync Event API (docs/providers/appsync.md)
         stack = f"{prefix}-{template.stem}"
         cloudformation.create_stack(
             StackName=stack,
