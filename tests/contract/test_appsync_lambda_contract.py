@@ -41,11 +41,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
-API_KEY = "contract-api-key-0123456789"
+API_KEY = "contract-appsync-api-key-0123456789"
+JWT_SECRET = "contract-appsync-jwt-secret-0123456789abcdef0123"
 SETTINGS = {
     "env": "test",
     "provider": "appsync",
-    "jwt_secret": "contract-jwt-secret-0123456789abcdef0123456789",
+    "jwt_secret": JWT_SECRET,
     "api_keys": API_KEY,
     "rate_limits": False,
 }

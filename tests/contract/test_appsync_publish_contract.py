@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 REGION = "eu-west-1"
 HOST = "example123abc.appsync-api.eu-west-1.amazonaws.com"
 NOW = 1_700_000_000.0
-CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session+token==")
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # AWS's documented example key
+CREDS = Credentials("AKIDEXAMPLE", AWS_SECRET, "session+token==")
 AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<scope>[^,]+), "
     r"SignedHeaders=(?P<names>[^,]+), Signature=(?P<signature>[0-9a-f]{64})"

@@ -10,7 +10,8 @@ from core.settings import Settings
 from core.tokens import mint_dev_token
 from providers.appsync.authorizer import DENIED, authorize
 
-SETTINGS = Settings(env="test", jwt_secret="unit-jwt-secret-0123456789abcdef0123456789")
+JWT_SECRET = "appsync-unit-jwt-secret-0123456789abcdef0123"
+SETTINGS = Settings(env="test", jwt_secret=JWT_SECRET)
 NOW = 1_700_000_000.0
 
 

@@ -14,7 +14,8 @@ from providers.appsync.provider import AppSyncProvider, encode_event
 from providers.appsync.settings import MAX_EVENT_BYTES, AppSyncSettings
 
 DOMAIN = "example123.appsync-api.eu-west-1.amazonaws.com"
-CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "token")
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # AWS's documented example key
+CREDS = Credentials("AKIDEXAMPLE", AWS_SECRET, "token")
 
 
 class Recorder:
