@@ -3,6 +3,8 @@
 - A burst: events published back to back; delivered messages per second is every frame received
   divided by the time from the first publish to the last receipt.
 - A paced run: events on a fixed schedule, so the latency is delivery latency, not a burst's queue.
+- The cost of a publish: server CPU per event with two subscribers, what a publish costs beside
+  the frames it fans out to.
 Both read the CPU the server's process tree and the subscriber processes spent, from /proc, which
 other load on the machine does not dilute.
 """
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.nodeclients import Report, Subscribers, publish
+
+COST_CHANNEL = "publish-cost"
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -29,7 +33,7 @@ class Burst:
 
     rate: float  # frames delivered per second
     frames: int
-    delivered: float  # fraction of the expected frames that arrived
+    delivered: float  # frames that arrived / frames expected (above 1: duplicates)
     wall: float  # seconds from starting the publisher to the last frame
     server_cpu: float  # CPU seconds, the server's processes together
     client_cpu: float  # CPU seconds, subscriber processes together
@@ -41,16 +45,18 @@ def burst(server: Server, subs: Subscribers, messages: int, folder: Path) -> Bur
     subs.reset()
     before = subs.report()
     cpu0, wall0 = server.cpu(), time.monotonic()
-    sent = publish(server.base, messages=messages, rate=0, folder=folder)
+    sent = publish(server.base, app_id=server.app_id, messages=messages, rate=0, folder=folder)
     expected = messages * subs.connections
     report = subs.wait_for(expected)
     wall = time.monotonic() - wall0
     server_cpu = server.cpu() - cpu0
     elapsed = (report.last - sent["first"]) / 1000
+    time.sleep(0.2)  # frames past the expected count would be duplicates: count them too
+    late = subs.report().count
     return Burst(
-        rate=report.count / elapsed if elapsed > 0 else 0.0,
+        rate=min(report.count, expected) / elapsed if elapsed > 0 else 0.0,
         frames=report.count,
-        delivered=report.count / expected,
+        delivered=late / expected,
         wall=wall,
         server_cpu=server_cpu,
         client_cpu=report.cpu - before.cpu,
@@ -61,8 +67,44 @@ def burst(server: Server, subs: Subscribers, messages: int, folder: Path) -> Bur
 def paced(server: Server, subs: Subscribers, messages: int, rate: float, folder: Path) -> Report:
     """Publish on a schedule; every frame's latency."""
     subs.reset()
-    publish(server.base, messages=messages, rate=rate, folder=folder)
+    publish(server.base, app_id=server.app_id, messages=messages, rate=rate, folder=folder)
     return subs.wait_for(messages * subs.connections)
+
+
+def publish_cost(
+    servers: Sequence[Server], *, messages: int, repeats: int, folder: Path
+) -> dict[str, list[float]]:
+    """Server CPU microseconds per publish to a channel of two subscribers, interleaved."""
+    costs: dict[str, list[float]] = {s.name: [] for s in servers}
+    with contextlib.ExitStack() as stack:
+        subs = {
+            s.name: stack.enter_context(
+                contextlib.closing(
+                    Subscribers(
+                        ws_url=s.ws_url,
+                        connections=2,
+                        processes=1,
+                        folder=folder,
+                        channel=COST_CHANNEL,
+                    )
+                )
+            )
+            for s in servers
+        }
+        for server in rounds(servers, repeats):
+            subs[server.name].reset()
+            cpu0 = server.cpu()
+            publish(
+                server.base,
+                app_id=server.app_id,
+                messages=messages,
+                rate=0,
+                folder=folder,
+                channel=COST_CHANNEL,
+            )
+            subs[server.name].wait_for(2 * messages)
+            costs[server.name].append((server.cpu() - cpu0) / messages * 1e6)
+    return costs
 
 
 def rounds(servers: Sequence[Server], count: int) -> Iterator[Server]:
@@ -95,7 +137,7 @@ def connect(
                 )
             )
         )
-        publish(server.base, messages=5, rate=0, folder=folder)
+        publish(server.base, app_id=server.app_id, messages=5, rate=0, folder=folder)
         subs[server.name].wait_for(5 * connections)
     return subs
 

@@ -11,6 +11,8 @@ spreads them over the workers, as a load balancer in front of one host would.
 - Throughput: interleaved bursts (bench/deliveries.py), the median per server.
 - Latency: events on a fixed schedule at half of the one-worker relay's measured throughput (the
   same schedule for every server), in two halves in rotating order.
+- What a publish costs beside its frames: server CPU per event to two subscribers (a Redis
+  backplane and store add round trips per publish that soketi's single process does not make).
 - Whether the load client is the limit (full runs): the bursts repeated with twice the subscriber
   processes, and with the light wire client (bench/clients/wire.mjs, no extension offered), which
   costs less CPU per frame.
@@ -26,7 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import plots
-from bench.deliveries import burst, connect, cpu_note, cpu_per_frame_us, paced, rounds
+from bench.deliveries import (
+    burst,
+    connect,
+    cpu_note,
+    cpu_per_frame_us,
+    paced,
+    publish_cost,
+    rounds,
+)
 from bench.figures import Figure
 from bench.plots import Histogram
 from bench.servers import relay_server, soketi_server
@@ -49,13 +59,26 @@ class Plan:
     bursts: int
     paced_seconds: float
     cross_checks: bool
+    cost_messages: int
 
 
 QUICK = Plan(
-    connections=100, processes=1, burst_messages=20, bursts=2, paced_seconds=1, cross_checks=False
+    connections=100,
+    processes=1,
+    burst_messages=20,
+    bursts=2,
+    paced_seconds=1,
+    cross_checks=False,
+    cost_messages=50,
 )
 FULL = Plan(
-    connections=1000, processes=2, burst_messages=200, bursts=5, paced_seconds=10, cross_checks=True
+    connections=1000,
+    processes=2,
+    burst_messages=200,
+    bursts=7,
+    paced_seconds=10,
+    cross_checks=True,
+    cost_messages=1000,
 )
 
 
@@ -70,6 +93,7 @@ class Results:
     spread: str = ""  # how the two-worker relay's connections landed on its workers
     doubled: dict[str, list[Burst]] = field(default_factory=dict)
     wire: dict[str, list[Burst]] = field(default_factory=dict)
+    publish_cost: dict[str, list[float]] = field(default_factory=dict)
 
     def rate(self, name: str, runs: dict[str, list[Burst]] | None = None) -> float:
         """Median delivered rate."""
@@ -95,6 +119,9 @@ def measure(servers: list[Server], plan: Plan, folder: Path) -> Results:
         for server in rounds(servers, 2):
             report = paced(server, subs[server.name], count, results.paced_rate, folder)
             results.latency[server.name] = results.latency[server.name].merge(report.histogram)
+    results.publish_cost = publish_cost(
+        servers, messages=plan.cost_messages, repeats=3 if plan.cross_checks else 1, folder=folder
+    )
     if plan.cross_checks:
         results.doubled = _bursts(servers, plan, folder, processes=2 * plan.processes)
         results.wire = _bursts(servers, plan, folder, transport="wire")
@@ -169,7 +196,7 @@ def _evidence(results: Results, plan: Plan, name: str) -> list[str]:
         f"{n} delivered {b.delivered:.1%}"
         for n in (name, SOKETI)
         for b in results.bursts[n]
-        if b.delivered < 1
+        if b.delivered != 1
     ]
     return notes
 
@@ -184,6 +211,7 @@ def _figures(results: Results, plan: Plan) -> list[Figure]:
         f"throughput), {results.latency[RELAY].total:,.0f} deliveries each, in two interleaved "
         "halves"
     )
+    cost = {n: statistics.median(c) for n, c in results.publish_cost.items()}
     figures = []
     for name, label, target in ((RELAY, "one worker", ">= 0.8"), (WORKERS, "2 workers", ">= 1.0")):
         title = f"Local fan-out to {subscribers} subscribers, {label}"
@@ -224,6 +252,19 @@ def _figures(results: Results, plan: Plan) -> list[Figure]:
                 "soketi, same schedule",
                 "<= 2.0" if name == RELAY else "",
                 paced_note,
+            ),
+            Figure(
+                f"Publish cost, {label}: server CPU per event to 2 subscribers",
+                "CPU-us",
+                cost[name],
+                cost[SOKETI],
+                "soketi",
+                "",
+                f"median of {len(results.publish_cost[name])} interleaved runs of "
+                f"{plan.cost_messages} publishes (Pusher HTTP API, one at a time); what a publish "
+                f"costs beside its frames: at {subscribers} subscribers, "
+                f"{(cost[name] - cost[SOKETI]) / plan.connections:.1f} us per frame more than "
+                "soketi",
             ),
         ]
     return figures

@@ -70,7 +70,14 @@ def footprint(server: Server, connections: int, processes: int, folder: Path) ->
         own_channels=True,
     )
     try:
-        publish(server.base, messages=3, rate=0, folder=folder, channel=f"{CHANNEL}-warm-0")
+        publish(
+            server.base,
+            app_id=server.app_id,
+            messages=3,
+            rate=0,
+            folder=folder,
+            channel=f"{CHANNEL}-warm-0",
+        )
         warm.wait_for(3, stall=2)
     finally:
         warm.close()

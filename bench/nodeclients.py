@@ -220,18 +220,25 @@ class Subscribers:
 
 
 def publish(
-    base: str, *, messages: int, rate: float, folder: Path, channel: str = CHANNEL
+    base: str,
+    *,
+    messages: int,
+    rate: float,
+    folder: Path,
+    channel: str = CHANNEL,
+    concurrency: int = 1,
+    app_id: str = APP_ID,
 ) -> Message:
-    """Run the Node publisher to the end (rate 0: back to back)."""
+    """Run the Node publisher to the end (rate 0: back to back, `concurrency` in flight)."""
     options = {
         "base": base,
-        "appId": APP_ID,
+        "appId": app_id,
         "key": KEY,
         "secret": SECRET,
         "channel": channel,
         "messages": messages,
         "rate": rate,
-        "concurrency": 1,
+        "concurrency": concurrency,
     }
     publisher = NodeProcess("publisher.mjs", options, folder / "publisher.log")
     try:

@@ -1,5 +1,9 @@
 """The servers the socket benchmarks compare: `relay serve` (one worker or several) and soketi.
 
+Every relay started here gets an app id of its own: the Redis backplane's channels are named by
+app id (and Redis pub/sub ignores the database), so two relays on one Redis with the same app id
+would be one cluster, each delivering the other's publishes.
+
 A server may be several processes (`relay serve --workers N` is a parent and N workers; soketi may
 start helpers), so its CPU and resident memory are read from /proc for its whole process tree,
 summed. The relay's workers share the Redis backplane and store, in a database of their own
@@ -9,6 +13,7 @@ summed. The relay's workers share the Redis backplane and store, in a database o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -27,6 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+_app_ids = itertools.count(int(APP_ID))
 
 
 def relay_env(*, workers: int = 1) -> dict[str, str]:
@@ -132,6 +140,7 @@ class Server:
     base: str
     ws_url: str
     workers: int = 1
+    app_id: str = APP_ID
 
     def pids(self) -> list[int]:
         """The root process and every descendant."""
@@ -166,22 +175,36 @@ def _ws_url(port: int) -> str:
 
 
 @contextlib.contextmanager
-def relay_server(folder: Path, *, workers: int = 1) -> Iterator[Server]:
-    """`relay serve` on the local provider; with `workers` > 1 on the Redis backplane."""
+def relay_server(
+    folder: Path,
+    *,
+    workers: int = 1,
+    source: Path | None = None,
+    name: str = "",
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """`relay serve` on the local provider; with `workers` > 1 on the Redis backplane.
+
+    `source`: a copy of the code to run instead (first on PYTHONPATH), to measure a prototype
+    interleaved with the code as it is; `env`: settings over the benchmark's own.
+    """
     port = free_port()
-    env = {**os.environ, **relay_env(workers=workers)}
+    app_id = str(next(_app_ids))
+    env = {**os.environ, **relay_env(workers=workers), "RELAY_APP_ID": app_id, **(env or {})}
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     env |= {"RELAY_HOST": "127.0.0.1", "RELAY_PORT": str(port)}
     command = [str(Path(sys.executable).with_name("relay")), "serve"]
     if workers > 1:
         command += ["--workers", str(workers)]
-    log_path = folder / f"relay-{workers}w.log"
+    name = name or ("relay" if workers == 1 else f"relay {workers} workers")
+    log_path = folder / f"{name.replace(' ', '-')}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_healthy(process, base, log_path, workers)
-            name = "relay" if workers == 1 else f"relay {workers} workers"
-            yield Server(name, process.pid, base, _ws_url(port), workers)
+            yield Server(name, process.pid, base, _ws_url(port), workers, app_id)
         finally:
             process.terminate()
             try:
