@@ -86,8 +86,9 @@ class AppSyncProvider(Provider):
         return [Receipt(m.channel, m.name, m.id) for m in messages]
 
     async def check(self) -> str:
-        """An empty publish would be refused as malformed; a publish to a channel nobody can
-        subscribe to (`<namespace>/relay-check`) proves the credentials without a listener."""
+        """One small event on `<namespace>/relay-check` (AppSync has no read call to try the
+        credentials with, and refuses an empty publish): a subscriber of that channel, if the
+        policy lets anyone be one, sees `{"event": "relay-check"}`."""
         path = f"{self.settings.namespace}/relay-check"
         await self.api.publish(path, [orjson.dumps({"event": "relay-check"}).decode()])
         return f"{self.settings.base_url} accepted a publish to {path}"

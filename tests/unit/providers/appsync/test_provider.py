@@ -123,3 +123,12 @@ def test_the_domain_or_an_endpoint_is_required() -> None:
 def test_an_event_carries_its_id_when_it_has_one() -> None:
     event = encode_event(Message("news", "x", '"s"', id="m-1", json=True))
     assert orjson.loads(event) == {"event": "x", "data": "s", "id": "m-1"}
+
+
+async def test_the_live_check_publishes_one_small_event() -> None:
+    recorder = Recorder()
+    said = await _provider(recorder).check()
+    assert recorder.bodies() == [
+        {"channel": "relay/relay-check", "events": ['{"event":"relay-check"}']}
+    ]
+    assert said == f"https://{DOMAIN} accepted a publish to relay/relay-check"
