@@ -11,14 +11,20 @@ decide denies, a handler that cannot decide refuses. serverless.yml names it
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 # First of the relay's imports: it puts the package's vendored dependencies on sys.path.
 from app.lambda_handler import runtime
 from providers.appsync import authorizer, handlers
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from app.relay import Relay
     from providers.appsync.provider import AppSyncProvider
+    from providers.appsync.settings import AppSyncSettings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +53,21 @@ def handler(event: dict[str, Any], context: Any) -> Any:
         raise UnauthorizedException("the relay could not decide") from None
 
 
-def _provider() -> AppSyncProvider:
-    provider = runtime().relay.provider
+def _run(work: Callable[[Relay, AppSyncSettings], Coroutine[Any, Any, T]]) -> T:
+    """Run one decision on the container's loop, with the relay and the appsync settings."""
+    rt = runtime()
+    provider = rt.relay.provider
     if provider.name != "appsync":
         raise TypeError(f"RELAY_PROVIDER is {provider.name!r}, not 'appsync'")
-    return cast("AppSyncProvider", provider)
+    return rt.run(work(rt.relay, cast("AppSyncProvider", provider).settings))
 
 
 def _authorize(event: dict[str, Any]) -> dict[str, Any]:
-    settings = _provider().settings
-    rt = runtime()
-    return rt.run(
-        authorizer.authorize(
+    return _run(
+        lambda relay, settings: authorizer.authorize(
             event,
-            authenticator=rt.relay.authenticator,
-            authorizer=rt.relay.authorizer,
+            authenticator=relay.authenticator,
+            authorizer=relay.authorizer,
             namespace=settings.namespace,
             ttl_seconds=settings.authorizer_ttl_seconds,
         )
@@ -69,13 +75,11 @@ def _authorize(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _handle(event: dict[str, Any]) -> dict[str, Any] | None:
-    settings = _provider().settings
-    rt = runtime()
-    return rt.run(
-        handlers.handle(
+    return _run(
+        lambda relay, settings: handlers.handle(
             event,
-            authorizer=rt.relay.authorizer,
-            schemas=rt.relay.schemas,
+            authorizer=relay.authorizer,
+            schemas=relay.schemas,
             namespace=settings.namespace,
             api_key_is_backend=settings.api_key is not None,
         )
