@@ -81,6 +81,7 @@ class RedisStreamSink(Dispatcher):
         self._read: deque[str] = deque()  # ids read, in order, not yet released
         self._done: set[str] = set()
         self.cursor = "0-0"
+        self.dropped = 0  # events refused while Redis was unreachable and the buffer full
 
     # -- producing --------------------------------------------------------------------------
     def put(self, events: Sequence[ChannelEvent]) -> None:
@@ -88,7 +89,12 @@ class RedisStreamSink(Dispatcher):
         for event in events:
             if self.filter.keeps(event):
                 if len(self._buffer) >= self.config.queue_events:
-                    log.warning("webhooks: Redis unreachable and the buffer full: event dropped")
+                    self.dropped += 1
+                    if self.dropped == 1 or self.dropped % 1000 == 0:
+                        log.warning(
+                            "webhooks: Redis unreachable, buffer full: %d events dropped so far",
+                            self.dropped,
+                        )
                     continue
                 self._buffer.append(_encode(event))
         if self._buffer and self._writer is None:
@@ -96,8 +102,8 @@ class RedisStreamSink(Dispatcher):
 
     async def settle(self) -> None:
         """Wait until the buffered events are on the stream."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        while (writer := self._writer) is not None and not writer.done():
+            await asyncio.shield(writer)
 
     async def _write(self) -> None:
         try:
@@ -210,6 +216,12 @@ class RedisStreamSink(Dispatcher):
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.drain_seconds):
                 await self.settle()
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():  # Redis still unreachable: give up
+            log.warning("webhooks: %d events not written to Redis at shutdown", len(self._buffer))
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
         leader, self._leader = self._leader, None
         if leader is not None:
             leader.cancel()

@@ -141,3 +141,14 @@ async def test_the_next_process_takes_over_when_the_deliverer_stops(
     await backend.wait_for(1, within=5)
     assert b.leading
     await b.aclose()
+
+
+async def test_while_redis_is_unreachable_events_wait_in_a_bounded_buffer() -> None:
+    cfg = config("http://unused.test/h", queue_events=3)
+    sink = RedisStreamSink(cfg, Sender(cfg, sign), url="redis://127.0.0.1:1/0")  # nobody there
+    sink.drain_seconds = 0.5
+    sink.put([ev("client_event", "private-z", str(i)) for i in range(5)])
+    assert sink.dropped == 2
+    await sink.aclose()  # gives up on the writer after the drain bound
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert all(t.done() for t in left)  # no writer retrying forever
