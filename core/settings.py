@@ -217,6 +217,18 @@ class Settings(EnvSettings):
                     raise ValueError("put no credentials in a URL: the body is signed")
         return value
 
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret_shape(cls, value: object) -> object:
+        if isinstance(value, str) and value:
+            try:
+                raw = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be whsec_ followed by base64") from None
+            if len(raw) < 24:
+                raise ValueError("must decode to at least 24 bytes")
+        return value
+
     @field_validator("webhook_channels", "webhook_events", mode="before")
     @classmethod
     def _split_webhook_lists(cls, value: object, info: ValidationInfo) -> object:

@@ -85,3 +85,14 @@ def test_standardwebhooks_verifies_the_standard_format() -> None:
 def test_a_forwarded_count_without_a_number_names_none() -> None:
     forwarded = ChannelEvent("subscription_count", "news", 1)  # a provider webhook's, normalized
     assert formats.pusher_event(forwarded) == {"name": "subscription_count", "channel": "news"}
+
+
+def test_a_webhook_secret_of_another_shape_is_refused_at_start_up() -> None:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    assert Settings(webhook_secret=WEBHOOK_SECRET).webhook_secret is not None
+    for bad in ("whsec_not base64!", "whsec_c2hvcnQ="):  # not base64; 5 bytes
+        with pytest.raises(ValidationError, match="webhook_secret"):
+            Settings(webhook_secret=bad)
