@@ -59,7 +59,9 @@ class Footprint:
         return (self.after - self.before) / self.connections * 1000 / 1e6
 
 
-def footprint(server: Server, connections: int, processes: int, folder: Path) -> Footprint:
+def footprint(
+    server: Server, connections: int, processes: int, folder: Path, *, settle: float = 2.0
+) -> Footprint:
     """Warm the server up, then measure what `connections` idle subscribers add."""
     warm = Subscribers(
         ws_url=server.ws_url,
@@ -81,7 +83,7 @@ def footprint(server: Server, connections: int, processes: int, folder: Path) ->
         warm.wait_for(3, stall=2)
     finally:
         warm.close()
-    before = settled_rss(server)
+    before = settled_rss(server, seconds=settle / 2)
     subs = Subscribers(
         ws_url=server.ws_url,
         connections=connections,
@@ -91,22 +93,26 @@ def footprint(server: Server, connections: int, processes: int, folder: Path) ->
         own_channels=True,
     )
     try:
-        after = settled_rss(server, seconds=2.0)
+        after = settled_rss(server, seconds=settle)
     finally:
         subs.close()
     return Footprint(before, after, connections, subs.negotiated())
 
 
 def _measure(
-    start: AbstractContextManager[Server], connections: int, processes: int, folder: Path
+    start: AbstractContextManager[Server],
+    connections: int,
+    processes: int,
+    folder: Path,
+    settle: float,
 ) -> Footprint:
     with start as server:
-        return footprint(server, connections, processes, folder)
+        return footprint(server, connections, processes, folder, settle=settle)
 
 
 def run(*, quick: bool = False) -> list[Figure]:
     """The local provider against the 12 MB bound and against soketi."""
-    connections, processes, repeats = (200, 1, 1) if quick else (1000, 2, 2)
+    connections, processes, repeats, settle = (200, 1, 1, 0.4) if quick else (1000, 2, 2, 2.0)
     starts: dict[str, Callable[[Path], AbstractContextManager[Server]]] = {
         "relay": relay_server,
         "soketi": soketi_server,
@@ -117,7 +123,8 @@ def run(*, quick: bool = False) -> list[Figure]:
         folder = Path(tmp)
         for n in range(repeats):
             for name in list(starts)[:: 1 if n % 2 == 0 else -1]:
-                runs[name].append(_measure(starts[name](folder), connections, processes, folder))
+                start = starts[name](folder)
+                runs[name].append(_measure(start, connections, processes, folder, settle))
 
     def mb(name: str) -> float:
         # A figure is positive; growth below 1 kB per 1,000 is noise.
