@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
 from app.main import create_app
 from app.relay import Relay
+from core.errors import PROBLEM_CONTENT_TYPE, RelayError
 from core.identity import Authenticator
 from core.policy import Policy
 from core.provider import Receipt
@@ -139,6 +141,12 @@ def provider_env(name: str, dead_port: int) -> dict[str, str]:
             "APIGW_TABLE_PREFIX": "forge-relay",
             "APIGW_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead_port}",
+        },
+        "appsync": {
+            "APPSYNC_ENDPOINT": f"http://127.0.0.1:{dead_port}",
+            "APPSYNC_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "forge-access-key",
+            "AWS_SECRET_ACCESS_KEY": "forge-secret-key",
         },
     }
     if name not in table:
@@ -347,11 +355,41 @@ class Target:
     async def user_probe(self, token: str) -> httpx.Response:
         """What a user's token buys from this provider: a channel signature, or a client token.
 
-        Pusher-style providers sign `private-user-alice`; token providers answer /auth/token."""
+        Pusher-style providers sign `private-user-alice`; token providers answer /auth/token;
+        on appsync the Event API's Lambda authorizer decides (200 for isAuthorized, else 401)."""
+        if self.name == "appsync":
+            return await self._appsync_subscribe(token)
         answer = await self.authorize(token, "private-user-alice")
         if answer.status_code == 501:
             answer = await self.http.post("/auth/token", headers=bearer(token))
         return answer
+
+    async def _appsync_subscribe(self, token: str) -> httpx.Response:
+        """The Event API's Lambda authorizer on a subscription: allowed is 200; a refusal is the
+        problem the relay's authenticator (which the authorizer asks) gives for the token."""
+        from providers.appsync import authorizer
+
+        channel = "/relay/private-user-alice"
+        event = {
+            "authorizationToken": token,
+            "requestContext": {"operation": "EVENT_SUBSCRIBE", "channel": channel},
+        }
+        answer = await authorizer.authorize(
+            event,
+            authenticator=self.relay.authenticator,
+            authorizer=self.relay.authorizer,
+            namespace="relay",
+            ttl_seconds=0,
+        )
+        if answer["isAuthorized"]:
+            return httpx.Response(200, json=answer)
+        try:
+            await self.relay.authenticator.authenticate(authorization=f"Bearer {token}")
+        except RelayError as exc:
+            body = orjson.dumps(exc.problem(instance="appsync-authorizer"))
+            headers = {"content-type": PROBLEM_CONTENT_TYPE, **exc.headers()}
+            return httpx.Response(exc.status, content=body, headers=headers)
+        return httpx.Response(403, json=answer)  # a known user the policy refused
 
     async def publish(
         self,
