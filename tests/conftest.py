@@ -93,6 +93,7 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
     "tests.security.relay_server": ("API_KEY", "SETTINGS.app_secret", "SETTINGS.jwt_secret"),
     "tests.e2e.conftest": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
     "tests.e2e.test_pusher_soketi": ("PUSHER_SECRET", "MASTER_KEY_BASE64"),
+    "tests.e2e.test_history_soketi": ("PUSHER_SECRET",),
     "tests.e2e.test_encrypted_channels": ("MASTER_KEY_BASE64",),
     "tests.e2e.test_supabase_js": ("SUPABASE_SECRET", "SERVICE_KEY"),
     "tests.e2e.test_ably_js": ("SECRET",),
