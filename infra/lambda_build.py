@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / ".build" / "lambda"
 PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux2014_x86_64"
-PROVIDERS = ("local", "pusher", "ably", "supabase", "apigateway")
+PROVIDERS = ("local", "pusher", "ably", "supabase", "apigateway", "appsync")
 # Base dependencies that only some providers' modules import.
 ONLY_FOR = {"pynacl": frozenset({"local", "pusher", "apigateway"})}  # encrypted channels
 # relay serve's server, its /docs assets and its /metrics.
