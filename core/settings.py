@@ -160,15 +160,13 @@ class Settings(EnvSettings):
     # records are ever evicted to make room. The memory store is also bounded in bytes.
     idempotency_keys_per_caller: int = Field(default=100_000, ge=1)
     memory_store_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
-
-    # Connections (relay serve): slow clients, caps, and a bounded drain on shutdown.
-    request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    # GET /metrics on relay serve (Prometheus text, a relay API key to read it): app/metrics.py.
-    metrics: bool = True
     # Channel history the relay keeps in the store where the policy grants `history` (for every
     # provider but Ably, which keeps its own): how long a message is kept, and how many per channel.
     history_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     history_max_messages: int = Field(default=100, ge=1, le=100_000)
+
+    # Connections (relay serve): slow clients, caps, and a bounded drain on shutdown.
+    request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     max_connections: int = Field(default=10_000, ge=1)  # HTTP, WebSocket and SSE together
     max_connections_per_ip: int = Field(default=200, ge=1)  # WebSocket and SSE per address
     max_subscriptions_per_connection: int = Field(default=100, ge=1, le=100_000)
@@ -177,6 +175,8 @@ class Settings(EnvSettings):
     # changes (throttled to one per 5 s above 100 subscribers). Off by default, as Pusher's app
     # setting is: each change is a broadcast to every subscriber of the channel.
     subscription_count_events: bool = False
+    # GET /metrics on relay serve (Prometheus text, a relay API key to read it): app/metrics.py.
+    metrics: bool = True
     drain_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # Provider circuit breaker: open after this many failures in a row, probe after the cooldown.
