@@ -62,6 +62,14 @@ PROVIDER_ENV: dict[str, dict[str, str]] = {
         "APIGATEWAY_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9",
         "RELAY_APIGATEWAY_ENDPOINT": "http://127.0.0.1:9",
     },
+    # The HTTP function of an appsync deployment (its Event API authorizer and handlers are
+    # another entry point, app/lambda_appsync.py, measured at 0.5-0.6x the bare handler).
+    "appsync": {
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "APPSYNC_ENDPOINT": "http://127.0.0.1:9",
+    },
 }
 
 # The event API Gateway's HTTP API (payload 2.0) sends for GET /health.
