@@ -231,10 +231,11 @@ class PusherSocket(asyncio.Protocol):
         if self._ticket is not None:
             self._ticket.release()
             self._ticket = None
-        if self._worker is not None:
-            self._worker.cancel()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()  # a frame still being decided stops at its next await
         if self.session is not None:
-            self._loop.create_task(self._leave(self.session))
+            self._loop.create_task(self._leave(self.session, worker))
         else:
             self._shell.access(self._path, self._status, self._started)
 
@@ -351,8 +352,10 @@ class PusherSocket(asyncio.Protocol):
         if outcome.close is not None:
             self.close(outcome.close)
 
-    async def _leave(self, session: Session) -> None:
+    async def _leave(self, session: Session, worker: asyncio.Task[None] | None) -> None:
         try:
+            if worker is not None:  # the session is left once nothing else is deciding
+                await asyncio.gather(worker, return_exceptions=True)
             outcome = await session.close()
             for broadcast in outcome.broadcasts:
                 self.provider.broadcast(Delivery.of(broadcast, sender=self.socket_id))
