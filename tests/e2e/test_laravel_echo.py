@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
-import shutil
-import subprocess
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,23 +39,7 @@ class EchoAgent(PusherAgent):
     """Laravel Echo clients in one Node process (tests/e2e/js/echo_agent.mjs)."""
 
     def __init__(self, relay: RelayProcess, app_key: str) -> None:
-        node = shutil.which("node")
-        if node is None:
-            raise RuntimeError("node is not installed: install Node.js 20")
-        self.relay = relay
-        self.app_key = app_key
-        self.process = subprocess.Popen(
-            [node, str(ECHO_AGENT)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.seen: list[Observation] = []
-        self._inbox: queue.Queue[Observation] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.expect(lambda o: o["type"] == "ready")
+        super().__init__(relay, app_key, script=ECHO_AGENT)
 
     def echo(self, client: str, token: str | None = None, *, laravel_auth: bool = False) -> str:
         """Connect an Echo client; return its socket id."""
