@@ -109,8 +109,14 @@ def test_the_artifact_is_small_and_complete(provider: str, request: pytest.Fixtu
 
 def test_make_package_packages_the_local_provider_by_default(local: Artifact) -> None:
     resources = local.template["Resources"]
-    [function] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
-    variables = function["Properties"]["Environment"]["Variables"]
+    functions = {
+        r["Properties"]["Handler"]: r
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function"
+    }
+    # The HTTP API, and the webhook queue's consumer (idle until RELAY_WEBHOOK_URL is set).
+    assert set(functions) == {"app.lambda_handler.handler", "app.webhooks_lambda.consume"}
+    variables = functions["app.lambda_handler.handler"]["Properties"]["Environment"]["Variables"]
     assert variables["RELAY_PROVIDER"] == "local"
     assert variables["RELAY_VENDOR_DIR"] == "/var/task/.build/lambda/local"
     assert "WebsocketsApi" not in resources
@@ -155,7 +161,7 @@ def test_no_secret_is_in_the_template(apigateway: Artifact) -> None:
     functions = [
         r for r in apigateway.template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
     ]
-    assert len(functions) == 6  # api, connect, disconnect, message, handshake, fanout
+    assert len(functions) == 7  # api, connect, disconnect, message, handshake, fanout, webhooks
     for function in functions:
         variables = function["Properties"]["Environment"]["Variables"]
         assert variables["RELAY_SSM_PATH"] == "/realtime-relay/ci"
