@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tests.e2e.conftest import RELAY_ENV
 from tests.e2e.harness import ROOT, free_port
 
 if TYPE_CHECKING:
@@ -25,6 +26,26 @@ WEBHOOK_KINDS = (
     "member_removed",
     "client_event",
 )
+
+
+def pusher_relay_env(
+    port: int, *, app_id: str, key: str, secret: str, **extra: str
+) -> dict[str, str]:
+    """The e2e relay's settings on the pusher provider, sending to a Pusher-protocol server on
+    127.0.0.1:`port` (soketi, or a proxy in front of it); RELAY_APP_* left out, as the pusher
+    provider signs with PUSHER_*."""
+    env = {k: v for k, v in RELAY_ENV.items() if not k.startswith("RELAY_APP_")}
+    env.update(
+        RELAY_PROVIDER="pusher",
+        PUSHER_APP_ID=app_id,
+        PUSHER_KEY=key,
+        PUSHER_SECRET=secret,
+        PUSHER_HOST="127.0.0.1",
+        PUSHER_PORT=str(port),
+        PUSHER_USE_TLS="false",
+        **extra,
+    )
+    return env
 
 
 class SoketiProcess:

@@ -24,10 +24,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import API_KEY, RELAY_ENV
+from tests.e2e.conftest import API_KEY
 from tests.e2e.faultproxy import FaultProxy
 from tests.e2e.harness import PusherAgent, RelayProcess, agent
-from tests.e2e.soketi import SoketiProcess
+from tests.e2e.soketi import SoketiProcess, pusher_relay_env
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,15 +64,11 @@ class Stack:
 
 def relay_env(proxy_port: int, **extra: str) -> dict[str, str]:
     """The relay on the pusher provider, pointed at the proxy."""
-    env = {k: v for k, v in RELAY_ENV.items() if not k.startswith("RELAY_APP_")}
-    env.update(
-        RELAY_PROVIDER="pusher",
-        PUSHER_APP_ID=PUSHER_APP_ID,
-        PUSHER_KEY=PUSHER_KEY,
-        PUSHER_SECRET=PUSHER_SECRET,
-        PUSHER_HOST="127.0.0.1",
-        PUSHER_PORT=str(proxy_port),
-        PUSHER_USE_TLS="false",
+    env = pusher_relay_env(
+        proxy_port,
+        app_id=PUSHER_APP_ID,
+        key=PUSHER_KEY,
+        secret=PUSHER_SECRET,
         PUSHER_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS),
         RELAY_BREAKER_FAILURES="1000",  # the breaker has its own test below
     )

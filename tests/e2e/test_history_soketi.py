@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import API_KEY, RELAY_ENV
+from tests.e2e.conftest import API_KEY
 from tests.e2e.harness import PusherAgent, RelayProcess, free_port
-from tests.e2e.soketi import SoketiProcess
+from tests.e2e.soketi import SoketiProcess, pusher_relay_env
 from tests.e2e.test_history_local import POLICY as LOCAL_POLICY
 from tests.e2e.test_history_recovery_js import (
     KEEP,
@@ -45,15 +45,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RelayProce
     policy = folder / "policy.toml"
     policy.write_text(HISTORY_POLICY)
     soketi_port = free_port()
-    env = {k: v for k, v in RELAY_ENV.items() if not k.startswith("RELAY_APP_")}
-    env.update(
-        RELAY_PROVIDER="pusher",
-        PUSHER_APP_ID=PUSHER_APP_ID,
-        PUSHER_KEY=PUSHER_KEY,
-        PUSHER_SECRET=PUSHER_SECRET,
-        PUSHER_HOST="127.0.0.1",
-        PUSHER_PORT=str(soketi_port),
-        PUSHER_USE_TLS="false",
+    env = pusher_relay_env(
+        soketi_port,
+        app_id=PUSHER_APP_ID,
+        key=PUSHER_KEY,
+        secret=PUSHER_SECRET,
         PUSHER_ENCRYPTION_MASTER_KEY_BASE64=base64.b64encode(bytes(range(32))).decode(),
         RELAY_POLICY_FILE=str(policy),
         RELAY_RATE_LIMITS="false",

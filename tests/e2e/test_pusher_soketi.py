@@ -27,9 +27,9 @@ import pytest
 
 from core.settings import Settings
 from core.tokens import mint_dev_token
-from tests.e2e.conftest import API_KEY, JWT_SECRET, RELAY_ENV
+from tests.e2e.conftest import API_KEY, JWT_SECRET
 from tests.e2e.harness import ROOT, PusherAgent, RelayProcess, free_port
-from tests.e2e.soketi import SoketiProcess
+from tests.e2e.soketi import SoketiProcess, pusher_relay_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -90,15 +90,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One relay and one soketi for the module (each needs the other's port: soketi's first)."""
     folder = tmp_path_factory.mktemp("pusher-soketi")
     soketi_port = free_port()
-    env = {k: v for k, v in RELAY_ENV.items() if not k.startswith("RELAY_APP_")}
-    env.update(
-        RELAY_PROVIDER="pusher",
-        PUSHER_APP_ID=PUSHER_APP_ID,
-        PUSHER_KEY=PUSHER_KEY,
-        PUSHER_SECRET=PUSHER_SECRET,
-        PUSHER_HOST="127.0.0.1",
-        PUSHER_PORT=str(soketi_port),
-        PUSHER_USE_TLS="false",
+    env = pusher_relay_env(
+        soketi_port,
+        app_id=PUSHER_APP_ID,
+        key=PUSHER_KEY,
+        secret=PUSHER_SECRET,
         PUSHER_ENCRYPTION_MASTER_KEY_BASE64=MASTER_KEY_BASE64,
         PUSHER_TIMEOUT_SECONDS="1",  # the frozen-soketi test waits max_attempts (3) of these
         # The relay's own default (100 channels per event) would stop a 150-channel publish
