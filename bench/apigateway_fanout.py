@@ -20,7 +20,7 @@ from bench.figures import Figure
 from providers.apigateway.fanout import Fanout
 from providers.apigateway.management import ManagementApi
 from providers.apigateway.settings import ApiGatewaySettings
-from providers.apigateway.sigv4 import Credentials, Signer
+from providers.outbound.sigv4 import Credentials, Signer
 from tests.e2e.harness import ROOT, free_port
 
 LATENCY_SECONDS = 0.020

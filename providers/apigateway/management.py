@@ -19,7 +19,7 @@ import orjson
 from msgspec import Struct
 
 if TYPE_CHECKING:
-    from providers.apigateway.sigv4 import Signer
+    from providers.outbound.sigv4 import Signer
 
 # AWS names the error GoneException; serverless-offline answers a bare 410, which botocore (and
 # so this module) reports as the code "410".

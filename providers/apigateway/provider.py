@@ -23,9 +23,9 @@ from providers.apigateway.fanout import Fanout, Report
 from providers.apigateway.management import ManagementApi
 from providers.apigateway.port import drop
 from providers.apigateway.settings import MAX_MESSAGE_BYTES, ApiGatewaySettings
-from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
 from providers.apigateway.slices import Slice, SliceQueue
 from providers.apigateway.store import Store
+from providers.outbound.sigv4 import EnvironmentCredentials, Signer
 from providers.pusherproto import frames
 from providers.pusherproto.cache import CACHE_SECONDS, is_cache_channel, kept
 from providers.pusherproto.server import RelaySigned, relay_limits

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from providers.apigateway.sigv4 import Signer
     from providers.appsync.settings import AppSyncSettings
+    from providers.outbound.sigv4 import Signer
 
 PATH = "/event"
 MAX_REASON_CHARS = 200

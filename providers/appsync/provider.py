@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     import httpx
 
     from core.settings import Settings
-    from providers.apigateway.sigv4 import Credentials, Signer
     from providers.appsync.api import AppSyncEvents
+    from providers.outbound.sigv4 import Credentials, Signer
 
 MAX_CHANNEL_NAME = 4 * 50 + 3  # four segments of 50 and their dots
 
@@ -125,7 +125,7 @@ def _events_api(
 def _signer(
     settings: AppSyncSettings, credentials: Callable[[], Credentials | None] | None
 ) -> Signer:
-    from providers.apigateway.sigv4 import EnvironmentCredentials, Signer
+    from providers.outbound.sigv4 import EnvironmentCredentials, Signer
 
     return Signer(
         credentials or EnvironmentCredentials(), region=settings.region, service="appsync"

@@ -5,7 +5,8 @@
     verdict.py   what an attempt's outcome says: delivered, surely not, maybe, or final;
                  the classifier each provider supplies
     client.py    the pooled httpx client and the retry loop
+    sigv4.py     AWS Signature Version 4, for the providers that call AWS (apigateway, appsync)
 
-Only policy.py and lazy.py are free of httpx: a provider imports them at start-up, and the rest
-with its client, on the first call.
+Only policy.py, lazy.py and sigv4.py are free of httpx: a provider may import them at start-up,
+and the rest with its client, on the first call.
 """

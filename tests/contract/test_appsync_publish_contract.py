@@ -1,6 +1,6 @@
 """Publishing to AppSync Events, checked against what AWS documents and what botocore signs.
 
-- SigV4 known answers: the relay's signer (providers/apigateway/sigv4.py, service `appsync`)
+- SigV4 known answers: the relay's signer (providers/outbound/sigv4.py, service `appsync`)
   against botocore's SigV4Auth, byte for byte, on the publish the relay sends.
 - A local stand-in for the Event API's HTTP endpoint, served on a real socket, that verifies each
   request's signature the way AWS does (the headers it names in SignedHeaders, recomputed by
@@ -28,9 +28,9 @@ from starlette.routing import Route
 
 from core.errors import ProviderError
 from core.provider import Message
-from providers.apigateway.sigv4 import Credentials, Signer
 from providers.appsync.provider import AppSyncProvider
 from providers.appsync.settings import MAX_EVENT_BYTES, AppSyncSettings
+from providers.outbound.sigv4 import Credentials, Signer
 from tests.servers import serve
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from providers.apigateway.management import (
     ManagementApi,
     error_code,
 )
-from providers.apigateway.sigv4 import Credentials, Signer
+from providers.outbound.sigv4 import Credentials, Signer
 from tests.e2e.harness import free_port
 from tests.e2e.management_stub import ManagementStub, RawServer
 

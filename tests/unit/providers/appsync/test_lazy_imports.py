@@ -35,7 +35,7 @@ def test_the_appsync_app_imports_no_sdk_and_no_http_client() -> None:
         m for m in ("boto3", "botocore", "pusher", "ably", "nacl", "mangum") if m in roots
     ] == []
     assert "providers.appsync.api" not in result["modules"]
-    assert "providers.apigateway.sigv4" not in result["modules"]
+    assert "providers.outbound.sigv4" not in result["modules"]
     assert not any(m.startswith("providers.local.") for m in result["modules"])
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from core.errors import ConfigurationError, InvalidChannel, PayloadTooLarge, ProviderError
 from core.provider import Message
-from providers.apigateway.sigv4 import Credentials
 from providers.appsync.provider import AppSyncProvider, encode_event
 from providers.appsync.settings import MAX_EVENT_BYTES, AppSyncSettings
+from providers.outbound.sigv4 import Credentials
 
 DOMAIN = "example123.appsync-api.eu-west-1.amazonaws.com"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # AWS's documented example key

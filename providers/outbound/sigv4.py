@@ -1,9 +1,11 @@
-"""AWS Signature Version 4 for the management API's POST and DELETE @connections calls.
+"""AWS Signature Version 4 for the relay's calls to AWS: API Gateway's management API (POST and
+DELETE @connections, service `execute-api`) and AppSync Events' publish (service `appsync`).
 
 botocore's signer costs about 0.3 ms a request (a new canonical request object, header copies);
 a fan-out to a thousand connections makes that a third of a second of CPU. This one derives the
 signing key once a day and hashes one short string per request. Its output is checked against
-botocore's in tests/unit/providers/apigateway/test_sigv4.py.
+botocore's in tests/unit/providers/outbound/test_sigv4.py. Free of httpx and botocore until
+credentials are first looked up.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Known answers: the management API signer agrees with botocore's SigV4, byte for byte."""
+"""Known answers: the relay's SigV4 signer agrees with botocore's, byte for byte."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from providers.apigateway.sigv4 import Credentials, Signer
+from providers.outbound.sigv4 import Credentials, Signer
 
 HOST = "abc123.execute-api.eu-west-1.amazonaws.com"
 NOW = 1_700_000_000.0
