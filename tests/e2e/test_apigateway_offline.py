@@ -3,7 +3,8 @@ repository's serverless.yml, with DynamoDB, SQS and SSM from moto in server mode
 `make offline` starts (infra/offline.py), and the client settings it prints.
 
 One stack serves the whole module: starting it (and the functions' Python processes) is the
-slow part.
+slow part. Its policy is the chat policy behind one rule granting history (with the envelope),
+so the history test (issue 16: history end to end on apigateway offline) shares it.
 """
 
 from __future__ import annotations
@@ -31,12 +32,21 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.e2e
 
+HISTORY_RULE = """
+[[rule]]
+pattern = "history-{topic}"
+subscribe = ["anyone"]
+publish = ["backend"]
+history = ["anyone"]
+options = { history = { envelope = true } }
+"""
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineStack]:
     folder = tmp_path_factory.mktemp("apigateway-offline")
     policy = folder / "policy.toml"
-    policy.write_text(CHAT_POLICY)
+    policy.write_text(HISTORY_RULE + CHAT_POLICY)
     # Rate limits stay on: the HTTP function shares its buckets through the DynamoDB store.
     env = {"RELAY_POLICY_FILE": str(policy)}
     started = start_stack(folder, extra_env=env)
@@ -108,6 +118,60 @@ def test_presence_private_channels_and_publishing(
     removed = clients.expect(seen("ann", "member_removed", channel=lobby), timeout=20)
     assert removed["id"] == "ben"
     assert members(stack, lobby) == ["ann"]
+
+
+def history(stack: OfflineStack, channel: str, **params: Any) -> httpx.Response:
+    """GET /v1/channels/{channel}/messages as a client: no credential (the rule grants it)."""
+    url = f"{stack.base}/v1/channels/{channel}/messages"
+    return httpx.get(url, params=params, timeout=30)
+
+
+def test_history_is_kept_in_dynamodb_and_since_answers_what_followed(
+    stack: OfflineStack, clients: ApiGatewayAgent
+) -> None:
+    channel = "history-offline"
+    clients.connect("ann", token("ann", "Ann"))
+    assert clients.subscribe("ann", channel)["type"] == "subscribed"
+    for n in (1, 2, 3):
+        published = stack.publish({"name": "update", "channel": channel, "data": {"n": n}})
+        assert published.status_code == 200, published.text
+    delivered = [
+        clients.expect(seen("ann", "event", channel=channel, event="update"), timeout=20)["data"]
+        for _ in range(3)
+    ]
+    assert [d["data"] for d in delivered] == [{"n": 1}, {"n": 2}, {"n": 3}]  # the envelope
+    ids = [d["id"] for d in delivered]
+    epoch = ids[0].split(":")[0]
+    assert ids == [f"{epoch}:{n}" for n in (1, 2, 3)]
+
+    whole = history(stack, channel)
+    assert whole.status_code == 200, whole.text
+    assert [(m["id"], m["data"]) for m in whole.json()["messages"]] == [
+        (i, {"n": n}) for i, n in zip(ids, (1, 2, 3), strict=True)
+    ]
+    page = history(stack, channel, since=ids[0], limit=1).json()
+    assert ([m["id"] for m in page["messages"]], page["next"]) == ([ids[1]], ids[1])
+    page = history(stack, channel, since=page["next"]).json()
+    assert ([m["data"] for m in page["messages"]], page["next"]) == ([{"n": 3}], None)
+    assert history(stack, channel, since=ids[2]).json()["messages"] == []
+
+    gap = history(stack, channel, since="0badf00d:1")  # an epoch this channel never had
+    assert gap.status_code == 410, gap.text
+    assert gap.headers["content-type"] == "application/problem+json"
+    assert gap.json()["type"] == "urn:realtime-relay:problem:history-gap"
+    assert gap.json()["latest"] == ids[2]
+
+    # Kept by the functions in the relay's DynamoDB table (moto), not in a process: the log's
+    # head names the epoch and the newest number, and each message is an item of its own.
+    items = stack.moto.client("dynamodb").scan(
+        TableName=f"{PREFIX}-state",
+        FilterExpression="begins_with(pk, :log)",
+        ExpressionAttributeValues={":log": {"S": f"log:{channel}"}},
+    )["Items"]
+    by_key = {item["pk"]["S"]: item for item in items}
+    head = by_key.pop(f"log:{channel}")
+    assert (head["e"]["S"], head["n"]["N"]) == (epoch, "3")
+    assert sorted(by_key) == [f"log:{channel}:{i}" for i in ids]
 
 
 def plant_ghost(stack: OfflineStack, connection_id: str, channel: str, user: str | None) -> None:
