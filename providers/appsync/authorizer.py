@@ -10,12 +10,12 @@ AppSync calls it for each connect, subscribe and publish made with the AWS_LAMBD
 
 The token is the relay's: a user's JWT, a backend's relay API key, or `anonymous`. A connect is
 allowed for a token that verifies, cached for APPSYNC_AUTHORIZER_TTL_SECONDS at most and never
-past the token's `exp`. A subscribe is the authorizing service's decision (rate limit, policy,
-presence member); a publish is the policy's `publish` for a backend and `client_events` for
-anyone else, as `relay policy explain` decides them. Channel decisions are never cached
-(ttlOverride 0): AppSync keys its cache on the token, and one channel's answer must not stand
-for another's. The namespace's handlers decide every subscribe and publish again
-(handlers.py), whatever mode or cache let it through.
+past the token's `exp`. A subscribe is the policy's `subscribe`; a publish is the policy's
+`publish` for a backend and `client_events` for anyone else, as `relay policy explain` decides
+them. Channel decisions are never cached (ttlOverride 0): AppSync keys its cache on the token,
+and one channel's answer must not stand for another's. The namespace's handlers decide every
+subscribe and publish again (handlers.py), whatever mode or cache let it through, with all the
+gates: they, not this, count it against the rate limit, so that one subscribe costs one token.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from core.access import allowed
 from core.errors import RelayError
 from core.policy import Action
 from core.principal import ANONYMOUS
+from core.validation import validate_channel
 from providers.appsync import channels
 from providers.appsync.identity import handler_context
 
@@ -75,7 +76,8 @@ async def authorize(
             }
         channel = channels.from_path(namespace, context.get("channel"))
         if operation == SUBSCRIBE:
-            await authorizer.authorize_subscription(principal, channel)
+            name = validate_channel(channel, authorizer.provider.limits)
+            allowed(authorizer.policy.decide(principal, Action.SUBSCRIBE, name), name)
         elif operation == PUBLISH:
             allowed(decide_publish(authorizer.policy, principal, channel), channel)
         else:
