@@ -1,5 +1,6 @@
-"""app.lambda_appsync and the relay's rate limits: one subscribe (the authorizer's invocation,
-then onSubscribe's) costs one `auth` token."""
+"""app.lambda_appsync and the relay's rate limits: a client's publish on AppSync costs what a
+REST publish costs, and one subscribe (the authorizer's invocation, then onSubscribe's) costs one
+`auth` token, whichever of the two AppSync asks first."""
 
 from __future__ import annotations
 
@@ -144,6 +145,62 @@ def _rate_limited(events: list[dict[str, Any]]) -> bool:
     return all(
         "payload" not in e and e["error"].startswith("too many publish requests") for e in events
     )
+
+
+@pytest.mark.usefixtures("appsync_runtime")
+def test_a_user_over_the_publish_rate_is_refused_on_onpublish(appsync_settings: Settings) -> None:
+    """Each event costs one token of the caller's publish budget (BURST); a publish over what is
+    left is refused event by event, costs nothing, and says when to try again."""
+    identity = {"handlerContext": _context(appsync_settings, "42")}
+    path = "/relay/private-user-42"
+    assert _passed(_publish(path, identity, 2))
+    refused = _publish(path, identity, 2)
+    assert _rate_limited(refused)
+    assert all("retry after" in e["error"] for e in refused)
+    assert _passed(_publish(path, identity, 1))  # the refused publish took no token
+    assert _rate_limited(_publish(path, identity, 1))
+    # Another user's budget is their own.
+    other = {"handlerContext": _context(appsync_settings, "7")}
+    assert _passed(_publish("/relay/private-user-7", other, BURST))
+
+
+@pytest.mark.usefixtures("appsync_runtime")
+def test_a_publish_over_the_channels_rule_is_refused_on_onpublish(
+    appsync_settings: Settings,
+) -> None:
+    """The rule's own publish limit (2) counts each event, within the caller's larger budget."""
+    identity = {"handlerContext": _context(appsync_settings, "42")}
+    assert _passed(_publish("/relay/private-limited-a", identity, 1))
+    assert _rate_limited(_publish("/relay/private-limited-b", identity, 2))
+    assert _passed(_publish("/relay/private-limited-b", identity, 1))
+    assert _rate_limited(_publish("/relay/private-limited-c", identity, 1))
+    assert _passed(_publish("/relay/private-user-42", identity, 1))  # the caller's third token
+
+
+@pytest.mark.usefixtures("appsync_runtime")
+def test_more_events_than_the_burst_are_refused_on_onpublish(appsync_settings: Settings) -> None:
+    identity = {"handlerContext": _context(appsync_settings, "42")}
+    events = _publish("/relay/private-user-42", identity, BURST + 1)
+    assert all("payload" not in e and "rate limit's burst" in e["error"] for e in events)
+
+
+@pytest.mark.usefixtures("appsync_runtime")
+def test_the_relays_own_publishes_are_not_counted_again() -> None:
+    """An IAM-signed publish is the relay's, counted when its REST API took it."""
+    for _ in range(2):
+        assert _passed(_publish("/relay/news", IAM_IDENTITY, BURST))
+
+
+@pytest.mark.usefixtures("appsync_runtime")
+def test_the_rate_limit_answers_before_the_policy(appsync_settings: Settings) -> None:
+    """The gates' order: within its budget, a publish the policy refuses is refused whole; over
+    it, the caller learns nothing from the policy."""
+    identity = {"handlerContext": _context(appsync_settings, "42")}
+    foreign = _handler_event("PUBLISH", "/relay/private-user-7", identity, _client_events(1))
+    with pytest.raises(lambda_appsync.UnauthorizedException):
+        lambda_appsync.handler(foreign, None)
+    assert _passed(_publish("/relay/private-user-42", identity, BURST - 1))
+    assert _rate_limited(lambda_appsync.handler(foreign, None)["events"])
 
 
 @pytest.mark.usefixtures("appsync_runtime")
