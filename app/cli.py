@@ -59,8 +59,11 @@ def pusher_js_options(host: str, port: int) -> str:
 
 def banner(settings: Settings, host: str, port: int) -> list[str]:
     """What `relay serve` prints on start: where it listens and, for local, how to connect."""
-    lines = [f"serving provider {settings.provider!r} on http://{host}:{port}"]
-    if settings.provider == "local":
+    served = f"provider {settings.provider!r}"
+    if settings.secondary_provider is not None:
+        served += f" with {settings.secondary_provider!r} ({settings.secondary_mode})"
+    lines = [f"serving {served} on http://{host}:{port}"]
+    if "local" in settings.providers:
         options = pusher_js_options(host, port)
         lines.append(f"pusher-js: new Pusher('{settings.app_key}', {{ {options} }})")
     return lines
@@ -156,7 +159,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     relay = Relay.build(settings)
     warn_about_dev_defaults(settings)
     print(
-        f"relay: configuration ok; provider {relay.provider.name!r}; policy {relay.policy.source}",
+        f"relay: configuration ok; provider {relay.provider_label!r}; policy {relay.policy.source}",
         flush=True,
     )
     return asyncio.run(_live_check(relay)) if args.live else 0

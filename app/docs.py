@@ -42,8 +42,9 @@ ROUTE_NEEDS = {
 
 
 def serves(provider: Provider, method: str) -> bool:
-    """Whether the provider implements the port method (rather than the port's NotSupported)."""
-    return getattr(type(provider), method) is not getattr(Provider, method)
+    """Whether the provider implements the port method (rather than the port's NotSupported);
+    for a pair, whether either of its two does."""
+    return any(getattr(type(p), method) is not getattr(Provider, method) for p in provider.parts)
 
 
 def list_only_served(app: FastAPI, provider: Provider) -> None:

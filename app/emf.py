@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter, defaultdict
+from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
@@ -27,6 +28,8 @@ import orjson
 from app.metrics import auth_result, endpoint_of
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from fastapi import FastAPI
 
     from app.relay import Relay
@@ -41,15 +44,16 @@ class EmfMetrics:
     """One invocation's measurements, written as EMF lines by `flush`."""
 
     def __init__(self, relay: Relay, *, out: TextIO | None = None) -> None:
-        self.provider = relay.provider.name
         self.namespace = NAMESPACE
         self._out = out
         self._requests: Counter[tuple[str, str]] = Counter()
         self._latency: defaultdict[str, list[float]] = defaultdict(list)
         self._auth: Counter[tuple[str, str]] = Counter()
-        self._published = 0
-        self._calls: defaultdict[str, list[float]] = defaultdict(list)
-        relay.breaker.observer = self._observe_call
+        self._published: Counter[str] = Counter()
+        # (provider, outcome): each provider's calls, through its own breaker's observer
+        self._calls: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        for name, guard in relay.breakers.items():
+            guard.observer = partial(self._observe_call, name)
 
     # -- the same calls as app/metrics.Metrics -----------------------------------------------
     def observe(self, path: str, status: int, seconds: float) -> None:
@@ -61,12 +65,12 @@ class EmfMetrics:
         if endpoint.startswith("/auth/"):
             self._auth[(endpoint, auth_result(status))] += 1
 
-    def published(self, count: int) -> None:
-        """Messages the provider took."""
-        self._published += count
+    def published(self, taken: Mapping[str, int]) -> None:
+        """Messages each provider took."""
+        self._published.update(taken)
 
-    def _observe_call(self, seconds: float, ok: bool) -> None:
-        self._calls["ok" if ok else "failed"].append(seconds * 1000)
+    def _observe_call(self, provider: str, seconds: float, ok: bool) -> None:
+        self._calls[(provider, "ok" if ok else "failed")].append(seconds * 1000)
 
     def start(self) -> None:
         """Nothing runs in the background on Lambda."""
@@ -88,18 +92,19 @@ class EmfMetrics:
             found += self._line(
                 stamp, {"Endpoint": endpoint, "Result": result}, {"AuthDecisions": (count, "Count")}
             )
-        provider: dict[str, Any] = {}
-        if self._published:
-            provider["PublishedMessages"] = (self._published, "Count")
-        for outcome, latencies in sorted(self._calls.items()):
-            name = "ProviderCallLatency" if outcome == "ok" else "FailedProviderCallLatency"
-            provider[name] = (latencies, "Milliseconds")
-        if provider:
-            found += self._line(stamp, {"Provider": self.provider}, provider)
+        per_provider: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        for name, count in sorted(self._published.items()):
+            if count:
+                per_provider[name]["PublishedMessages"] = (count, "Count")
+        for (name, outcome), latencies in sorted(self._calls.items()):
+            metric = "ProviderCallLatency" if outcome == "ok" else "FailedProviderCallLatency"
+            per_provider[name][metric] = (latencies, "Milliseconds")
+        for name, values in per_provider.items():
+            found += self._line(stamp, {"Provider": name}, values)
         self._requests.clear()
         self._latency.clear()
         self._auth.clear()
-        self._published = 0
+        self._published.clear()
         self._calls.clear()
         return found
 

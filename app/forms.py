@@ -15,8 +15,21 @@ if TYPE_CHECKING:
 MAX_FIELDS = 32
 
 
+def chosen_provider(request: Request, fields: dict[str, str]) -> str | None:
+    """The provider a client asks to sign for it (`provider`, in the query or the body), where
+    the relay delivers through two (RELAY_SECONDARY_PROVIDER); None: the relay's choice. Given
+    twice, or differently in the query and the body, it is refused."""
+    named = request.query_params.getlist("provider") if request.url.query else []
+    if "provider" in fields:
+        named.append(fields["provider"])
+    if len(set(named)) > 1 or len(named) > 2:
+        raise BadRequest("name the provider once, in the query or in the body")
+    return named[0] if named else None
+
+
 async def read_fields(request: Request) -> dict[str, str]:
-    """The body's top-level string fields, from JSON or application/x-www-form-urlencoded."""
+    """The body's top-level string fields, from JSON or application/x-www-form-urlencoded; a
+    form that names a field twice is refused."""
     body = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
@@ -33,6 +46,8 @@ async def read_fields(request: Request) -> dict[str, str]:
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest("the body is not a valid form") from exc
         fields = dict(pairs)
+        if len(fields) != len(pairs):  # which one counts would be a guess: refused
+            raise BadRequest("a field is given twice")
     else:
         raise BadRequest("send application/json or application/x-www-form-urlencoded")
     if len(fields) > MAX_FIELDS:

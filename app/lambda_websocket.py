@@ -32,9 +32,9 @@ OK: dict[str, Any] = {"statusCode": 200}
 def _serve(name: str, work: Work) -> dict[str, Any]:
     try:
         rt = runtime()
-        provider = cast("ApiGatewayProvider", rt.relay.provider)
-        if provider.name != "apigateway":
-            raise TypeError(f"RELAY_PROVIDER is {provider.name!r}, not 'apigateway'")
+        provider = cast("ApiGatewayProvider | None", rt.relay.provider.part("apigateway"))
+        if provider is None:
+            raise TypeError("neither RELAY_PROVIDER nor RELAY_SECONDARY_PROVIDER is 'apigateway'")
         return rt.run(work(rt.relay, provider))
     except Exception:
         log.exception("%s failed", name)

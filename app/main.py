@@ -92,15 +92,16 @@ def create_app(
     routers = (health, auth, events, channels, users, webhooks)
     for module in routers:
         app.include_router(module.router)
-    if relay.provider.name in PUSHER_SERVERS:  # the Pusher HTTP API, as Pusher's SDKs call it
+    if PUSHER_SERVERS.intersection(settings.providers):  # the Pusher HTTP API, as SDKs call it
         app.include_router(build_pusher_http_router(settings))
-    if relay.provider.name == "local":  # it serves its own sockets; imported only then
+    local = relay.provider.part("local")
+    if local is not None:  # it serves its own sockets; imported only then
         from app import console
         from app.local.routes import build_router
         from providers.local.provider import LocalProvider
 
-        assert isinstance(relay.provider, LocalProvider)
-        app.include_router(build_router(relay.provider))
+        assert isinstance(local, LocalProvider)
+        app.include_router(build_router(local))
         if console.enabled(settings):  # /console: in development, or with RELAY_CONSOLE=on
             from app.console.routes import router as console_router
 

@@ -6,10 +6,10 @@ What is measured, and where (docs/operations.md lists each metric and what to al
     relay_http_request_duration_seconds{endpoint}     the same, SSE streams left out
     relay_auth_decisions_total{endpoint, result}      /auth/*: allowed, unauthenticated,
                                                       forbidden, rate_limited, invalid, error
-    relay_published_messages_total{provider}          messages the provider took
+    relay_published_messages_total{provider}          messages each provider took
     relay_provider_call_duration_seconds{provider, outcome}   each provider call (the breaker's)
     relay_connections{kind}, relay_subscriptions, relay_presence_members   local, this host
-    relay_circuit_breaker_state                       0 closed, 1 half-open, 2 open
+    relay_circuit_breaker_state{provider}             0 closed, 1 half-open, 2 open
 
 Endpoints are labelled by route shape (`/v1/channels/{channel}`), never by a raw path, so that the
 label set stays bounded whatever clients send. With `relay serve --workers N` every worker writes
@@ -36,7 +36,7 @@ from app.relay import relay_of
 from core.errors import Forbidden
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from fastapi import FastAPI
     from starlette.requests import HTTPConnection
@@ -111,7 +111,6 @@ class Metrics:
         registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
         self.registry = registry
         kw: dict[str, Any] = {"registry": registry} if registry is not None else {}
-        provider = relay.provider.name
         self.requests = Counter(
             "relay_http_requests",
             "HTTP answers by route shape and status.",
@@ -130,7 +129,7 @@ class Metrics:
         )
         self.messages = Counter(
             "relay_published_messages", "Messages the provider took.", ["provider"], **kw
-        ).labels(provider)
+        )
         calls = Histogram(
             "relay_provider_call_duration_seconds",
             "Seconds of each call to the provider, by outcome.",
@@ -138,7 +137,6 @@ class Metrics:
             buckets=BUCKETS,
             **kw,
         )
-        self._calls = {True: calls.labels(provider, "ok"), False: calls.labels(provider, "failed")}
         gauge: dict[str, Any] = dict(kw)
         if self.multiprocess:
             gauge["multiprocess_mode"] = "livesum"
@@ -157,9 +155,13 @@ class Metrics:
         if self.multiprocess:
             breaker["multiprocess_mode"] = "max"
         self.breaker = Gauge(
-            "relay_circuit_breaker_state", "0 closed, 1 half-open, 2 open.", **breaker
+            "relay_circuit_breaker_state",
+            "0 closed, 1 half-open, 2 open.",
+            ["provider"],
+            **breaker,
         )
-        relay.breaker.observer = self._observe_call
+        for name, guard in relay.breakers.items():  # a pair's two, each labelled with its name
+            guard.observer = _observer(calls.labels(name, "ok"), calls.labels(name, "failed"))
         self._task: asyncio.Task[None] | None = None
 
     # -- what the relay tells it --------------------------------------------------------------
@@ -172,19 +174,18 @@ class Metrics:
         if endpoint.startswith("/auth/"):
             self.auth.labels(endpoint, auth_result(status)).inc()
 
-    def published(self, count: int) -> None:
-        """Messages a publish handed to the provider."""
-        self.messages.inc(count)
-
-    def _observe_call(self, seconds: float, ok: bool) -> None:
-        self._calls[ok].observe(seconds)
+    def published(self, taken: Mapping[str, int]) -> None:
+        """Messages a publish handed to each provider."""
+        for provider, count in taken.items():
+            self.messages.labels(provider).inc(count)
 
     # -- gauges -------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Read the gauges off the provider and the breaker."""
-        self.breaker.set(BREAKER_STATES.get(self.relay.breaker.state, 0))
-        provider: Any = self.relay.provider
-        if provider.name != "local":
+        for name, guard in self.relay.breakers.items():
+            self.breaker.labels(name).set(BREAKER_STATES.get(guard.state, 0))
+        provider: Any = self.relay.provider.part("local")
+        if provider is None:
             return
         self.connections.labels("websocket").set(len(provider.connections))
         self.connections.labels("sse").set(len(provider.streams))
@@ -229,7 +230,24 @@ def count_published(conn: HTTPConnection, answer: Mapping[str, Any], *, replayed
     """A publish route's messages, when this relay measures (a replayed answer sent nothing)."""
     metrics: Metrics | None = getattr(conn.app.state, "metrics", None)
     if metrics is not None and not replayed:
-        metrics.published(int(answer.get("accepted", 0)))
+        metrics.published(taken(answer))
+
+
+def taken(answer: Mapping[str, Any]) -> dict[str, int]:
+    """How many messages each provider took, from a publish's answer (core.publishing)."""
+    providers = answer.get("providers")
+    if isinstance(providers, dict):
+        return {str(name): int(t.get("accepted", 0)) for name, t in providers.items()}
+    return {str(answer.get("provider")): int(answer.get("accepted", 0))}
+
+
+def _observer(ok: Any, failed: Any) -> Callable[[float, bool], None]:
+    """A breaker's observer feeding one provider's call histograms."""
+
+    def observe(seconds: float, succeeded: bool) -> None:
+        (ok if succeeded else failed).observe(seconds)
+
+    return observe
 
 
 def install(app: FastAPI, relay: Relay) -> Metrics:

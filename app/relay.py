@@ -19,6 +19,7 @@ from core.publishing import Publisher
 from core.ratelimit import RateLimiter
 from core.schemas import EventSchemas
 from core.stores import create_store
+from providers.pair import ProviderPair
 from providers.registry import create_provider
 
 if TYPE_CHECKING:
@@ -136,6 +137,21 @@ class Relay(Struct):
                 trusted_proxies=self.settings.trusted_proxies,
             )
         return self.addresses.of(conn)
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Each provider's circuit breaker by provider name: the relay's one, or a pair's two
+        (RELAY_SECONDARY_PROVIDER, whose calls each go through their own provider's)."""
+        if isinstance(self.provider, ProviderPair):
+            return dict(self.provider.breakers)
+        return {self.provider.name: self.breaker}
+
+    @property
+    def provider_label(self) -> str:
+        """The provider's name in answers and logs: `pusher`, or a pair's `pusher+local`."""
+        if isinstance(self.provider, ProviderPair):
+            return self.provider.label
+        return self.provider.name
 
     async def aclose(self) -> None:
         """Release the provider's, the store's and the authenticator's connections."""

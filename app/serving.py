@@ -83,7 +83,7 @@ def build_config(
     """The uvicorn configuration `relay serve` runs `app` with: on the local provider, its
     WebSockets served by the lean socket server (app/socket_server.py) instead of through ASGI."""
     ws: Any = "auto"
-    if relay is not None and relay.provider.name == "local":
+    if relay is not None and relay.provider.part("local") is not None:
         ws = lean_socket_protocol(relay, max_frame_bytes=WS_MAX_FRAME_BYTES)
     return uvicorn.Config(
         app,

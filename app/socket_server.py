@@ -49,7 +49,7 @@ class RelayShell:
         """One configuration for every socket (built on the first)."""
         if self._config is None:
             relay = self.relay
-            provider: LocalProvider = relay.provider  # type: ignore[assignment]
+            provider: LocalProvider = relay.provider.part("local")  # type: ignore[assignment]
             self._config = provider.session_config(relay.authorizer, relay.policy, relay.schemas)
         return self._config
 
@@ -60,7 +60,7 @@ class RelayShell:
 
 def lean_socket_protocol(relay: Relay, *, max_frame_bytes: int) -> type[PusherSocket]:
     """The class uvicorn instantiates for each WebSocket upgrade (its `ws` setting)."""
-    provider: LocalProvider = relay.provider  # type: ignore[assignment]
+    provider: LocalProvider = relay.provider.part("local")  # type: ignore[assignment]
     shell = RelayShell(relay)
 
     class RelaySocket(PusherSocket):

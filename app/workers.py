@@ -53,7 +53,7 @@ def check_shared(settings: Settings, workers: int) -> None:
     if workers == 1:
         return
     problems = []
-    if settings.provider == "local" and settings.backplane != "redis":
+    if "local" in settings.providers and settings.backplane != "redis":
         problems.append(
             f"RELAY_BACKPLANE: --workers {workers} needs redis (with RELAY_REDIS_URL): each "
             "worker would otherwise hold its own channels, presence and users"

@@ -111,17 +111,17 @@ class Authorizer:
         socket_id: object,
         channel: object,
         client_ip: str | None,
+        provider: object = None,
     ) -> dict[str, str]:
         """POST /auth/channel: the provider's signed answer for a private, presence or encrypted
-        channel subscription."""
+        channel subscription; `provider` names which of two signs it (RELAY_SECONDARY_PROVIDER)."""
         socket = validate_socket_id(socket_id)
         name = validate_channel(channel, self.provider.limits)
         if not channel_kind(name).needs_auth:
             raise BadRequest("public channels need no authorization", channel=name)
+        signer = self._signer(provider)
         (grant,) = await self._subscribe(principal, [name], client_ip)
-        return self.provider.authorize_channel(
-            socket_id=socket, channel=name, presence=grant.presence
-        )
+        return signer.authorize_channel(socket_id=socket, channel=name, presence=grant.presence)
 
     async def authorize_stream(
         self, principal: Principal, channels: Sequence[str], *, client_ip: str | None
@@ -149,23 +149,34 @@ class Authorizer:
 
     # -- signing in, tokens -----------------------------------------------------------------
     async def authenticate_user(
-        self, principal: Principal, *, socket_id: object, client_ip: str | None
+        self,
+        principal: Principal,
+        *,
+        socket_id: object,
+        client_ip: str | None,
+        provider: object = None,
     ) -> dict[str, str]:
         """POST /auth/user: the signed user data of a signed-in end user, for pusher:signin."""
         if not principal.is_user or principal.id is None:
             raise Unauthenticated("user authentication needs an end user's token")
         socket = validate_socket_id(socket_id)
+        signer = self._signer(provider)
         await self.limiter.check("auth", principal, client_ip)
         info = {k: principal.claims[k] for k in ("name",) if k in principal.claims}
         encode_user_info(info)  # the size, before signing
-        return self.provider.authenticate_user(
+        return signer.authenticate_user(
             socket_id=socket,
             user=PresenceData(principal.id, info),
             watchlist=watchlist_of(principal),
         )
 
     async def issue_token(
-        self, principal: Principal, channels: Sequence[str], *, client_ip: str | None
+        self,
+        principal: Principal,
+        channels: Sequence[str],
+        *,
+        client_ip: str | None,
+        provider: object = None,
     ) -> dict[str, Any]:
         """/auth/token: the provider's client token, granting what the policy allows (the
         provider compiles the policy into its grants); `channels` as the route documents."""
@@ -173,8 +184,19 @@ class Authorizer:
             raise TooManyItems(f"at most {MAX_TOKEN_CHANNELS} channels", limit=MAX_TOKEN_CHANNELS)
         limits = self.provider.limits
         names = [validate_channel(c, limits) for c in dict.fromkeys(channels)]
+        signer = self._signer(provider)
         await self.limiter.check("auth", principal, client_ip)
-        return await self.provider.issue_token(principal, self.policy, channels=names)
+        return await signer.issue_token(principal, self.policy, channels=names)
+
+    def _signer(self, provider: object) -> Provider:
+        """The provider a client named to sign its answer, or (None) the relay's own choice."""
+        if provider is None:
+            return self.provider
+        found = self.provider.part(provider) if isinstance(provider, str) else None
+        if found is None:
+            names = ", ".join(p.name for p in self.provider.parts)
+            raise BadRequest(f"provider must be one of: {names}")
+        return found
 
     # -- channel queries --------------------------------------------------------------------
     async def occupancy(

@@ -59,11 +59,17 @@ class Message(Struct, frozen=True):
 
 
 class Receipt(Struct, frozen=True):
-    """What the provider accepted for one message."""
+    """What the provider accepted for one message.
+
+    Where two providers deliver (providers/pair.py), each receipt names its provider, and a
+    mirrored message the other did not take gets a receipt saying so: `failed` is the problem
+    type's slug (provider-unavailable, provider-timeout, ...)."""
 
     channel: str
     name: str
     id: str | None = None
+    provider: str | None = None
+    failed: str | None = None
 
 
 class Member(Struct, frozen=True):
@@ -113,6 +119,15 @@ class Provider(ABC):
 
     name: ClassVar[str]
     limits: Limits = Limits()
+
+    @property
+    def parts(self) -> tuple[Provider, ...]:
+        """The providers that deliver for this one: itself, or a pair's two (providers/pair.py)."""
+        return (self,)
+
+    def part(self, name: str) -> Provider | None:
+        """The provider named `name` among `parts`, None when it is not one of them."""
+        return next((p for p in self.parts if p.name == name), None)
 
     @classmethod
     @abstractmethod

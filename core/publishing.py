@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from core.policy import Policy
     from core.policy.rules import Rule
     from core.principal import Principal
-    from core.provider import Provider
+    from core.provider import Provider, Receipt
     from core.ratelimit import RateLimiter
     from core.schemas import EventSchemas
     from core.settings import Settings
@@ -142,11 +142,7 @@ class Publisher:
             receipts = await self.breaker.call(lambda: self.provider.publish(sent))
             if history is not None and pending is not None and pending.logs:
                 await history.commit(pending)
-            return {
-                "provider": self.provider.name,
-                "accepted": len(receipts),
-                "receipts": [{"channel": r.channel, "name": r.name, "id": r.id} for r in receipts],
-            }
+            return answer_of(receipts, self.provider.name)
 
         if idempotency_key is None:
             return Outcome(await deliver())
@@ -207,6 +203,38 @@ class _Draft(NamedTuple):
     data: str
     socket_id: str | None
     json: bool  # data was published as a non-string value, encoded here
+
+
+def answer_of(receipts: Sequence[Receipt], provider: str) -> dict[str, Any]:
+    """A publish's answer: the provider that took it, how many messages, and their receipts.
+
+    Where two providers deliver (a pair), each receipt names its provider, `provider` is the
+    first that took the messages, and `providers` says what each took: `{"accepted": n}`, and
+    `failed` (the problem's slug) for one that did not take them."""
+    if all(r.provider is None for r in receipts):
+        return {
+            "provider": provider,
+            "accepted": len(receipts),
+            "receipts": [{"channel": r.channel, "name": r.name, "id": r.id} for r in receipts],
+        }
+    providers: dict[str, dict[str, Any]] = {}
+    for r in receipts:
+        taken = providers.setdefault(str(r.provider), {"accepted": 0})
+        if r.failed is None:
+            taken["accepted"] += 1
+        else:
+            taken["failed"] = r.failed
+    took = [name for name, taken in providers.items() if taken["accepted"]]
+    return {
+        "provider": took[0] if took else provider,
+        "accepted": max((providers[name]["accepted"] for name in took), default=0),
+        "receipts": [
+            {"channel": r.channel, "name": r.name, "id": r.id, "provider": r.provider}
+            for r in receipts
+            if r.failed is None
+        ],
+        "providers": providers,
+    }
 
 
 def caller_scope(principal: Principal, client_ip: str | None) -> str:

@@ -50,6 +50,7 @@ WEBHOOK_EVENTS = (
     "member_removed",
     "subscription_count",
 )
+ProviderName = Literal["local", "pusher", "ably", "supabase", "apigateway", "appsync"]
 MASTER_KEY_BYTES = 32  # NaCl secretbox keys; Pusher's encryption master key is one
 
 
@@ -81,7 +82,11 @@ class Settings(EnvSettings):
     env_prefix = ENV_PREFIX
 
     env: Literal["development", "production", "test"] = "development"
-    provider: Literal["local", "pusher", "ably", "supabase", "apigateway", "appsync"] = "local"
+    provider: ProviderName = "local"
+    # A second provider, with its own credentials (docs/migrating.md): `mirror` sends every
+    # publish to both; `failover` sends to it while the first one's circuit breaker is open.
+    secondary_provider: ProviderName | None = None
+    secondary_mode: Literal["mirror", "failover"] = "failover"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -289,6 +294,22 @@ class Settings(EnvSettings):
             return keys
         return value
 
+    @field_validator("secondary_provider", mode="before")
+    @classmethod
+    def _secondary_differs(cls, value: object, info: ValidationInfo) -> object:
+        if value == "":
+            return None
+        if value is not None and value == info.data.get("provider"):
+            raise ValueError("must name a provider other than RELAY_PROVIDER")
+        return value
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The providers this relay delivers through: RELAY_PROVIDER, then the secondary."""
+        if self.secondary_provider is None:
+            return (self.provider,)
+        return (self.provider, self.secondary_provider)
+
     @field_validator("app_secret", mode="before")
     @classmethod
     def _app_secret_length(cls, value: object) -> object:
@@ -315,7 +336,7 @@ class Settings(EnvSettings):
         """Names of the variables the configured provider uses that are still at their published
         development default."""
         used = []
-        if self.provider in APP_CREDENTIAL_PROVIDERS:
+        if APP_CREDENTIAL_PROVIDERS.intersection(self.providers):
             if self.app_id == DEV_APP_ID:
                 used.append("RELAY_APP_ID")
             if self.app_key == DEV_APP_KEY:

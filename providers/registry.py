@@ -70,18 +70,35 @@ def load_settings_with_provider() -> Settings:
         settings = load_settings()
     except ConfigurationError as exc:
         problems.extend(exc.problems)
-    name = settings.provider if settings else Settings.from_environ(os.environ).get("provider")
-    target = PROVIDER_SETTINGS.get(name or "local")
-    if target is not None:
-        try:
-            read_env(_load(str(name), target))
-        except ConfigurationError as exc:
-            problems.extend(exc.problems)
+    if settings is not None:
+        names: tuple[object, ...] = settings.providers
+    else:
+        environ = Settings.from_environ(os.environ)
+        names = (environ.get("provider"), environ.get("secondary_provider"))
+    for name in names:
+        target = PROVIDER_SETTINGS.get(str(name or "local"))
+        if target is not None:
+            try:
+                read_env(_load(str(name), target))
+            except ConfigurationError as exc:
+                problems.extend(exc.problems)
     if problems or settings is None:
         raise ConfigurationError(*problems)
     return settings
 
 
 def create_provider(settings: Settings) -> Provider:
-    """Build the configured provider from the settings (each reads its own credentials)."""
-    return provider_class(settings.provider).from_settings(settings)
+    """Build the configured provider from the settings (each reads its own credentials); with
+    RELAY_SECONDARY_PROVIDER, both as one pair (providers/pair.py)."""
+    primary = provider_class(settings.provider).from_settings(settings)
+    if settings.secondary_provider is None:
+        return primary
+    from providers.pair import ProviderPair
+
+    return ProviderPair(
+        primary,
+        provider_class(settings.secondary_provider).from_settings(settings),
+        mode=settings.secondary_mode,
+        failures=settings.breaker_failures,
+        cooldown=settings.breaker_cooldown_seconds,
+    )

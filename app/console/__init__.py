@@ -22,6 +22,6 @@ if TYPE_CHECKING:
 
 def enabled(settings: Settings) -> bool:
     """Whether this relay serves the console."""
-    if settings.provider != "local" or settings.console == "off":
+    if "local" not in settings.providers or settings.console == "off":
         return False
     return settings.console == "on" or settings.env == "development"

@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from app.direct import Direct
-from app.forms import read_fields
+from app.forms import chosen_provider, read_fields
 from app.relay import relay_of
 
 router = APIRouter(tags=["auth"])
@@ -58,6 +58,7 @@ async def authorize_channel(request: Request) -> Response:
         socket_id=fields.get("socket_id"),
         channel=fields.get("channel_name"),
         client_ip=relay.client_ip(request),
+        provider=chosen_provider(request, fields),
     )
     return json_answer(answer)
 
@@ -73,7 +74,10 @@ async def authenticate_user(request: Request) -> Response:
     principal = await relay.identify(request)
     fields = await read_fields(request)
     answer = await relay.authorizer.authenticate_user(
-        principal, socket_id=fields.get("socket_id"), client_ip=relay.client_ip(request)
+        principal,
+        socket_id=fields.get("socket_id"),
+        client_ip=relay.client_ip(request),
+        provider=chosen_provider(request, fields),
     )
     return json_answer(answer)
 
@@ -95,8 +99,12 @@ async def issue_token(request: Request) -> dict[str, Any]:
     pattern cannot be granted as a whole (for example `presence-{name}`)."""
     relay = relay_of(request)
     principal = await relay.identify(request)
-    fields = dict(request.query_params)
-    if request.method == "POST":
-        fields.update(await read_fields(request))
+    body = await read_fields(request) if request.method == "POST" else {}
+    fields = {**request.query_params, **body}
     names = [c for c in fields.get("channels", "").split(",") if c]
-    return await relay.authorizer.issue_token(principal, names, client_ip=relay.client_ip(request))
+    return await relay.authorizer.issue_token(
+        principal,
+        names,
+        client_ip=relay.client_ip(request),
+        provider=chosen_provider(request, body),
+    )

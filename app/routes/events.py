@@ -123,6 +123,16 @@ class ReceiptOut(BaseModel):
     channel: str
     name: str
     id: str | None
+    # With RELAY_SECONDARY_PROVIDER: the provider that took it.
+    provider: str | None = None
+
+
+class Taken(BaseModel):
+    """What one of two providers took (RELAY_SECONDARY_PROVIDER)."""
+
+    accepted: int
+    # The problem type's slug when this provider did not take the messages (mirror mode).
+    failed: str | None = None
 
 
 class Published(BaseModel):
@@ -131,6 +141,8 @@ class Published(BaseModel):
     provider: str
     accepted: int
     receipts: list[ReceiptOut]
+    # With RELAY_SECONDARY_PROVIDER: what each provider took.
+    providers: dict[str, Taken] | None = None
 
 
 IdempotencyKey = Annotated[
@@ -145,7 +157,11 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.post("/events", summary="Publish one event to one or more channels")
+@router.post(
+    "/events",
+    summary="Publish one event to one or more channels",
+    response_model_exclude_unset=True,
+)
 async def publish_event(
     event: Event,
     request: Request,
@@ -157,7 +173,7 @@ async def publish_event(
     return await _publish(relay, request, response, [event.request()], idempotency_key)
 
 
-@router.post("/batch", summary="Publish a batch of events")
+@router.post("/batch", summary="Publish a batch of events", response_model_exclude_unset=True)
 async def publish_batch(
     batch: Batch,
     request: Request,

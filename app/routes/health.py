@@ -18,15 +18,28 @@ class Health(BaseModel):
     # The provider's circuit breaker in this process: closed, open (publishes and queries get
     # 503 without calling it) or half-open (the next call probes it).
     circuit: str
+    # With RELAY_SECONDARY_PROVIDER: the second provider, the mode (mirror or failover), and
+    # each provider's own circuit breaker.
+    secondary: str | None = None
+    mode: str | None = None
+    circuits: dict[str, str] | None = None
 
 
-@router.get("/health", summary="Liveness, provider name and version")
+@router.get(
+    "/health", summary="Liveness, provider name and version", response_model_exclude_unset=True
+)
 async def health(request: Request) -> Health:
     """Answer without touching the provider (a readiness check is `relay check`)."""
     relay = relay_of(request)
-    return Health(
+    settings = relay.settings
+    health = Health(
         status="ok",
-        provider=relay.provider.name,
+        provider=settings.provider,
         version=__version__,
         circuit=relay.breaker.state,
     )
+    if settings.secondary_provider is not None:
+        health.secondary = settings.secondary_provider
+        health.mode = settings.secondary_mode
+        health.circuits = {name: b.state for name, b in relay.breakers.items()}
+    return health

@@ -52,7 +52,7 @@ async def send_to_user(user_id: str, event: UserEvent, request: Request) -> Done
     await relay.authorizer.send_to_user(
         principal, user_id, name=event.name, data=event.data, client_ip=relay.client_ip(request)
     )
-    return Done(provider=relay.provider.name, user_id=user_id)
+    return Done(provider=relay.provider_label, user_id=user_id)
 
 
 @router.post("/{user_id:user_id}/terminate", summary="Close every connection of one user")
@@ -61,4 +61,4 @@ async def terminate_user(user_id: str, request: Request) -> Done:
     relay = relay_of(request)
     principal = await relay.identify(request)
     await relay.authorizer.terminate_user(principal, user_id, client_ip=relay.client_ip(request))
-    return Done(provider=relay.provider.name, user_id=user_id)
+    return Done(provider=relay.provider_label, user_id=user_id)

@@ -39,10 +39,12 @@ class Received(BaseModel):
 async def receive(provider: str, request: Request) -> Received:
     """Verify the signature first (401 and no effect if it fails), then normalize and forward."""
     relay = relay_of(request)
-    if provider != relay.provider.name:
-        raise NotFound(f"this relay takes webhooks from {relay.provider.name!r} only")
+    sender = relay.provider.part(provider)
+    if sender is None:
+        names = " and ".join(repr(p.name) for p in relay.provider.parts)
+        raise NotFound(f"this relay takes webhooks from {names} only")
     body = await request.body()
-    events = relay.provider.parse_webhook(request.headers, body)
+    events = sender.parse_webhook(request.headers, body)
     for e in events:
         log.info("webhook %s: %s on %s", provider, e.kind, e.channel)
     if events:

@@ -82,7 +82,7 @@ def test_the_lines_have_the_shape_powertools_writes(
         metric.add_dimension(name="Provider", value="local")
     theirs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     app = create_app(relay_settings, emf=True)
-    app.state.metrics.published(2)
+    app.state.metrics.published({"local": 2})
     ours = next(
         orjson.loads(line) for line in app.state.metrics.lines() if b"PublishedMessages" in line
     )
