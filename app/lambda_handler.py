@@ -155,11 +155,12 @@ def _build_relay() -> Relay:
     warn_about_dev_defaults(settings)
     # botocore tells at INFO where it found each endpoint and credential, on every cold start.
     logging.getLogger("botocore").setLevel(max(logging.WARNING, logging.getLogger().level))
+    relay = Relay.build(settings)
     if settings.webhook_url:  # imported only then: the cold start of a relay without them
         from app.webhooks import install_on_lambda
 
-        install_on_lambda(settings)
-    return Relay.build(settings)
+        install_on_lambda(settings, store=relay.store)
+    return relay
 
 
 _runtime: LambdaRuntime | None = None

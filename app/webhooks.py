@@ -15,6 +15,7 @@ from core.webhooks import sink as webhook_sink
 
 if TYPE_CHECKING:
     from core.settings import Settings
+    from core.stores import Store
     from core.webhooks.delivery import Answer, Sender
     from core.webhooks.sink import Sink
 
@@ -50,10 +51,11 @@ async def stop(sink: Sink | None) -> None:
             webhook_sink.uninstall(sink)
 
 
-def install_on_lambda(settings: Settings) -> None:
+def install_on_lambda(settings: Settings, *, store: Store | None = None) -> None:
     """On a cold start: the handlers' events go to SQS (RELAY_WEBHOOK_SQS_QUEUE) before each
-    invocation returns. Lambda freezes a container between invocations, so no other queue can
-    deliver there: without the queue, webhooks are off (said once, at the cold start)."""
+    invocation returns, their returns noted in the relay's `store` for the consumer's hold.
+    Lambda freezes a container between invocations, so no other queue can deliver there: without
+    the queue, webhooks are off (said once, at the cold start)."""
     if not settings.webhook_url:
         return
     from core.webhooks.factory import build_sink, queue_kind
@@ -61,7 +63,7 @@ def install_on_lambda(settings: Settings) -> None:
     if queue_kind(settings, on_lambda=True) != "sqs":
         log.warning("webhooks: off on Lambda without RELAY_WEBHOOK_SQS_QUEUE (the SQS queue)")
         return
-    sink = build_sink(settings, on_lambda=True)
+    sink = build_sink(settings, on_lambda=True, store=store)
     if sink is not None:
         webhook_sink.install(sink)
 

@@ -1,5 +1,6 @@
 """The webhook queue's consumer function on Lambda (serverless.yml: `webhooks`): it delivers one
-SQS batch of channel events; an undelivered batch raises, so that SQS delivers it again and, after
+SQS batch of channel events, a held leave checked against the returns noted in the relay's store
+(core/webhooks/rejoins.py); an undelivered batch raises, so that SQS delivers it again and, after
 maxReceiveCount, moves it to the dead-letter queue."""
 
 from __future__ import annotations
@@ -30,5 +31,6 @@ def consume(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"delivered": 0}
     if "sender" not in _consumer:
         _consumer["sender"] = sender(settings, config)
-    delivered = rt.run(deliver(event["Records"], config, _consumer["sender"]))
+    records = event["Records"]
+    delivered = rt.run(deliver(records, config, _consumer["sender"], store=rt.relay.store))
     return {"delivered": delivered}

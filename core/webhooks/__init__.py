@@ -12,6 +12,8 @@
     redis_stream.py  a Redis stream, one delivering process at a time (RELAY_STORE or
                      RELAY_BACKPLANE redis)
     sqs.py           SQS on Lambda: the handlers send, a consumer function delivers
+    rejoins.py       on Lambda, a return queued after the consumer took the leave, through the
+                     relay's store
 
 Only sink.py is imported on a socket's path; the rest, and httpx, when webhooks are configured.
 """

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from core.provider import ChannelEvent
     from core.settings import Settings
+    from core.stores import Store
     from core.webhooks.delivery import Sender, Sign
     from core.webhooks.sink import Sink
 
@@ -67,8 +68,11 @@ def queue_kind(settings: Settings, *, on_lambda: bool = False) -> str:
     return "memory"
 
 
-def build_sink(settings: Settings, *, on_lambda: bool = False) -> Sink | None:
-    """The sink for these settings, not started; None when webhooks are off."""
+def build_sink(
+    settings: Settings, *, on_lambda: bool = False, store: Store | None = None
+) -> Sink | None:
+    """The sink for these settings, not started; None when webhooks are off. `store`, the
+    relay's, is where the SQS sink notes returns (rejoins.py)."""
     config = WebhookConfig.from_settings(settings)
     if config is None:
         return None
@@ -87,7 +91,7 @@ def build_sink(settings: Settings, *, on_lambda: bool = False) -> Sink | None:
 
         if not settings.webhook_sqs_queue:
             raise ConfigurationError("RELAY_WEBHOOK_SQS_QUEUE: required for the SQS queue")
-        return SqsSink(config, queue=settings.webhook_sqs_queue)
+        return SqsSink(config, queue=settings.webhook_sqs_queue, store=store)
     from core.webhooks.memory import MemorySink
 
     sink = MemorySink(config, send)

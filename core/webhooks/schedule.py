@@ -93,6 +93,21 @@ class Schedule:
         batch.sort(key=lambda e: e.seq)
         return batch
 
+    def waiting(self, kinds: frozenset[str]) -> list[Entry]:
+        """The scheduled entries of these kinds, in the order they were queued."""
+        found = [e for q in self._channels.values() for e in q if e.event.kind in kinds]
+        return sorted(found, key=lambda e: e.seq)
+
+    def discard(self, entries: list[Entry]) -> None:
+        """Take these entries off the schedule (entries not on it are ignored)."""
+        for entry in entries:
+            queue = self._channels.get(entry.event.channel)
+            if queue is not None and entry in queue:
+                queue.remove(entry)
+                self._size -= 1
+                if not queue:
+                    del self._channels[entry.event.channel]
+
     def next_due(self) -> float | None:
         """When the earliest waiting event falls due (None: nothing waits)."""
         return min((q[0].due for q in self._channels.values()), default=None)

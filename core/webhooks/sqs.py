@@ -4,12 +4,14 @@ queue's receive count goes to the dead-letter queue (serverless.yml, infra/webho
 
 Each channel is a message group, so a channel's events reach the consumer in order. The consumer
 runs the same schedule over each batch it receives: member_removed is held until it is
-`hold_seconds` old and cancelled by that user's return in the same batch (the queue's batching
-window gathers both); a return that lands in a later batch is not cancelled.
+`hold_seconds` old and cancelled by that user's return in the same batch. A return that lands in
+a later batch cancels it through the relay's store (rejoins.py): the handlers note each return
+there as they queue it, and the consumer reads the note when the hold ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -21,10 +23,13 @@ from core import aws
 from core.provider import ChannelEvent
 from core.webhooks.dispatcher import Dispatcher
 from core.webhooks.filters import Filter
+from core.webhooks.rejoins import Rejoins
+from core.webhooks.schedule import CANCELS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from core.stores import Store
     from core.webhooks.config import WebhookConfig
     from core.webhooks.delivery import Sender
 
@@ -35,14 +40,23 @@ _decode = msgspec.json.Decoder(ChannelEvent).decode
 
 
 class SqsSink:
-    """A Sink that buffers an invocation's events and sends them on `settle`."""
+    """A Sink that buffers an invocation's events and sends them on `settle`; with the relay's
+    store, it notes the returns there too (rejoins.py)."""
 
-    def __init__(self, config: WebhookConfig, *, queue: str, client: Any = None) -> None:
+    def __init__(
+        self,
+        config: WebhookConfig,
+        *,
+        queue: str,
+        client: Any = None,
+        store: Store | None = None,
+    ) -> None:
         self.config = config
         self.filter = Filter(config.channels, config.kinds)
         self.queue = queue  # a name (its URL asked once) or a URL
         self._url = queue if queue.startswith(("http://", "https://")) else None
         self._client = client
+        self._rejoins = _rejoins(store, config)
         self._buffer: list[ChannelEvent] = []
         self._seq = 0
 
@@ -51,11 +65,18 @@ class SqsSink:
         self._buffer.extend(e for e in events if self.filter.keeps(e))
 
     async def settle(self) -> None:
-        """Send what is buffered, ten messages a call; a failure is logged, not raised (the
-        client's frame was handled; the events are lost, as the docs say)."""
+        """Send what is buffered, ten messages a call, and note its returns meanwhile; a failure
+        is logged, not raised (the client's frame was handled; the events are lost, as the docs
+        say)."""
         buffered, self._buffer = self._buffer, []
         if not buffered:
             return
+        if self._rejoins is None:
+            await self._send(buffered)
+        else:
+            await asyncio.gather(self._send(buffered), self._rejoins.note(buffered, self.filter))
+
+    async def _send(self, buffered: list[ChannelEvent]) -> None:
         sqs = self._client or aws.client("sqs")
         fifo = self.queue.endswith(".fifo")
         try:
@@ -104,6 +125,13 @@ class SqsSink:
         await self.settle()
 
 
+def _rejoins(store: Store | None, config: WebhookConfig) -> Rejoins | None:
+    """Returns noted in the store, where there is one and a hold to cancel."""
+    if store is None or config.hold_seconds <= 0:
+        return None
+    return Rejoins(store, hold=config.hold_seconds)
+
+
 def _cause(exc: BaseException) -> str:
     # The AWS error code or the exception's type: never the request (it holds the events).
     cause = exc.__cause__ or exc
@@ -119,19 +147,32 @@ async def consume(
     config: WebhookConfig,
     sender: Sender,
     *,
+    store: Store | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Any] | None = None,
 ) -> int:
     """Deliver one SQS batch (an event source mapping's records), held events waited for;
-    the number of events delivered. Raise Undelivered if a URL never took one."""
-    import asyncio
-
+    the number of events delivered. Raise Undelivered if a URL never took one. With the relay's
+    store, a held leave whose return a handler noted there is dropped when due, and so is that
+    return when it arrives (rejoins.py)."""
     dispatcher = Dispatcher(config, sender, clock=clock)
     for record in records:
         dispatcher.enqueue(_decode(record["body"]))
+    rejoins = _rejoins(store, config)
+    if rejoins is not None:
+        # Returns no leave of this batch cancelled: the answer to one an earlier batch dropped?
+        returns = dispatcher.schedule.waiting(frozenset(CANCELS))
+        answered = await rejoins.answered([e.event for e in returns])
+        gone = [e for e, yes in zip(returns, answered, strict=True) if yes]
+        dispatcher.schedule.discard(gone)
+        dispatcher.released(gone, delivered=True)
     wait = sleep or asyncio.sleep
     while len(dispatcher.schedule):
         batch = dispatcher.next_batch()
+        if batch and rejoins is not None:
+            gone = await rejoins.dropped(batch)
+            batch = [e for e in batch if e not in gone]
+            dispatcher.released(gone, delivered=True)
         if batch:
             if not await dispatcher.deliver(batch):
                 raise Undelivered(f"{dispatcher.undelivered} events not delivered")

@@ -181,13 +181,14 @@ def lambda_container(monkeypatch: pytest.MonkeyPatch, url: str) -> Any:
         from providers.apigateway.provider import ApiGatewayProvider
         from providers.apigateway.settings import ApiGatewaySettings
 
-        settings = relay_settings()
+        # The relay's store is the state table, as serverless.yml sets it.
+        settings = relay_settings(store="dynamodb", dynamodb_table=outputs["StateTableName"])
         gateway = ApiGatewaySettings(
             table_prefix="relay-unit", endpoint=stub.endpoint, handshake_function="h"
         )
         provider = ApiGatewayProvider(settings, gateway, functions=FakeLambda())
         relay = Relay.build(settings, provider=provider)
-        app_webhooks.install_on_lambda(settings)
+        app_webhooks.install_on_lambda(settings, store=relay.store)  # as _build_relay does
         rt = LambdaRuntime(relay)
         lambda_runtime.install(rt)
         try:
@@ -244,4 +245,44 @@ def test_apigateway_events_reach_the_backend_through_sqs(
         ("client_event", "presence-lobby", "ann"),
         ("member_added", "presence-lobby", "bob"),
         ("member_removed", "presence-lobby", "ann"),
+    ]
+
+
+def _kinds(records: list[dict[str, Any]]) -> list[str]:
+    return [orjson.loads(r["body"])["kind"] for r in records]
+
+
+def _receive(q: str, *, most: int = 10) -> list[dict[str, Any]]:
+    """One event source mapping poll: the records, deleted from the queue."""
+    sqs = boto3.client("sqs")
+    got = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=most).get("Messages", [])
+    for m in got:
+        sqs.delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
+    return [{"body": m["Body"]} for m in got]
+
+
+def test_on_lambda_a_return_in_a_later_batch_cancels_the_held_leave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bob's leave (and the channel's vacating) reaches a consumer alone (it polled before his
+    return was queued); the handler that queued the return noted it in the state table, so the
+    consumer drops the leave when its hold ends, and the next one drops the return."""
+    receiver = Receiver(app_key="unit-key")
+    with ReceiverThread(receiver) as url, lambda_container(monkeypatch, url) as (rt, prov, q):
+        bob = _socket(rt, prov, "bob1", "bob")
+        _send("bob1", subscribe_frame("presence-lobby", bob, {"user_id": "bob", "user_info": {}}))
+        assert webhooks_lambda.consume({"Records": _receive(q)}, None)["delivered"] == 2
+        assert handlers.disconnect(disconnect_event("bob1"), None) == {"statusCode": 200}
+        bob = _socket(rt, prov, "bob2", "bob")
+        _send("bob2", subscribe_frame("presence-lobby", bob, {"user_id": "bob", "user_info": {}}))
+        leave = _receive(q, most=2)
+        assert _kinds(leave) == ["member_removed", "channel_vacated"]
+        assert webhooks_lambda.consume({"Records": leave}, None)["delivered"] == 0
+        back = _receive(q)
+        assert _kinds(back) == ["channel_occupied", "member_added"]
+        assert webhooks_lambda.consume({"Records": back}, None)["delivered"] == 0
+        receiver.wait_sync(2)
+    assert receiver.kinds() == [
+        ("channel_occupied", "presence-lobby", None),
+        ("member_added", "presence-lobby", "bob"),
     ]
