@@ -56,9 +56,9 @@ def handler(event: dict[str, Any], context: Any) -> Any:
 def _run(work: Callable[[Relay, AppSyncSettings], Coroutine[Any, Any, T]]) -> T:
     """Run one decision on the container's loop, with the relay and the appsync settings."""
     rt = runtime()
-    provider = rt.relay.provider
-    if provider.name != "appsync":
-        raise TypeError(f"RELAY_PROVIDER is {provider.name!r}, not 'appsync'")
+    provider = rt.relay.provider.part("appsync")
+    if provider is None:
+        raise TypeError("neither RELAY_PROVIDER nor RELAY_SECONDARY_PROVIDER is 'appsync'")
     return rt.run(work(rt.relay, cast("AppSyncProvider", provider).settings))
 
 

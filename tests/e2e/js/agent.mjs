@@ -18,8 +18,9 @@ function connect(cmd) {
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
-    channelAuthorization: { endpoint: `${cmd.base}/auth/channel`, transport: 'ajax', headers },
-    userAuthentication: { endpoint: `${cmd.base}/auth/user`, transport: 'ajax', headers },
+    // authQuery: `?provider=local`, naming the provider that signs (RELAY_SECONDARY_PROVIDER).
+    channelAuthorization: { endpoint: `${cmd.base}/auth/channel${cmd.authQuery ?? ''}`, transport: 'ajax', headers },
+    userAuthentication: { endpoint: `${cmd.base}/auth/user${cmd.authQuery ?? ''}`, transport: 'ajax', headers },
   });
   clients.set(cmd.client, pusher);
   pusher.connection.bind('state_change', (states) =>

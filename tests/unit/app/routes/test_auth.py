@@ -378,3 +378,32 @@ async def test_two_credentials_at_once_are_refused(
     )
     _assert_problem(response, 401, "invalid-token")
     assert relay_api_key not in response.text
+
+
+async def test_a_form_naming_a_field_twice_is_refused(
+    http: httpx.AsyncClient, relay_token: Callable[..., str]
+) -> None:
+    # Which channel_name was meant would be a guess (the last one used to count).
+    body = f"socket_id={SOCKET}&channel_name=private-room&channel_name=private-other"
+    response = await http.post(
+        "/auth/channel",
+        content=body.encode(),
+        headers={
+            **_bearer(relay_token("alice")),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    _assert_problem(response, 400, "invalid-request")
+
+
+async def test_a_single_provider_relay_takes_its_own_name_and_refuses_another(
+    http: httpx.AsyncClient, relay_token: Callable[..., str]
+) -> None:
+    fields = {"socket_id": SOCKET, "channel_name": "private-room"}
+    token = _bearer(relay_token("alice"))
+    plain = await http.post("/auth/channel", data=fields, headers=token)
+    named = await http.post("/auth/channel?provider=local", data=fields, headers=token)
+    assert named.status_code == 200
+    assert named.json() == plain.json()
+    other = await http.post("/auth/channel?provider=pusher", data=fields, headers=token)
+    assert "local" in _assert_problem(other, 400, "invalid-request")["detail"]
