@@ -90,6 +90,9 @@ def normalize(body: bytes, *, now: float | None = None) -> list[ChannelEvent]:
         if kind not in KINDS:
             log.info("pusher webhook: ignoring unknown event kind %r", str(kind)[:40])
             continue
+        if kind == "subscription_count":
+            out.append(ChannelEvent(kind, event["channel"], time_ms, data=_count(event)))
+            continue
         out.append(
             ChannelEvent(
                 kind=kind,
@@ -102,6 +105,17 @@ def normalize(body: bytes, *, now: float | None = None) -> list[ChannelEvent]:
             )
         )
     return out
+
+
+def _count(event: dict[str, Any]) -> str | None:
+    """A subscription_count event's number, in `data` as the sessions put it (the outbound
+    formats read it there); None when it carries none, or something that is no count."""
+    count = event.get("subscription_count")
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return str(count)
+    if count is not None:
+        log.info("pusher webhook: a subscription_count without a count (%s)", type(count).__name__)
+    return None
 
 
 def _text(value: object) -> str | None:

@@ -6,11 +6,14 @@ standardwebhooks."""
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
 import orjson
+import pusher.signature
+import pytest
 import websockets
 from moto import mock_aws
 from pydantic import SecretStr
@@ -26,6 +29,7 @@ from core.webhooks import sink as webhook_sink
 from providers.pusherproto import signing
 from tests import lambda_runtime
 from tests.e2e.apigw_support import (
+    EVENTS,
     FakeLambda,
     aws_environment,
     connect_event,
@@ -44,9 +48,10 @@ from tests.unit.core.webhooks.receiver import WEBHOOK_SECRET, Receiver, Receiver
 
 __all__ = ["receiver"]  # the fixture, shared
 
-if TYPE_CHECKING:
-    import pytest
+# The Pusher app whose webhooks the relay forwards (its own key and secret sign the outbound ones).
+PUSHER_KEY, PUSHER_SECRET = "forwarded-pusher-key", "forwarded-pusher-secret-0123456789"
 
+if TYPE_CHECKING:
     from core.settings import Settings
     from tests.servers import LiveServer
 
@@ -113,6 +118,43 @@ async def test_an_sse_stream_occupies_and_vacates_its_channels(
         ("channel_occupied", "sse-news", None),
         ("channel_vacated", "sse-news", None),
     ]
+
+
+@pytest.mark.parametrize("fmt", ["pusher", "standard"])
+async def test_a_subscription_count_forwarded_from_pusher_keeps_its_number(
+    relay_settings: Settings, fmt: str
+) -> None:
+    """Pusher's own webhook (tests/events/), signed as Pusher signs it (the SDK's signature),
+    reaches the backend with each channel's count, in Pusher's format and the standard one."""
+    from providers.pusher.provider import PusherProvider
+    from providers.pusher.settings import PusherSettings
+
+    sample = orjson.loads((EVENTS / "pusher_webhook_subscription_count.json").read_bytes())
+    body = orjson.dumps({**sample, "time_ms": int(time.time() * 1000)})
+    signed = {
+        "X-Pusher-Key": PUSHER_KEY,
+        "X-Pusher-Signature": pusher.signature.sign(PUSHER_SECRET, body.decode()),
+        "Content-Type": "application/json",
+    }
+    backend = Receiver(fmt=fmt)
+    async with serve(backend.app) as hooks:
+        settings = relay_settings.model_copy(
+            update={
+                "webhook_url": (f"{hooks.http_url}/hooks",),
+                "webhook_format": fmt,
+                "webhook_secret": SecretStr(WEBHOOK_SECRET),
+            }
+        )
+        forwarding = PusherProvider(
+            PusherSettings(app_id="770078", key=PUSHER_KEY, secret=PUSHER_SECRET)
+        )
+        app = create_app(relay=Relay.build(settings, provider=forwarding))
+        async with serve(app) as server, httpx.AsyncClient(base_url=server.http_url) as http:
+            answer = await http.post("/v1/webhooks/pusher", content=body, headers=signed)
+            assert answer.status_code == 200, answer.text
+            await backend.wait_for(2)
+    assert backend.events == sample["events"]  # as Pusher names them, the counts kept
+    assert backend.refused == []
 
 
 async def test_no_url_no_sink(relay_settings: Settings) -> None:

@@ -368,6 +368,35 @@ def test_normalizes_the_five_kinds_and_ignores_unknown_ones(
     assert "ignoring unknown event kind 'brand_new_kind'" in caplog.text
 
 
+def test_a_subscription_count_keeps_its_number_and_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events = [
+        {"name": "subscription_count", "channel": "a", "subscription_count": 7, "data": "x"},
+        {"name": "subscription_count", "channel": "b", "subscription_count": 0},
+        {"name": "subscription_count", "channel": "c"},
+        {"name": "subscription_count", "channel": "d", "subscription_count": -1},
+        {"name": "subscription_count", "channel": "e", "subscription_count": True},
+        {"name": "subscription_count", "channel": "f", "subscription_count": "7"},
+        {"name": "subscription_count", "channel": "g", "subscription_count": 1.5},
+    ]
+    body = orjson.dumps({"time_ms": 1000, "events": events})
+    with caplog.at_level(logging.INFO, logger="providers.pusher.webhooks"):
+        found = webhooks.normalize(body, now=1.0)
+    # The count in `data`, where the sessions put theirs and the outbound formats read it.
+    assert [(e.channel, e.data) for e in found] == [
+        ("a", "7"),
+        ("b", "0"),
+        ("c", None),
+        ("d", None),
+        ("e", None),
+        ("f", None),
+        ("g", None),
+    ]
+    assert all(e == ChannelEvent("subscription_count", e.channel, 1000, data=e.data) for e in found)
+    assert caplog.text.count("a subscription_count without a count") == 4
+
+
 def test_empty_events_list_is_fine() -> None:
     assert webhooks.normalize(b'{"time_ms": 1000, "events": []}', now=1.0) == []
 
