@@ -103,6 +103,7 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
     "infra.offline_endpoints": ("APP_SECRET", "JWT_SECRET", "API_KEY"),
     "tests.e2e.test_check_live": ("SECRET",),
     "tests.unit.core.webhooks.receiver": ("APP_SECRET", "WEBHOOK_SECRET"),
+    "tests.unit.app.test_webhooks": ("PUSHER_SECRET",),
 }
 MIN_SECRET_LENGTH: Final = 8
 JWT_SHAPE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")

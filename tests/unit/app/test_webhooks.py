@@ -49,7 +49,8 @@ from tests.unit.core.webhooks.receiver import WEBHOOK_SECRET, Receiver, Receiver
 __all__ = ["receiver"]  # the fixture, shared
 
 # The Pusher app whose webhooks the relay forwards (its own key and secret sign the outbound ones).
-PUSHER_KEY, PUSHER_SECRET = "forwarded-pusher-key", "forwarded-pusher-secret-0123456789"
+PUSHER_KEY = "forwarded-pusher-key"
+PUSHER_SECRET = "forwarded-pusher-secret-0123456789"
 
 if TYPE_CHECKING:
     from core.settings import Settings
