@@ -163,6 +163,7 @@ class Metrics:
         for name, guard in relay.breakers.items():  # a pair's two, each labelled with its name
             guard.observer = _observer(calls.labels(name, "ok"), calls.labels(name, "failed"))
         self._task: asyncio.Task[None] | None = None
+        self._apart: Any = None  # the listener of RELAY_METRICS_LISTEN, when this process runs it
 
     # -- what the relay tells it --------------------------------------------------------------
     def observe(self, path: str, status: int, seconds: float) -> None:
@@ -201,15 +202,23 @@ class Metrics:
             await asyncio.sleep(REFRESH_SECONDS)
 
     def start(self) -> None:
-        """Start refreshing (lifespan)."""
+        """Start refreshing (lifespan), and the listener of RELAY_METRICS_LISTEN in a single
+        process (with workers, the parent runs it: app/workers.py)."""
         self._task = asyncio.get_running_loop().create_task(self.run())
+        address = self.relay.settings.metrics_address
+        if address is not None and self.registry is not None:
+            self._apart = serve_apart(address, self.registry)
 
     async def stop(self) -> None:
-        """Stop refreshing."""
+        """Stop refreshing, and the listener."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._apart is not None:
+            self._apart.shutdown()
+            self._apart.server_close()
+            self._apart = None
 
     # -- the scrape -----------------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:
@@ -250,10 +259,29 @@ def _observer(ok: Any, failed: Any) -> Callable[[float, bool], None]:
     return observe
 
 
+def serve_apart(address: tuple[str, int], registry: Any = None) -> Any:
+    """prometheus-client's own listener on RELAY_METRICS_LISTEN, answering any path with the
+    registry's text (None: every worker's multiprocess files, summed); a thread of this process.
+    Returns its server (`shutdown()` stops it)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    if registry is None:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    host, port = address
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    return server
+
+
 def install(app: FastAPI, relay: Relay) -> Metrics:
-    """Measure this app: Front's answers, the breaker's calls, and `GET /metrics`."""
+    """Measure this app: Front's answers, the breaker's calls, and `GET /metrics` (on the
+    relay's own port unless RELAY_METRICS_LISTEN gives the metrics a listener of their own)."""
     metrics = Metrics(relay)
     app.state.metrics = metrics
+    if relay.settings.metrics_listen is not None:
+        return metrics
 
     @app.get("/metrics", include_in_schema=False)
     async def scrape(request: Request) -> Response:

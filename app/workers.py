@@ -98,7 +98,12 @@ def run(settings: Settings, *, host: str, port: int, workers: int, backlog: int)
             stopping.append(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    apart = None
     try:
+        if settings.metrics and settings.metrics_address is not None:
+            from app.metrics import serve_apart  # every worker's files, summed, on one listener
+
+            apart = serve_apart(settings.metrics_address)
         processes = [start() for _ in range(workers)]
         log.info("relay: %d workers serving on %s:%d", workers, host, port)
         while not stopping:
@@ -122,6 +127,9 @@ def run(settings: Settings, *, host: str, port: int, workers: int, backlog: int)
                 process.kill()
                 process.join()
     finally:
+        if apart is not None:
+            apart.shutdown()
+            apart.server_close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         sock.close()

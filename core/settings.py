@@ -182,6 +182,9 @@ class Settings(EnvSettings):
     subscription_count_events: bool = False
     # GET /metrics on relay serve (Prometheus text, a relay API key to read it): app/metrics.py.
     metrics: bool = True
+    # host:port of a listener of its own for the metrics, with no key (bind it to a private
+    # interface); then the relay's own port serves no /metrics.
+    metrics_listen: str | None = None
     drain_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # Provider circuit breaker: open after this many failures in a row, probe after the cooldown.
@@ -293,6 +296,25 @@ class Settings(EnvSettings):
                 raise ValueError("every key must be at least 16 characters")
             return keys
         return value
+
+    @field_validator("metrics_listen", mode="before")
+    @classmethod
+    def _host_and_port(cls, value: object) -> object:
+        if value == "":
+            return None
+        if isinstance(value, str):
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError("must be host:port, for example 127.0.0.1:9464")
+        return value
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """RELAY_METRICS_LISTEN as (host, port), brackets of an IPv6 host removed."""
+        if self.metrics_listen is None:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("secondary_provider", mode="before")
     @classmethod

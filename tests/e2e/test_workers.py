@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.e2e.conftest import API_KEY, APP_KEY, RELAY_ENV
-from tests.e2e.harness import RelayProcess
+from tests.e2e.harness import RelayProcess, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 REDIS_DB = "redis://127.0.0.1:6379/11"
+BACKEND = {"Authorization": f"Bearer {API_KEY}"}
 SHARED = {
     "RELAY_BACKPLANE": "redis",
     "RELAY_REDIS_URL": REDIS_DB,
@@ -143,6 +144,34 @@ def test_metrics_from_any_worker_are_the_totals_of_both(two_workers: RelayProces
         publish(two_workers, "counted", n)
     # Whichever worker answers each scrape, it reads every worker's counts.
     assert {published() - before for _ in range(6)} == {10}
+
+
+def test_the_metrics_listener_of_the_parent_sums_every_worker(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """RELAY_METRICS_LISTEN: one listener, run by the parent, with no key; the relay's own
+    port serves no /metrics."""
+    port = free_port()
+    relay = RelayProcess(
+        {**RELAY_ENV, **SHARED, "RELAY_METRICS_LISTEN": f"127.0.0.1:{port}"},
+        tmp_path_factory.mktemp("workers-listen") / "relay.log",
+        args=("--workers", "2"),
+    )
+    try:
+        assert httpx.get(relay.base + "/metrics", headers=BACKEND).status_code == 404
+        for n in range(10):
+            publish(relay, "counted-apart", n)
+        answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert answer.status_code == 200, answer.text
+        counted = [
+            s.value
+            for f in text_string_to_metric_families(answer.text)
+            for s in f.samples
+            if s.name == "relay_published_messages_total"
+        ]
+        assert sum(counted) == 10
+    finally:
+        relay.stop()
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,47 @@ def test_auth_answers_map_to_decisions(status: int, result: str) -> None:
 def test_without_metrics_nothing_is_served_or_imported(relay_app: FastAPI) -> None:
     assert relay_app.state.metrics is None
     assert all(getattr(route, "path", "") != "/metrics" for route in relay_app.routes)
+
+
+@pytest.mark.parametrize("bad", ["9464", "host:", "host:port", "127.0.0.1:70000", ":9464"])
+def test_the_metrics_listener_needs_a_host_and_a_port(relay_settings: Settings, bad: str) -> None:
+    from core.errors import ConfigurationError
+    from core.settings import Settings as Config
+
+    with pytest.raises((ValueError, ConfigurationError)):
+        Config(**{**relay_settings.model_dump(), "metrics_listen": bad})
+
+
+async def test_a_listener_of_their_own_serves_the_metrics_without_a_key(
+    relay_settings: Settings, relay_api_key: str
+) -> None:
+    from tests.e2e.harness import free_port
+
+    port = free_port()
+    settings = relay_settings.model_copy(update={"metrics_listen": f"[::1]:{port}"})
+    assert settings.metrics_address == ("::1", port)
+    settings = relay_settings.model_copy(update={"metrics_listen": f"127.0.0.1:{port}"})
+    app = create_app(settings, metrics=True)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://relay") as http,
+    ):
+        backend = {"X-API-Key": relay_api_key}
+        assert (await http.get("/metrics", headers=backend)).status_code == 404
+        published = await http.post(
+            "/v1/events", json={"name": "e", "channel": "c", "data": 1}, headers=backend
+        )
+        assert published.status_code == 200
+        async with httpx.AsyncClient() as outside:
+            answer = await outside.get(f"http://127.0.0.1:{port}/metrics")
+        assert answer.status_code == 200
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(answer.text)
+            for s in f.samples
+        }
+        assert value(samples, "relay_published_messages_total", provider="local") == 1
+    async with httpx.AsyncClient() as outside:
+        with pytest.raises(httpx.ConnectError):  # stopped with the app
+            await outside.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
