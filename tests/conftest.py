@@ -58,6 +58,8 @@ SECRET_SOURCES: Final[Mapping[str, tuple[str, ...]]] = {
     "tests.unit.core.test_tokens": ("SECRET",),
     "tests.unit.providers.pusherproto.test_signing": ("SECRET", "DOC_SECRET"),
     "tests.unit.providers.pusher.test_api": ("SECRET", "MASTER_KEY_BASE64"),
+    "tests.unit.app.test_secondary": ("APP_SECRET", "API_KEY"),
+    "tests.e2e.test_secondary_provider": ("PUSHER_SECRET",),
     "tests.unit.providers.pusher.test_known_answers": ("SECRET", "DOC_SECRET", "MASTER_KEY_BASE64"),
     "tests.unit.providers.pusherproto.test_encryption": ("APP_SECRET", "MASTER_KEY_BASE64"),
     "tests.unit.providers.ably.test_provider": ("SECRET",),
