@@ -56,7 +56,7 @@ class EmfMetrics:
             guard.observer = partial(self._observe_call, name)
 
     # -- the same calls as app/metrics.Metrics -----------------------------------------------
-    def observe(self, path: str, status: int, seconds: float) -> None:
+    def observe(self, path: str, status: int, seconds: float, problem: str | None = None) -> None:
         """One HTTP answer."""
         endpoint = endpoint_of(path)
         self._requests[(endpoint, f"{status // 100}xx")] += 1

@@ -4,8 +4,9 @@ What is measured, and where (docs/operations.md lists each metric and what to al
 
     relay_http_requests_total{endpoint, status}       every HTTP answer (Front, app/middleware.py)
     relay_http_request_duration_seconds{endpoint}     the same, SSE streams left out
-    relay_auth_decisions_total{endpoint, result}      /auth/*: allowed, unauthenticated,
-                                                      forbidden, rate_limited, invalid, error
+    relay_auth_decisions_total{endpoint, result, reason}   /auth/*: allowed, unauthenticated,
+                                                      forbidden, rate_limited, invalid, error;
+                                                      reason: the problem type's slug
     relay_published_messages_total{provider}          messages each provider took
     relay_provider_call_duration_seconds{provider, outcome}   each provider call (the breaker's)
     relay_connections{kind}, relay_subscriptions, relay_presence_members   local, this host
@@ -33,7 +34,7 @@ from fastapi import Request  # noqa: TC002 - FastAPI reads the route's annotatio
 from fastapi.responses import Response
 
 from app.relay import relay_of
-from core.errors import Forbidden
+from core.errors import Forbidden, RelayError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -81,6 +82,27 @@ _FIXED = frozenset(
 _AUTH_RESULTS = {401: "unauthenticated", 403: "forbidden", 429: "rate_limited"}
 
 
+def _all_errors() -> list[type[RelayError]]:
+    found: list[type[RelayError]] = []
+    todo: list[type[RelayError]] = [RelayError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+# The problem slugs an auth answer can carry (the label's values stay a fixed set).
+_REASONS = frozenset(
+    {
+        *(cls.slug for cls in _all_errors()),
+        "invalid-request",
+        "request-timeout",
+        "internal",
+    }
+)
+
+
 def endpoint_of(path: str) -> str:
     """The route shape a path belongs to (`other` for anything the relay does not serve)."""
     if path in _FIXED:
@@ -89,6 +111,14 @@ def endpoint_of(path: str) -> str:
         if pattern.match(path):
             return pattern.sub(shape, path)
     return "other"
+
+
+def auth_reason(status: int, problem: str | None) -> str:
+    """Why an /auth/* answer refused: its problem type's slug (a fixed set: core/errors.py);
+    `none` for an answer that allowed."""
+    if status < 300:
+        return "none"
+    return problem if problem is not None and problem in _REASONS else "other"
 
 
 def auth_result(status: int) -> str:
@@ -125,7 +155,10 @@ class Metrics:
             **kw,
         )
         self.auth = Counter(
-            "relay_auth_decisions", "Answers of the auth endpoints.", ["endpoint", "result"], **kw
+            "relay_auth_decisions",
+            "Answers of the auth endpoints, by result and the refusal's problem type.",
+            ["endpoint", "result", "reason"],
+            **kw,
         )
         self.messages = Counter(
             "relay_published_messages", "Messages the provider took.", ["provider"], **kw
@@ -166,14 +199,14 @@ class Metrics:
         self._apart: Any = None  # the listener of RELAY_METRICS_LISTEN, when this process runs it
 
     # -- what the relay tells it --------------------------------------------------------------
-    def observe(self, path: str, status: int, seconds: float) -> None:
-        """One HTTP answer (Front's `finally`)."""
+    def observe(self, path: str, status: int, seconds: float, problem: str | None = None) -> None:
+        """One HTTP answer (Front's `finally`), and its problem's slug when it is one."""
         endpoint = endpoint_of(path)
         self.requests.labels(endpoint, str(status)).inc()
         if endpoint != "/v1/stream":
             self.latency.labels(endpoint).observe(seconds)
         if endpoint.startswith("/auth/"):
-            self.auth.labels(endpoint, auth_result(status)).inc()
+            self.auth.labels(endpoint, auth_result(status), auth_reason(status, problem)).inc()
 
     def published(self, taken: Mapping[str, int]) -> None:
         """Messages a publish handed to each provider."""

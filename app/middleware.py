@@ -21,7 +21,13 @@ from app.cors import Cors
 from app.deadlines import Deadlines
 from app.direct import serve
 from app.origins import OriginGuard
-from core.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, PayloadTooLarge
+from app.problems import PROBLEM_SCOPE_KEY
+from core.errors import (
+    PROBLEM_CONTENT_TYPE,
+    PROBLEM_TYPE_PREFIX,
+    OriginNotAllowed,
+    PayloadTooLarge,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -88,10 +94,11 @@ class Front:
         settings: Settings,
         host: ASGIApp,
         direct: Mapping[tuple[str, str], Endpoint],
-        measure: Callable[[str, int, float], None] | None = None,
+        measure: Callable[[str, int, float, str | None], None] | None = None,
     ) -> None:
         self.app = app
-        self.measure = measure  # app/metrics.py: each answer's path, status and seconds
+        # app/metrics.py: each answer's path, status, seconds and problem slug (None: no problem)
+        self.measure = measure
         self.host = host  # the application the direct routes' requests belong to
         self.direct = dict(direct)
         self.max_bytes = settings.max_body_bytes
@@ -140,14 +147,19 @@ class Front:
                 status = response.status_code
                 await response(scope, receive, send)
             elif self.guard.guards(scope) and not self.guard.allowed(origin):
+                scope[PROBLEM_SCOPE_KEY] = OriginNotAllowed.slug
                 await answer(*_sized(*self.guard.refusal(scope["path"])))
             elif oversize:
+                scope[PROBLEM_SCOPE_KEY] = PayloadTooLarge.slug
                 await answer(*self._too_large(scope["path"]))
             else:
                 body = await self._body(receive, scope["path"])
                 if body is None:  # the client left before sending it all
                     return
                 if isinstance(body, _Answer):
+                    scope[PROBLEM_SCOPE_KEY] = (
+                        PayloadTooLarge.slug if body.status == 413 else "request-timeout"
+                    )
                     await answer(*body)
                     return
                 endpoint = self.direct.get((scope["method"], scope["path"]))
@@ -175,7 +187,8 @@ class Front:
                 await self.app(scope, replay, sending)
         finally:
             if self.measure is not None:
-                self.measure(scope["path"], status, time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                self.measure(scope["path"], status, seconds, scope.get(PROBLEM_SCOPE_KEY))
             if access_log.isEnabledFor(logging.INFO):
                 _log(scope, status, start)
 

@@ -35,9 +35,17 @@ def _http_slug(status: int) -> str:
     )
 
 
+PROBLEM_SCOPE_KEY = "relay.problem"  # the answer's problem slug, for the metrics (app/metrics.py)
+
+
+def _note(request: Request, slug: str) -> None:
+    request.scope[PROBLEM_SCOPE_KEY] = slug
+
+
 async def relay_error(request: Request, exc: Exception) -> Response:
     """A RelayError as its problem, with its headers (Retry-After, ...)."""
     assert isinstance(exc, RelayError)
+    _note(request, exc.slug)
     if exc.status >= 500:
         log.warning("%s %s: %s: %s", request.method, request.url.path, exc.slug, exc.detail)
     return problem_response(exc.status, exc.problem(instance=request.url.path), exc.headers())
@@ -51,6 +59,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     ][:20]
     detail = "the request does not match the schema"
     item = _batch_item(exc.errors())
+    _note(request, "invalid-request")
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + "invalid-request",
         "title": "Invalid request",
@@ -76,6 +85,7 @@ def _batch_item(errors: Sequence[Any]) -> int | None:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    _note(request, _http_slug(exc.status_code))
     body = {
         "type": PROBLEM_TYPE_PREFIX + _http_slug(exc.status_code),
         "title": str(exc.detail),
@@ -89,6 +99,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def unexpected(request: Request, exc: Exception) -> Response:
     """Any other exception: logged with its traceback, answered 500 without its text."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    _note(request, "internal")
     body = {
         "type": PROBLEM_TYPE_PREFIX + "internal",
         "title": "Internal error",

@@ -77,14 +77,15 @@ async def test_publishes_auth_decisions_and_provider_calls_are_counted(
 
     assert moved("relay_published_messages_total", provider="local") == 2
     assert moved("relay_http_requests_total", endpoint="/v1/events", status="200") == 1
-    assert moved("relay_auth_decisions_total", endpoint="/auth/channel", result="allowed") == 1
-    assert (
-        moved("relay_auth_decisions_total", endpoint="/auth/channel", result="unauthenticated") == 1
-    )
+    decisions = "relay_auth_decisions_total"
+    assert moved(decisions, endpoint="/auth/channel", result="allowed", reason="none") == 1
+    refused = {"endpoint": "/auth/channel", "result": "unauthenticated"}
+    assert moved(decisions, **refused, reason="unauthenticated") == 1
     calls = "relay_provider_call_duration_seconds_count"
     assert moved(calls, provider="local", outcome="ok") == 1
     assert moved("relay_http_request_duration_seconds_count", endpoint="/v1/events") == 1
-    assert value(after, "relay_circuit_breaker_state") == 0
+    assert ("relay_circuit_breaker_state", (("provider", "local"),)) in after
+    assert value(after, "relay_circuit_breaker_state", provider="local") == 0
 
 
 async def test_local_sockets_and_subscriptions_are_gauged(
@@ -179,3 +180,26 @@ async def test_a_listener_of_their_own_serves_the_metrics_without_a_key(
     async with httpx.AsyncClient() as outside:
         with pytest.raises(httpx.ConnectError):  # stopped with the app
             await outside.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+async def test_auth_refusals_are_counted_by_their_problem_type(
+    client: httpx.AsyncClient, relay_api_key: str, relay_token: Any
+) -> None:
+    before = await scrape(client, relay_api_key)
+    user = {"Authorization": f"Bearer {relay_token('ann')}"}
+    others = {"socket_id": "1.2", "channel_name": "private-user-bob"}
+    assert (await client.post("/auth/channel", data=others, headers=user)).status_code == 403
+    malformed = {"socket_id": "1.2", "channel_name": "private-bad channel"}
+    assert (await client.post("/auth/channel", data=malformed, headers=user)).status_code == 400
+    # A FastAPI route (not one Front serves directly): the local provider issues no tokens.
+    assert (await client.get("/auth/token", headers=user)).status_code == 501
+    after = await scrape(client, relay_api_key)
+
+    def moved(endpoint: str, result: str, reason: str) -> float:
+        labels = {"endpoint": endpoint, "result": result, "reason": reason}
+        name = "relay_auth_decisions_total"
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("/auth/channel", "forbidden", "forbidden") == 1
+    assert moved("/auth/channel", "invalid", "invalid-channel") == 1
+    assert moved("/auth/token", "error", "not-supported") == 1
