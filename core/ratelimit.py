@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 from msgspec import Struct
 
 from core.errors import ConfigurationError, RateLimited, TooManyItems
+from core.stores.base import Bucket
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -84,16 +85,15 @@ class RateLimiter:
                     f"{bucket.burst:g}",
                     limit=int(bucket.burst),
                 )
-        taken: list[tuple[str, Rate, int]] = []
-        for key, bucket, n in buckets:
-            wait = await self.store.take(key, rate=bucket.per_second, burst=bucket.burst, cost=n)
-            if wait > 0:
-                # Give back what the other buckets gave: a refused request costs nobody anything
-                # (else one caller retrying behind an office NAT drains everyone's IP bucket).
-                for k, b, spent in taken:
-                    await self.store.take(k, rate=b.per_second, burst=b.burst, cost=-spent)
-                raise RateLimited(f"too many {kind} requests; try again shortly", retry_after=wait)
-            taken.append((key, bucket, n))
+        if not buckets:
+            return
+        # All or nothing: a refused request costs nobody anything (else one caller retrying
+        # behind an office NAT drains everyone's IP bucket). One store call for them all.
+        wait = await self.store.take_all(
+            [Bucket(key, bucket.per_second, bucket.burst, n) for key, bucket, n in buckets]
+        )
+        if wait > 0:
+            raise RateLimited(f"too many {kind} requests; try again shortly", retry_after=wait)
 
     def _ip_rate(self, kind: Kind) -> Rate:
         """An IP may carry many callers (offices, carriers): its bucket is that much larger."""

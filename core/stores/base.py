@@ -1,8 +1,10 @@
 """The store interface: keys with a time to live, token buckets, and channel logs. Every
 operation is atomic.
 
-Rate limits need an atomic "take a token"; idempotency needs an atomic "put if absent". Both are
-one round trip in each backend (a Lua script in Redis, a conditional write in DynamoDB). Channel
+Rate limits need an atomic "take a token" (and, for a request that counts against several buckets,
+"take from all of them or from none"); idempotency needs an atomic "put if absent". Each is one
+round trip in Redis (a Lua script) and in DynamoDB (a conditional write; several buckets there
+take one write each). Channel
 history (core/history.py) needs a per-channel counter under an epoch and a log of entries keyed
 by their number: `log_reserve` before the provider call, `log_append` after it, `log_read`.
 """
@@ -25,6 +27,15 @@ class LogPage(NamedTuple):
     epoch: str | None
     newest: int
     entries: list[tuple[int, bytes]]
+
+
+class Bucket(NamedTuple):
+    """One token bucket a request takes from: its key, refill rate, size, and what it takes."""
+
+    key: str
+    rate: float
+    burst: float
+    cost: float = 1.0
 
 
 class Store(ABC):
@@ -54,6 +65,24 @@ class Store(ABC):
 
         Return 0.0 if they were taken, else the seconds until they would be (nothing is taken).
         A negative cost gives tokens back (never beyond `burst`)."""
+
+    async def take_all(self, buckets: Sequence[Bucket]) -> float:
+        """Take each bucket's cost from every bucket or from none.
+
+        Return 0.0 if they were taken, else the seconds the first bucket (in order) that lacks
+        its tokens would take to have them. This default takes one bucket after another and
+        gives back what it took when one refuses; a backend that can check them all in one
+        atomic call (Redis: one script) does so instead."""
+        taken: list[Bucket] = []
+        for bucket in buckets:
+            key, rate, burst, cost = bucket
+            wait = await self.take(key, rate=rate, burst=burst, cost=cost)
+            if wait > 0:
+                for k, r, b, spent in taken:
+                    await self.take(k, rate=r, burst=b, cost=-spent)
+                return wait
+            taken.append(bucket)
+        return 0.0
 
     # -- channel logs (history) ---------------------------------------------------------------
     async def log_reserve(

@@ -7,28 +7,39 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ProviderUnavailable
-from core.stores.base import LogPage, Store, bucket_ttl
+from core.stores.base import Bucket, LogPage, Store, bucket_ttl
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redis.asyncio import Redis
 
-# One round trip, atomic, and timed by the server's clock so hosts with skewed clocks agree.
+# Token buckets, every bucket of one request in one round trip, atomic, and timed by the
+# server's clock so hosts with skewed clocks agree: each is refilled and checked first, then, if
+# all have their tokens, each is spent; else nothing is written and the first lacking bucket's
+# wait is the answer. KEYS: the buckets. ARGV: rate, burst, cost, ttl ms per bucket, in order.
 _TAKE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens = tonumber(state[1]) or burst
-local updated = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
-local wait = 0
-if tokens >= cost then tokens = math.min(burst, tokens - cost)
-else wait = (cost - tokens) / rate end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
-return tostring(wait)
+local left = {}
+for i, key in ipairs(KEYS) do
+  local a = (i - 1) * 4
+  local rate, burst, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local tokens = left[key]
+  if tokens == nil then
+    local state = redis.call('HMGET', key, 't', 'ts')
+    tokens = tonumber(state[1]) or burst
+    local updated = tonumber(state[2]) or now
+    tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+  end
+  if tokens < cost then return tostring((cost - tokens) / rate) end
+  left[key] = math.min(burst, tokens - cost)
+end
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 't', tostring(left[key]), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, tonumber(ARGV[(i - 1) * 4 + 4]))
+end
+return '0'
 """
 
 _PUT_IF_ABSENT = """
@@ -128,11 +139,18 @@ class RedisStore(Store):
 
     async def take(self, key: str, *, rate: float, burst: float, cost: float = 1.0) -> float:
         """Token bucket, atomic across processes."""
-        ttl_ms = math.ceil(bucket_ttl(rate, burst) * 1000)
-        wait = await self._call(
-            self._take(keys=[self._prefix + "bucket:" + key], args=[rate, burst, cost, ttl_ms])
-        )
-        return float(wait)
+        return await self.take_all([Bucket(key, rate, burst, cost)])
+
+    async def take_all(self, buckets: Sequence[Bucket]) -> float:
+        """Every bucket of a request in one script: all taken, or none and the first wait."""
+        if not buckets:
+            return 0.0
+        keys: list[str] = []
+        args: list[float] = []
+        for key, rate, burst, cost in buckets:
+            keys.append(self._prefix + "bucket:" + key)
+            args += [rate, burst, cost, math.ceil(bucket_ttl(rate, burst) * 1000)]
+        return float(await self._call(self._take(keys=keys, args=args)))
 
     async def log_reserve(
         self, name: str, count: int, *, epoch: str, ttl: float

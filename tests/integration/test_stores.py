@@ -27,7 +27,7 @@ from core.errors import (
 from core.idempotency import Idempotency
 from core.settings import Settings
 from core.stores import create_store
-from core.stores.base import bucket_ttl
+from core.stores.base import Bucket, bucket_ttl
 from core.stores.dynamodb import DynamoStore
 from core.stores.memory import MemoryStore
 from core.stores.redis import RedisStore
@@ -244,6 +244,62 @@ async def test_an_untouched_bucket_expires_full(
     margin = 1.2 if store.name == "dynamodb" else 0.2
     await asyncio.sleep(bucket_ttl(rate, burst) + margin)
     assert await store.take(ns + "b", rate=rate, burst=burst) == 0.0
+
+
+# --- several buckets of one request, all or nothing (Store.take_all) ---------------------------
+
+
+async def test_take_all_takes_from_every_bucket(store: Store, ns: str) -> None:
+    buckets = [Bucket(ns + "caller", SLOW, 3, 2), Bucket(ns + "ip", SLOW, 5, 2)]
+    assert await store.take_all(buckets) == 0.0
+    # What is left, bucket by bucket: the caller's 1 of 3, the IP's 3 of 5.
+    assert await store.take(ns + "caller", rate=SLOW, burst=3, cost=2) > 0
+    assert await store.take(ns + "caller", rate=SLOW, burst=3, cost=1) == 0.0
+    assert await store.take(ns + "ip", rate=SLOW, burst=5, cost=3) == 0.0
+    assert await store.take(ns + "ip", rate=SLOW, burst=5, cost=1) > 0
+
+
+async def test_take_all_refused_by_one_bucket_takes_from_none(store: Store, ns: str) -> None:
+    assert await store.take(ns + "ip", rate=SLOW, burst=2, cost=2) == 0.0  # the IP's is empty
+    buckets = [Bucket(ns + "caller", SLOW, 4, 1), Bucket(ns + "ip", SLOW, 2, 1)]
+    for _ in range(3):  # refused again and again: the caller's bucket keeps its 4 tokens
+        assert await store.take_all(buckets) > 0
+    assert await store.take(ns + "caller", rate=SLOW, burst=4, cost=4) == 0.0
+
+
+async def test_take_all_answers_the_wait_of_the_first_bucket_refusing(
+    store: Store, ns: str
+) -> None:
+    rate = 0.5
+    assert await store.take(ns + "a", rate=rate, burst=1) == 0.0
+    assert await store.take(ns + "b", rate=rate / 4, burst=1) == 0.0
+    # Both are empty: "a" refills a token in 2 s, "b" in 8 s (less what refilled meanwhile, a
+    # fraction of a second); the first in order answers.
+    wait = await store.take_all([Bucket(ns + "a", rate, 1), Bucket(ns + "b", rate / 4, 1)])
+    assert 1 < wait <= 2
+    wait = await store.take_all([Bucket(ns + "b", rate / 4, 1), Bucket(ns + "a", rate, 1)])
+    assert 7 < wait <= 8
+
+
+async def test_take_all_of_one_key_twice_counts_both(store: Store, ns: str) -> None:
+    twice = [Bucket(ns + "b", SLOW, 3, 2), Bucket(ns + "b", SLOW, 3, 2)]
+    assert await store.take_all(twice) > 0  # 4 of a bucket of 3: refused, nothing taken
+    assert await store.take_all(twice[:1]) == 0.0
+    assert await store.take(ns + "b", rate=SLOW, burst=3, cost=1) == 0.0
+    assert await store.take(ns + "b", rate=SLOW, burst=3, cost=1) > 0
+
+
+async def test_concurrent_take_alls_never_exceed_any_burst(store: Store, ns: str) -> None:
+    shared = Bucket(ns + "ip", SLOW, 10, 1)
+    results = await asyncio.gather(
+        *(store.take_all([Bucket(f"{ns}caller{i}", SLOW, 5, 1), shared]) for i in range(20))
+    )
+    assert sum(1 for wait in results if wait == 0.0) == 10, results
+    assert await store.take(ns + "ip", rate=SLOW, burst=10) > 0
+
+
+async def test_take_all_of_no_bucket_takes_nothing(store: Store) -> None:
+    assert await store.take_all([]) == 0.0
 
 
 # --- idempotency records on each backend (core/idempotency.py) ---------------------------------

@@ -17,12 +17,13 @@ from core.policy import Policy
 from core.principal import ANONYMOUS, user
 from core.ratelimit import Rate, RateLimiter, rule_rates
 from core.settings import Settings
+from core.stores.base import Bucket
 from core.stores.memory import MemoryStore
 from core.tokens import mint_dev_token
 from tests.unit.conftest import UNIT_SETTINGS
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from fastapi import FastAPI
 
@@ -360,6 +361,44 @@ async def test_a_refused_request_takes_from_no_bucket(relay_settings: Settings) 
         with pytest.raises(RateLimited):
             await limiter.check("publish", user("ann"), "192.0.2.1")
     await limiter.check("publish", user("ben"), "192.0.2.1", cost=2)  # the IP's 2 left
+
+
+class CountingStore(MemoryStore):
+    """A memory store that records each call the limiter makes of it."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: 0.0)
+        self.calls: list[list[Bucket]] = []
+
+    async def take_all(self, buckets: Sequence[Bucket]) -> float:
+        self.calls.append(list(buckets))
+        return await super().take_all(buckets)
+
+
+async def test_every_bucket_of_a_request_is_taken_in_one_store_call(
+    relay_settings: Settings,
+) -> None:
+    store = CountingStore()
+    limits = settings(rate_publish_burst=4, rate_publish_per_second=1, rate_ip_multiplier=1.5)
+    policy = Policy.from_toml(POLICY, source="test.toml")
+    limiter = RateLimiter(limits, store, policy)
+    rule = policy.rule_for("limited-a")
+    assert rule is not None
+    await limiter.check("publish", user("ann"), "192.0.2.1", cost=3, rules=[(rule, 2)])
+    # One call (one Redis round trip) for the caller's, the IP's and the rule's buckets, in
+    # that order: the first that lacks tokens names the wait.
+    assert store.calls == [
+        [
+            Bucket("publish:user:ann", 1, 4, 3),
+            Bucket("publish:ip:192.0.2.1", 1.5, 6, 3),
+            Bucket(f"publish:rule{rule.index}:user:ann", 0.25, 2, 2),
+        ]
+    ]
+    with pytest.raises(RateLimited) as raised:  # the caller's bucket has 1 left, the rule's 0
+        await limiter.check("publish", user("ann"), "192.0.2.1", cost=1, rules=[(rule, 1)])
+    assert raised.value.retry_after == 4  # the rule's wait (1 token at 0.25/s)
+    await limiter.check("publish", user("ann"), "192.0.2.1")  # nothing was taken by the refusal
+    assert len(store.calls) == 3
 
 
 async def test_a_disabled_limiter_never_refuses(relay_settings: Settings) -> None:
