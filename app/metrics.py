@@ -11,6 +11,8 @@ What is measured, and where (docs/operations.md lists each metric and what to al
     relay_provider_call_duration_seconds{provider, outcome}   each provider call (the breaker's)
     relay_connections{kind}, relay_subscriptions, relay_presence_members   local, this host
     relay_circuit_breaker_state{provider}             0 closed, 1 half-open, 2 open
+    relay_webhook_queue_events                        webhook events waiting (this process)
+    relay_webhook_events_total{outcome}               delivered, failed (given up), dropped
 
 Endpoints are labelled by route shape (`/v1/channels/{channel}`), never by a raw path, so that the
 label set stays bounded whatever clients send. With `relay serve --workers N` every worker writes
@@ -35,6 +37,8 @@ from fastapi.responses import Response
 
 from app.relay import relay_of
 from core.errors import Forbidden, RelayError
+from core.webhooks import sink as webhook_sink
+from core.webhooks.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -184,6 +188,19 @@ class Metrics:
             "Presence members of this process's channels (local).",
             **gauge,
         )
+        self.webhook_queue = Gauge(
+            "relay_webhook_queue_events",
+            "Webhook events waiting in this process's schedule (held leaves included).",
+            **gauge,
+        )
+        self.webhook_events = Counter(
+            "relay_webhook_events",
+            "Webhook events done with: delivered to every URL, failed (given up after every "
+            "attempt), or dropped (the memory queue was full).",
+            ["outcome"],
+            **kw,
+        )
+        self._webhooks_seen = {"delivered": 0, "failed": 0, "dropped": 0}
         breaker: dict[str, Any] = dict(kw)
         if self.multiprocess:
             breaker["multiprocess_mode"] = "max"
@@ -218,6 +235,7 @@ class Metrics:
         """Read the gauges off the provider and the breaker."""
         for name, guard in self.relay.breakers.items():
             self.breaker.labels(name).set(BREAKER_STATES.get(guard.state, 0))
+        self._refresh_webhooks()
         provider: Any = self.relay.provider.part("local")
         if provider is None:
             return
@@ -227,6 +245,22 @@ class Metrics:
         channels = hub.channel_names()
         self.subscriptions.set(sum(hub.subscriber_count(c) for c in channels))
         self.members.set(sum(len(hub.members(c)) for c in channels if c.startswith("presence-")))
+
+    def _refresh_webhooks(self) -> None:
+        """The webhook queue's depth, and the events it finished since the last refresh."""
+        dispatcher = webhook_sink.installed()
+        if not isinstance(dispatcher, Dispatcher):
+            return
+        self.webhook_queue.set(len(dispatcher.schedule))
+        totals = {
+            "delivered": dispatcher.delivered,
+            "failed": dispatcher.undelivered,
+            "dropped": dispatcher.dropped,
+        }
+        for outcome, total in totals.items():
+            # max(0): a sink replaced by another (a test's, a restart) starts from zero again
+            self.webhook_events.labels(outcome).inc(max(0, total - self._webhooks_seen[outcome]))
+        self._webhooks_seen = totals
 
     async def run(self) -> None:
         """Refresh the gauges every few seconds (each worker its own), until cancelled."""

@@ -40,6 +40,7 @@ class Dispatcher:
         self.clock = clock
         self.delivered = 0  # events, for the tests and the metrics
         self.undelivered = 0
+        self.dropped = 0  # let go by a bounded queue when full (memory.py)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

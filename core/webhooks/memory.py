@@ -24,7 +24,6 @@ class MemorySink(Dispatcher):
     """A Sink whose queue is the dispatcher's own schedule."""
 
     drain_seconds = 10.0
-    dropped = 0
 
     def put(self, events: Sequence[ChannelEvent]) -> None:
         """Filter and schedule; never waits."""

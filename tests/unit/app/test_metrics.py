@@ -13,7 +13,14 @@ from websockets.asyncio.client import connect
 
 from app.main import create_app
 from app.metrics import auth_result, endpoint_of
+from core.webhooks.delivery import Sender
+from core.webhooks.memory import MemorySink
+from core.webhooks.sink import install, uninstall
+from tests.e2e.harness import free_port
 from tests.servers import serve
+from tests.unit.conftest import eventually
+from tests.unit.core.webhooks.conftest import config, receiver, sign
+from tests.unit.core.webhooks.test_memory import ev
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -21,6 +28,9 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from core.settings import Settings
+    from tests.unit.core.webhooks.receiver import Receiver
+
+__all__ = ["receiver"]  # the webhook receiver fixture
 
 
 @pytest.fixture
@@ -203,3 +213,38 @@ async def test_auth_refusals_are_counted_by_their_problem_type(
     assert moved("/auth/channel", "forbidden", "forbidden") == 1
     assert moved("/auth/channel", "invalid", "invalid-channel") == 1
     assert moved("/auth/token", "error", "not-supported") == 1
+
+
+async def test_the_webhook_queue_and_its_outcomes_are_measured(
+    client: httpx.AsyncClient, relay_api_key: str, receiver: tuple[Receiver, str]
+) -> None:
+    backend, url = receiver
+    held = config(url, hold_seconds=60.0)
+    sink = MemorySink(held, Sender(held, sign))
+    install(sink)
+    try:
+        sink.put([ev("channel_occupied"), ev("member_removed", user="ann")])  # the leave waits
+        await sink.start()
+        await backend.wait_for(1)
+        await eventually(lambda: sink.delivered == 1)  # counted once the answer is read
+        samples = await scrape(client, relay_api_key)
+        assert value(samples, "relay_webhook_queue_events") == 1
+        assert value(samples, "relay_webhook_events_total", outcome="delivered") == 1
+        assert value(samples, "relay_webhook_events_total", outcome="failed") == 0
+    finally:
+        uninstall(sink)
+        await sink.stop(drain=0.0)
+    nowhere = config(f"http://127.0.0.1:{free_port()}/hooks", attempts=1, queue_events=1)
+    failing = MemorySink(nowhere, Sender(nowhere, sign))
+    install(failing)
+    try:
+        failing.put([ev("channel_occupied"), ev("channel_vacated")])  # one room: one dropped
+        await failing.start()
+        await eventually(lambda: failing.undelivered == 1)
+        samples = await scrape(client, relay_api_key)
+        assert value(samples, "relay_webhook_events_total", outcome="failed") == 1
+        assert value(samples, "relay_webhook_events_total", outcome="dropped") == 1
+        assert value(samples, "relay_webhook_events_total", outcome="delivered") == 1  # kept
+    finally:
+        uninstall(failing)
+        await failing.stop(drain=0.0)
