@@ -29,7 +29,7 @@ from fastapi.responses import FileResponse
 from app.forms import read_fields
 from app.relay import Relay, relay_of
 from core.errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from core.provider import PresenceData
+from core.provider import PresenceData, Provider
 from core.settings import DEV_API_KEY
 from core.validation import ChannelKind, channel_kind, validate_channel, validate_socket_id
 
@@ -104,7 +104,8 @@ async def config(request: Request, response: Response) -> dict[str, Any]:
 async def channels(request: Request, response: Response) -> dict[str, Any]:
     """The occupied channels with their subscriber (and presence user) counts."""
     relay = await _backend(request, response)
-    found = await relay.breaker.call(lambda: relay.provider.channels(""))
+    local = _local(relay)
+    found = await relay.breaker.call(lambda: local.channels(""))
     return {
         "channels": [
             {"channel": c, "subscriptions": o.subscription_count, "users": o.user_count}
@@ -127,7 +128,15 @@ async def authorize(request: Request, response: Response) -> dict[str, str]:
     if kind is ChannelKind.PRIVATE_ENCRYPTED:
         raise BadRequest("the console does not watch encrypted channels", channel=channel)
     presence = MEMBER if kind is ChannelKind.PRESENCE else None
-    return relay.provider.authorize_channel(socket_id=socket_id, channel=channel, presence=presence)
+    local = _local(relay)  # the console's socket is the local provider's, whatever the other
+    return local.authorize_channel(socket_id=socket_id, channel=channel, presence=presence)
+
+
+def _local(relay: Relay) -> Provider:
+    """The local provider the console watches (mounted only where there is one)."""
+    local = relay.provider.part("local")
+    assert local is not None, "the console is mounted on the local provider only"
+    return local
 
 
 async def _backend(request: Request, response: Response) -> Relay:

@@ -65,7 +65,11 @@ async def paired_app(
         if name.startswith(("RELAY_", "PUSHER_")):
             monkeypatch.delenv(name)
     settings = Settings(
-        **UNIT_SETTINGS, provider="pusher", secondary_provider="local", secondary_mode=mode
+        **UNIT_SETTINGS,
+        provider="pusher",
+        secondary_provider="local",
+        secondary_mode=mode,
+        console="on",
     )
     pusher_settings = make_settings(max_attempts=1)
     async with httpx.AsyncClient(
@@ -240,3 +244,17 @@ async def test_the_local_secondary_serves_its_sockets_and_the_pusher_api(
     refused = await client.post("/v1/webhooks/ably", content=b"{}")
     assert refused.status_code == 404
     assert "'pusher' and 'local'" in refused.json()["detail"]
+
+
+async def test_the_console_watches_and_signs_for_the_local_secondary(
+    client: httpx.AsyncClient, paired_app: FastAPI
+) -> None:
+    body = {"socket_id": "123.456", "channel_name": "private-user-42"}
+    answer = await client.post("/console/api/auth", json=body, headers=BACKEND)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["auth"] == signing.channel_auth(
+        "unit-key", APP_SECRET, socket_id="123.456", channel="private-user-42"
+    )
+    local_of(paired_app).hub.subscribe(Recorder("9999.1"), "news")
+    listed = (await client.get("/console/api/channels", headers=BACKEND)).json()
+    assert listed == {"channels": [{"channel": "news", "subscriptions": 1, "users": None}]}
