@@ -21,7 +21,24 @@ def json_answer(answer: dict[str, str]) -> Response:
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
+_PROVIDER = {
+    "parameters": [
+        {
+            "name": "provider",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "example": "local"},
+            "description": (
+                "With RELAY_SECONDARY_PROVIDER: the provider the client is connected to, whose "
+                "answer it needs (default: the first of the two that signs this kind). Also "
+                "taken as a `provider` field of the body; given twice, refused"
+            ),
+        }
+    ]
+}
+
 _FORM_BODY = {
+    **_PROVIDER,
     "requestBody": {
         "content": {
             "application/x-www-form-urlencoded": {
@@ -65,6 +82,7 @@ async def authorize_channel(request: Request) -> Response:
 
 @direct.post(
     "/auth/user",
+    openapi_extra=_PROVIDER,
     summary="Authenticate a user for pusher:signin (pusher-js userAuthentication)",
     response_model=dict[str, str],
 )
@@ -84,11 +102,13 @@ async def authenticate_user(request: Request) -> Response:
 
 @router.get(
     "/auth/token",
+    openapi_extra=_PROVIDER,
     operation_id="issue_token_get",
     summary="A client token for token-based providers (Ably authUrl, Supabase setAuth)",
 )
 @router.post(
     "/auth/token",
+    openapi_extra=_PROVIDER,
     operation_id="issue_token_post",
     summary="A client token for token-based providers (Ably authUrl, Supabase setAuth)",
 )
