@@ -50,6 +50,7 @@ class EmfMetrics:
         self._latency: defaultdict[str, list[float]] = defaultdict(list)
         self._auth: Counter[tuple[str, str]] = Counter()
         self._published: Counter[str] = Counter()
+        self._missed: Counter[str] = Counter()
         # (provider, outcome): each provider's calls, through its own breaker's observer
         self._calls: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
         for name, guard in relay.breakers.items():
@@ -68,6 +69,10 @@ class EmfMetrics:
     def published(self, taken: Mapping[str, int]) -> None:
         """Messages each provider took."""
         self._published.update(taken)
+
+    def missed(self, missed: Mapping[str, int]) -> None:
+        """Messages of a mirrored publish each provider did not take."""
+        self._missed.update(missed)
 
     def _observe_call(self, provider: str, seconds: float, ok: bool) -> None:
         self._calls[(provider, "ok" if ok else "failed")].append(seconds * 1000)
@@ -96,6 +101,9 @@ class EmfMetrics:
         for name, count in sorted(self._published.items()):
             if count:
                 per_provider[name]["PublishedMessages"] = (count, "Count")
+        for name, count in sorted(self._missed.items()):
+            if count:
+                per_provider[name]["MirrorMissedMessages"] = (count, "Count")
         for (name, outcome), latencies in sorted(self._calls.items()):
             metric = "ProviderCallLatency" if outcome == "ok" else "FailedProviderCallLatency"
             per_provider[name][metric] = (latencies, "Milliseconds")
@@ -105,6 +113,7 @@ class EmfMetrics:
         self._latency.clear()
         self._auth.clear()
         self._published.clear()
+        self._missed.clear()
         self._calls.clear()
         return found
 

@@ -8,6 +8,7 @@ What is measured, and where (docs/operations.md lists each metric and what to al
                                                       forbidden, rate_limited, invalid, error;
                                                       reason: the problem type's slug
     relay_published_messages_total{provider}          messages each provider took
+    relay_mirror_missed_messages_total{provider}      mirrored messages this provider missed
     relay_provider_call_duration_seconds{provider, outcome}   each provider call (the breaker's)
     relay_connections{kind}, relay_subscriptions, relay_presence_members   local, this host
     relay_circuit_breaker_state{provider}             0 closed, 1 half-open, 2 open
@@ -167,6 +168,12 @@ class Metrics:
         self.messages = Counter(
             "relay_published_messages", "Messages the provider took.", ["provider"], **kw
         )
+        self.mirror_missed = Counter(
+            "relay_mirror_missed_messages",
+            "Messages of a mirrored publish this provider did not take (the other did).",
+            ["provider"],
+            **kw,
+        )
         calls = Histogram(
             "relay_provider_call_duration_seconds",
             "Seconds of each call to the provider, by outcome.",
@@ -229,6 +236,11 @@ class Metrics:
         """Messages a publish handed to each provider."""
         for provider, count in taken.items():
             self.messages.labels(provider).inc(count)
+
+    def missed(self, missed: Mapping[str, int]) -> None:
+        """Messages of a mirrored publish a provider did not take."""
+        for provider, count in missed.items():
+            self.mirror_missed.labels(provider).inc(count)
 
     # -- gauges -------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -307,6 +319,9 @@ def count_published(conn: HTTPConnection, answer: Mapping[str, Any], *, replayed
     metrics: Metrics | None = getattr(conn.app.state, "metrics", None)
     if metrics is not None and not replayed:
         metrics.published(taken(answer))
+        lost = missed(answer)
+        if lost:
+            metrics.missed(lost)
 
 
 def taken(answer: Mapping[str, Any]) -> dict[str, int]:
@@ -315,6 +330,19 @@ def taken(answer: Mapping[str, Any]) -> dict[str, int]:
     if isinstance(providers, dict):
         return {str(name): int(t.get("accepted", 0)) for name, t in providers.items()}
     return {str(answer.get("provider")): int(answer.get("accepted", 0))}
+
+
+def missed(answer: Mapping[str, Any]) -> dict[str, int]:
+    """How many messages of a mirrored publish each provider did not take (the others did)."""
+    providers = answer.get("providers")
+    if not isinstance(providers, dict):
+        return {}
+    count = int(answer.get("accepted", 0))
+    return {
+        str(name): count - int(t.get("accepted", 0))
+        for name, t in providers.items()
+        if t.get("failed") is not None
+    }
 
 
 def _observer(ok: Any, failed: Any) -> Callable[[float, bool], None]:

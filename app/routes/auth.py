@@ -55,7 +55,7 @@ _FORM_BODY = {
                 "schema": {"$ref": "#/components/schemas/ChannelAuthRequest"},
             },
         }
-    }
+    },
 }
 
 

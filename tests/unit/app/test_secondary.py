@@ -199,6 +199,10 @@ async def test_a_mirrored_publish_the_primary_missed_is_answered_2xx_naming_it(
     assert answer.json()["providers"]["pusher"] == {"accepted": 0, "failed": "provider-error"}
     assert answer.json()["provider"] == "local"
     assert heard.events == [("news", "ev", "x")]
+    samples = await scrape(client, API_KEY)
+    assert value(samples, "relay_mirror_missed_messages_total", provider="pusher") == 1
+    assert value(samples, "relay_mirror_missed_messages_total", provider="local") == 0
+    assert value(samples, "relay_published_messages_total", provider="local") == 1
 
 
 @pytest.mark.parametrize("paired_app", ["failover"], indirect=True)
