@@ -123,13 +123,14 @@ def connect(
     folder: Path,
     transport: str = "ws",
 ) -> dict[str, Subscribers]:
-    """Subscribers of one channel on every server, warmed up (a few events delivered)."""
+    """Subscribers of one channel on every server, warmed up (a few events delivered);
+    `transport` "sse": server-sent-event streams instead of sockets."""
     subs: dict[str, Subscribers] = {}
     for server in servers:
         subs[server.name] = stack.enter_context(
             contextlib.closing(
                 Subscribers(
-                    ws_url=server.ws_url,
+                    ws_url=server.sse_url if transport == "sse" else server.ws_url,
                     connections=connections,
                     processes=processes,
                     folder=folder,

@@ -60,16 +60,25 @@ class Footprint:
 
 
 def footprint(
-    server: Server, connections: int, processes: int, folder: Path, *, settle: float = 2.0
+    server: Server,
+    connections: int,
+    processes: int,
+    folder: Path,
+    *,
+    settle: float = 2.0,
+    transport: str = "ws",
 ) -> Footprint:
-    """Warm the server up, then measure what `connections` idle subscribers add."""
+    """Warm the server up, then measure what `connections` idle subscribers add (`transport`
+    "sse": server-sent-event streams instead of sockets, warmed up with streams too)."""
+    url = server.sse_url if transport == "sse" else server.ws_url
     warm = Subscribers(
-        ws_url=server.ws_url,
+        ws_url=url,
         connections=20 * server.workers,
         processes=1,
         folder=folder,
         channel=f"{CHANNEL}-warm",
         own_channels=True,
+        transport=transport,
     )
     try:
         publish(
@@ -85,12 +94,13 @@ def footprint(
         warm.close()
     before = settled_rss(server, seconds=settle / 2)
     subs = Subscribers(
-        ws_url=server.ws_url,
+        ws_url=url,
         connections=connections,
         processes=processes,
         folder=folder,
         channel=CHANNEL,
         own_channels=True,
+        transport=transport,
     )
     try:
         after = settled_rss(server, seconds=settle)

@@ -122,9 +122,11 @@ class Report:
 class Subscribers:
     """`connections` subscriber sockets spread over `processes` Node processes.
 
-    `transport`: "ws" (the `ws` package, offering permessage-deflate as browsers do) or "wire"
-    (the light client, no extension offered). `extensions` counts the server's answers to the
-    offer (its Sec-WebSocket-Extensions header; "" when it negotiated nothing).
+    `transport`: "ws" (the `ws` package, offering permessage-deflate as browsers do), "wire"
+    (the light client, no extension offered) or "sse" (server-sent-event streams read as
+    EventSource reads them, bench/clients/sse.mjs; `ws_url` is then the stream's URL, e.g.
+    `Server.sse_url`). `extensions` counts the server's answers to the offer (its
+    Sec-WebSocket-Extensions header; "" when it negotiated nothing, and for every SSE stream).
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class Subscribers:
         self.transport = transport
         self.extensions: Counter[str] = Counter()
         self.clients: list[NodeProcess] = []
+        script = "sse.mjs" if transport == "sse" else "subscribers.mjs"
         try:
             offset = 0
             for n in range(processes):
@@ -158,7 +161,7 @@ class Subscribers:
                 }
                 offset += share
                 log = folder / f"sub{n}-{transport}.log"
-                self.clients.append(NodeProcess("subscribers.mjs", options, log))
+                self.clients.append(NodeProcess(script, options, log))
             for client in self.clients:
                 ready = client.expect("ready", timeout or 30 + connections / 200)
                 self.extensions.update(ready.get("extensions", {}))

@@ -21,6 +21,7 @@ from bench import (
     plots,
     pusher_publish,
     scaling,
+    sse,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ BENCHMARKS = {
     "local_fanout": local_fanout.run,
     "memory": memory.run,
     "scaling": scaling.run,
+    "sse": sse.run,
     "apigateway_fanout": apigateway_fanout.run,
     "package_size": package_size.run,
 }

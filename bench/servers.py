@@ -142,6 +142,11 @@ class Server:
     workers: int = 1
     app_id: str = APP_ID
 
+    @property
+    def sse_url(self) -> str:
+        """The server-sent-events stream's URL (the relay's `GET /v1/stream`; soketi has none)."""
+        return f"{self.base}/v1/stream"
+
     def pids(self) -> list[int]:
         """The root process and every descendant."""
         return [self.pid, *children(self.pid)]

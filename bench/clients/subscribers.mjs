@@ -11,14 +11,11 @@
 // client's weight. Each socket records the server's answer to the offer (its
 // Sec-WebSocket-Extensions header, "" when it negotiated none); "ready" counts the answers.
 // Each socket subscribes to `channel` (or, with ownChannels, to `channel-<offset + i>`). Once every
-// one is subscribed the process prints {"type": "ready", "extensions": {answer: sockets}}; then it takes JSON commands on stdin:
-//   {"op": "report"}  -> {"type": "report", "count", "first", "last", "hist", "closed", "cpu"}
-//   {"op": "reset"}   -> clears the counters and the histogram
-//   {"op": "close"}   -> closes every socket and exits
+// one is subscribed the process prints {"type": "ready", "extensions": {answer: sockets}}; then it
+// takes the JSON commands of received.mjs on stdin (report, reset, close).
 // An event's data is the publisher's clock (ms, see publisher.mjs); its latency is taken on receipt.
 // The receive path is kept cheap (no JSON parsing of event frames) so the client stays light.
-import readline from 'node:readline';
-import { Histogram, cpuSeconds, nowMs } from './histogram.mjs';
+import { Received, emit, openEach, serve } from './received.mjs';
 import { connect } from './wire.mjs';
 
 const options = JSON.parse(process.argv[2]);
@@ -27,35 +24,20 @@ const transport = options.transport ?? 'ws';
 const WebSocket = transport === 'ws' ? (await import('ws')).default : null;
 const answers = new Map(); // Sec-WebSocket-Extensions answer -> sockets
 const sockets = [];
-const stats = { count: 0, first: 0, last: 0, hist: new Histogram() };
+const received = new Received();
 let ready = false;
-let closed = 0;
-
-function emit(message) {
-  process.stdout.write(`${JSON.stringify(message)}\n`);
-}
 
 // Event frames are {"event": "tick", "channel": ..., "data": "<ms>"} (key order differs by
 // server); the clock is read without parsing the frame, from a string (what ws 7 hands over for
 // a text frame) or from the raw bytes (wire.mjs).
 function onEvent(text) {
   const at = text.indexOf('"data":"');
-  return at >= 0 && record(Number.parseFloat(text.slice(at + 8, at + 40)));
+  return at >= 0 && received.record(Number.parseFloat(text.slice(at + 8, at + 40)));
 }
 
 function onEventBytes(payload) {
   const at = payload.indexOf('"data":"');
-  return at >= 0 && record(Number.parseFloat(payload.toString('latin1', at + 8, at + 40)));
-}
-
-function record(sent) {
-  if (Number.isNaN(sent)) return false;
-  const now = nowMs();
-  if (stats.count === 0) stats.first = now;
-  stats.count += 1;
-  stats.last = now;
-  stats.hist.add(now - sent);
-  return true;
+  return at >= 0 && received.record(Number.parseFloat(payload.toString('latin1', at + 8, at + 40)));
 }
 
 // The Pusher handshake both transports go through: subscribe once connected, resolve once in.
@@ -104,7 +86,7 @@ function open(index) {
       });
       ws.on('error', reject);
       ws.on('close', () => {
-        if (ready) closed += 1;
+        if (ready) received.closed += 1;
         reject(new Error(`socket ${index}: closed before subscribing`));
       });
       sockets.push({ close: () => ws.close(), onceClosed: (fn) => ws.once('close', fn) });
@@ -120,7 +102,7 @@ function open(index) {
         else if (!subscribed) subscribed = pusher(text);
       },
       onClose: (error) => {
-        if (ready) closed += 1;
+        if (ready) received.closed += 1;
         reject(error ?? new Error(`socket ${index}: closed before subscribing`));
         onClosed?.();
       },
@@ -137,18 +119,9 @@ function open(index) {
 }
 
 async function openAll() {
-  const started = nowMs();
-  let next = 0;
-  const worker = async () => {
-    while (next < options.connections) {
-      const index = next;
-      next += 1;
-      await open(index);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 50) }, worker));
+  const ms = await openEach(options, open);
   ready = true;
-  emit({ type: 'ready', connections: sockets.length, ms: nowMs() - started, extensions: Object.fromEntries(answers) });
+  emit({ type: 'ready', connections: sockets.length, ms, extensions: Object.fromEntries(answers) });
 }
 
 function closeAll() {
@@ -165,29 +138,4 @@ function closeAll() {
   setTimeout(done, 3000).unref(); // a server that never answers the close does not keep us
 }
 
-readline.createInterface({ input: process.stdin }).on('line', (line) => {
-  const command = JSON.parse(line);
-  if (command.op === 'report') {
-    emit({
-      type: 'report',
-      count: stats.count,
-      first: stats.first,
-      last: stats.last,
-      hist: stats.hist.toJSON(),
-      closed,
-      cpu: cpuSeconds(),
-    });
-  } else if (command.op === 'reset') {
-    stats.count = 0;
-    stats.first = 0;
-    stats.last = 0;
-    stats.hist = new Histogram();
-  } else if (command.op === 'close') {
-    closeAll();
-  }
-}).on('close', () => process.exit(0));
-
-openAll().catch((error) => {
-  emit({ type: 'error', error: String(error?.message ?? error) });
-  process.exit(1);
-});
+serve(received, closeAll, openAll());
