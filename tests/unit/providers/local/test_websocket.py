@@ -626,14 +626,15 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
                 sock = end.get_extra_info("socket")
                 sock.setsockopt(SOL_SOCKET, SO_SNDBUF, 4096)
                 sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4096)
-            original_write = PusherSocket._write
+            original_room = PusherSocket._room
 
-            def tracking_write(self: PusherSocket, data: bytes) -> None:
+            def tracking_room(self: PusherSocket) -> bool:
                 nonlocal peak
-                original_write(self, data)
+                room = original_room(self)
                 peak = max(peak, self._backlog)
+                return room
 
-            monkeypatch.setattr(PusherSocket, "_write", tracking_write)
+            monkeypatch.setattr(PusherSocket, "_room", tracking_room)
         batch = [
             {"name": "big", "channel": "firehose", "data": f"{i:05d}" + "x" * 10_000}
             for i in range(20)
