@@ -39,12 +39,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from core.errors import ProviderUnavailable
+from core.stores.redis import connect
 from providers.local.backplane_port import BackplanePort
 from providers.local.hub import Delivery
 from providers.local.shared import SharedState
@@ -54,6 +54,7 @@ from providers.pusherproto.outcome import member_added, member_removed, watchlis
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
 
     from core.provider import Member
@@ -427,15 +428,14 @@ class RedisBackplane:
 
 
 def clients(url: str) -> tuple[Redis, Redis]:
-    """The command client and the listener's (no read timeout) for a Redis URL. No retries
-    inside redis-py: a failed call is an outage, which the reconnection loop ends."""
+    """The command client and the listener's (no read timeout) for a Redis URL, each pool
+    bounded (core.stores.redis.connect: RELAY_REDIS_URL's `max_connections`). No retries inside
+    redis-py: a failed call is an outage, which the reconnection loop ends."""
     options: dict[str, Any] = {
         "socket_connect_timeout": TIMEOUT_SECONDS,
         "retry": Retry(NoBackoff(), 0),
     }
-    return Redis.from_url(url, socket_timeout=TIMEOUT_SECONDS, **options), Redis.from_url(
-        url, **options
-    )
+    return connect(url, socket_timeout=TIMEOUT_SECONDS, **options), connect(url, **options)
 
 
 def encode(delivery: Delivery) -> bytes:

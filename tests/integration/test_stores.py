@@ -30,7 +30,7 @@ from core.stores import create_store
 from core.stores.base import Bucket, bucket_ttl
 from core.stores.dynamodb import DynamoStore
 from core.stores.memory import MemoryStore
-from core.stores.redis import RedisStore
+from core.stores.redis import MAX_CONNECTIONS, RedisStore, connect
 from tests.integration.conftest import AWS_ENV, TABLE
 
 if TYPE_CHECKING:
@@ -300,6 +300,36 @@ async def test_concurrent_take_alls_never_exceed_any_burst(store: Store, ns: str
 
 async def test_take_all_of_no_bucket_takes_nothing(store: Store) -> None:
     assert await store.take_all([]) == 0.0
+
+
+# --- the Redis clients' connections (core.stores.redis.connect) ---------------------------------
+
+
+async def _connections_named(redis_url: str, name: str) -> int:
+    from redis.asyncio import Redis
+
+    admin = Redis.from_url(redis_url)
+    try:
+        return sum(1 for c in await admin.client_list() if c.get("name") == name)
+    finally:
+        await admin.aclose()
+
+
+@pytest.mark.parametrize(("query", "bound"), [("", MAX_CONNECTIONS), ("?max_connections=3", 3)])
+async def test_a_redis_client_opens_at_most_its_bound_and_every_call_waits_its_turn(
+    redis_url: str, query: str, bound: int
+) -> None:
+    name = f"bounded-{uuid.uuid4().hex[:8]}"
+    url = redis_url.partition("?")[0] + query
+    client = connect(url, client_name=name)
+    try:
+        # redis-py's own pool would open 200 connections here, and fail the calls past 100.
+        answers = await asyncio.gather(*(client.ping() for _ in range(200)))
+        assert all(answers)
+        assert await _connections_named(redis_url, name) == bound
+    finally:
+        await client.aclose()
+    assert await _connections_named(redis_url, name) == 0
 
 
 # --- idempotency records on each backend (core/idempotency.py) ---------------------------------
