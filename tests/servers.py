@@ -38,11 +38,22 @@ class LiveServer:
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: Starlette, *, lifespan: Literal["on", "off"] = "on", lean: bool = False
+    app: Starlette,
+    *,
+    lifespan: Literal["on", "off"] = "on",
+    lean: bool = False,
+    guarded: bool = False,
 ) -> AsyncIterator[LiveServer]:
     """Run `app` under uvicorn on a free port for the duration of the block; `lean`: its
-    WebSockets on the local provider's lean socket server, as `relay serve` runs them."""
+    WebSockets on the local provider's lean socket server, `guarded`: its HTTP connections on
+    `relay serve`'s protocol (app/guarded_http.py, which lends SSE streams their connection),
+    as `relay serve` runs them."""
     ws: Any = "auto"
+    http: Any = "auto"
+    if guarded:
+        from app.guarded_http import guarded_protocol
+
+        http = guarded_protocol(app.state.relay.settings)
     if lean:
         from app.serving import WS_MAX_FRAME_BYTES
         from app.socket_server import lean_socket_protocol
@@ -58,6 +69,7 @@ async def serve(
         port=port,
         log_config=None,
         lifespan=lifespan,
+        http=http,
         ws=ws,
         ws_ping_interval=None,
         timeout_graceful_shutdown=2,

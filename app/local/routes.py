@@ -1,5 +1,9 @@
 """The local provider's endpoints: `/app/{key}` (WebSocket) and `/v1/stream` (SSE); the Pusher
-HTTP API (`/apps/...`) is app/pusher_http.py, served for apigateway too."""
+HTTP API (`/apps/...`) is app/pusher_http.py, served for apigateway too.
+
+Under `relay serve` neither holds a task per idle client: the sockets are the lean socket
+server's (app/socket_server.py), and a stream, its gates passed here, borrows its connection
+(providers/local/sse_transport.py). Under other ASGI servers both run through ASGI."""
 
 from __future__ import annotations
 
@@ -12,15 +16,13 @@ from app.middleware import over_capacity_problem
 from app.problems import problem_response
 from app.relay import relay_of
 from core.errors import RateLimited
-from providers.local import handshake
+from providers.local import handshake, sse_transport
 from providers.local.admission import Refusal, Ticket
 from providers.local.sse import SseStream
 from providers.local.websocket import PusherConnection
 from providers.pusherproto import frames
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from starlette.types import Receive, Scope, Send
 
     from providers.local.provider import LocalProvider
@@ -92,9 +94,9 @@ def build_router(provider: LocalProvider) -> APIRouter:
                 {"Retry-After": str(SERVER_FULL_RETRY_AFTER)},
             )
         assert isinstance(admitted, Ticket)
+        sse.ticket = admitted
         return _Stream(
-            sse.frames(),
-            admitted,
+            sse,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -103,16 +105,27 @@ def build_router(provider: LocalProvider) -> APIRouter:
 
 
 class _Stream(StreamingResponse):
-    """A streaming response that gives its admission ticket back however it ends, even when
-    the client leaves before the body's first read (when the generator's own `finally` never
-    runs)."""
+    """The stream's response: on a connection the server lends (`relay serve`), the headers
+    through ASGI and then the stream on the connection itself; elsewhere a streaming response
+    of its frames. Either way the stream gives its admission ticket back however it ends, even
+    when the client leaves before the body's first read."""
 
-    def __init__(self, content: AsyncIterator[bytes], ticket: Ticket, **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self.ticket = ticket
+    def __init__(self, sse: SseStream, **kwargs: Any) -> None:
+        super().__init__(sse, **kwargs)
+        self.sse = sse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lend = scope.get("extensions", {}).get(sse_transport.LEND, {}).get("lend")
+        if lend is None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self.sse.close()
+            return
         try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.ticket.release()
+            start = {"type": "http.response.start", "status": self.status_code}
+            await send({**start, "headers": self.raw_headers})
+        except BaseException:
+            self.sse.close()
+            raise
+        await sse_transport.serve(self.sse, lend)

@@ -505,7 +505,14 @@ def make_target(
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[int]:
-    """Serve `app` (its lifespan left to the target) on a free 127.0.0.1 port; yield the port."""
-    async with servers.serve(app, lifespan="off") as server:
+async def serve(app: FastAPI, *, guarded: bool = False) -> AsyncIterator[int]:
+    """Serve `app` (its lifespan left to the target) on a free 127.0.0.1 port; yield the port.
+    `guarded`: on `relay serve`'s HTTP protocol, whose SSE streams run on lent connections."""
+    async with servers.serve(app, lifespan="off", guarded=guarded) as server:
         yield server.port
+
+
+@pytest.fixture(params=[True, False], ids=["lean", "asgi"])
+def lean_sse(request: pytest.FixtureRequest) -> bool:
+    """Both SSE drivers: the connection lent by `relay serve`'s protocol, a streaming response."""
+    return bool(request.param)

@@ -39,9 +39,9 @@ MALFORMED = {
 
 
 @pytest.fixture
-async def relay(local_target: Target) -> AsyncIterator[httpx.AsyncClient]:
+async def relay(local_target: Target, lean_sse: bool) -> AsyncIterator[httpx.AsyncClient]:
     """The local relay under uvicorn, as a browser's EventSource reaches it."""
-    async with serve(local_target.app) as port:
+    async with serve(local_target.app, guarded=lean_sse) as port:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=5) as client:
             yield client

@@ -123,8 +123,8 @@ async def _stream_status(port: int, params: Sequence[tuple[str, str]]) -> tuple[
         return 200, response.headers["content-type"]
 
 
-async def test_the_stream_takes_a_query_token(local_target: Target) -> None:
-    async with serve(local_target.app) as port:
+async def test_the_stream_takes_a_query_token(local_target: Target, lean_sse: bool) -> None:
+    async with serve(local_target.app, guarded=lean_sse) as port:
         alice = user_token("alice")
         opened = await _stream_status(port, [("channel", "private-user-alice"), ("token", alice)])
         assert opened == (200, "text/event-stream; charset=utf-8")
@@ -132,9 +132,9 @@ async def test_the_stream_takes_a_query_token(local_target: Target) -> None:
         assert refused == (401, PROBLEM_PREFIX + "unauthenticated")
 
 
-async def test_the_stream_refuses_two_query_tokens(local_target: Target) -> None:
+async def test_the_stream_refuses_two_query_tokens(local_target: Target, lean_sse: bool) -> None:
     alice = user_token("alice")
-    async with serve(local_target.app) as port:
+    async with serve(local_target.app, guarded=lean_sse) as port:
         twice = [("channel", "private-user-alice"), ("token", alice), ("token", alice)]
         assert await _stream_status(port, twice) == (401, PROBLEM_PREFIX + "invalid-token")
 

@@ -70,9 +70,9 @@ class Member:
 
 
 @pytest.fixture
-async def port(local_target: Target) -> AsyncIterator[int]:
+async def port(local_target: Target, lean_sse: bool) -> AsyncIterator[int]:
     """The local relay under uvicorn: EventSource streams and sockets need a real server."""
-    async with serve(local_target.app) as found:
+    async with serve(local_target.app, guarded=lean_sse) as found:
         yield found
 
 

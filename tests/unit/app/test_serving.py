@@ -14,10 +14,12 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import Request  # noqa: TC002 - FastAPI reads the annotation at run time
+from fastapi.responses import Response
 
 from app import guarded_http, serving
 from app.main import create_app
 from app.relay import relay_of
+from providers.local.sse_transport import LAST_CHUNK, LEND
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -107,3 +109,56 @@ def test_the_descriptor_limit_is_raised_toward_the_hard_limit_first() -> None:
 
 def test_connections_are_capped_to_what_the_descriptor_limit_holds() -> None:
     assert _fit_in_child(256, 256, 10_000) == "192 256"
+
+
+class _Borrower:
+    """Remembers what the server told it."""
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def pause_writing(self) -> None:
+        self.told.append("pause")
+
+    def resume_writing(self) -> None:
+        self.told.append("resume")
+
+    def connection_lost(self) -> None:
+        self.told.append("lost")
+
+
+class _Borrowing(Response):
+    """Writes its headers through ASGI, then its body on the borrowed connection if lent."""
+
+    def __init__(self, *, sized: bool) -> None:
+        super().__init__()
+        self.sized = sized
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        lend = scope.get("extensions", {}).get(LEND, {}).get("lend")
+        headers = [(b"content-length", b"6")] if self.sized else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        lent = None if lend is None else lend(_Borrower())
+        if lent is None:
+            await send({"type": "http.response.body", "body": b"asgi!\n"})
+            return
+        lent.transport.write(b"5\r\nlent\n\r\n" + LAST_CHUNK)
+        lent.give_back(close=False)
+
+
+async def test_a_get_response_may_borrow_its_connection_once_its_chunked_headers_are_out(
+    relay_settings: Settings,
+) -> None:
+    app = create_app(relay_settings)
+
+    @app.api_route("/borrow", methods=["GET", "POST"])
+    async def borrow(sized: bool = False) -> Response:
+        return _Borrowing(sized=sized)
+
+    async with _serve(app, relay_settings) as base, httpx.AsyncClient(base_url=base) as client:
+        lent = await client.get("/borrow")
+        assert lent.text == "lent\n"
+        assert lent.headers["transfer-encoding"] == "chunked"
+        assert (await client.get("/health")).status_code == 200  # the connection given back
+        assert (await client.get("/borrow", params={"sized": True})).text == "asgi!\n"
+        assert (await client.post("/borrow")).text == "asgi!\n"  # only GETs are offered it

@@ -1,4 +1,8 @@
-"""GET /v1/stream: server-sent events with heartbeats, policy checks and Last-Event-ID resume."""
+"""GET /v1/stream: server-sent events with heartbeats, policy checks and Last-Event-ID resume.
+
+The tests over a live server run on both drivers: "lean", the connection lent by `relay serve`'s
+HTTP protocol (providers/local/sse_transport.py), and "asgi", a streaming response under plain
+uvicorn. tests/unit/providers/local/test_sse_transport.py tests what only the lean one does."""
 
 from __future__ import annotations
 
@@ -54,6 +58,15 @@ class SseReader:
                 continue
             data: dict[str, Any] = orjson.loads(block["data"])
             return block.get("id", ""), data
+
+
+@pytest.fixture(params=["lean", "asgi"])
+async def live_server(
+    relay_app: FastAPI, relay_serve: Callable[..., Any], request: pytest.FixtureRequest
+) -> AsyncIterator[LiveServer]:
+    """`relay_app` served with its streams on lent connections, then as streaming responses."""
+    async with relay_serve(relay_app, guarded=request.param == "lean") as server:
+        yield server
 
 
 @pytest.fixture
@@ -389,7 +402,7 @@ async def test_slow_sse_consumer_is_cut_off_rather_than_buffered(
     await anext(frames)  # connected; now subscribed
     for i in range(50):
         provider.broadcast(Delivery("e", "news", str(i)))
-        assert stream._queue.qsize() <= 10
+    assert stream not in provider.streams  # cut off past the bound, at once
     received = await _drain(frames)  # the stream ends: the client must reconnect
     assert len(received) <= 10
     assert provider.hub.subscriber_count("news") == 0
@@ -427,3 +440,85 @@ async def test_stream_object_replays_after_a_known_id(relay_provider: LocalProvi
     assert orjson.loads(frame.split(b"\n")[1].removeprefix(b"data: "))["data"] == "1"
     await frames.aclose()
     assert relay_provider.hub.subscriber_count("news") == 0
+
+
+class _Wire:
+    """A wire that remembers what the stream wrote."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.finished: bool | None = None  # cut?
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def push(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        return True
+
+    def heartbeat(self) -> None:
+        self.frames.append(b": heartbeat\n\n")
+
+    def finish(self, *, cut: bool) -> None:
+        self.finished = cut
+
+
+async def test_a_stream_opened_while_draining_ends_once_open(relay_provider: LocalProvider) -> None:
+    relay_provider.broadcast(Delivery("e", "news", "missed"))
+    stream = SseStream(relay_provider, ["news"], f"{relay_provider.hub.epoch}-0")
+    relay_provider.drain()  # after the route's check: the stream still opens, then ends
+    wire = _Wire()
+    await stream.open(wire)
+    hello, missed, retry = wire.frames
+    assert orjson.loads(hello.split(b"data: ")[1])["type"] == "connected"
+    assert b'"data":"missed"' in missed
+    assert 250 <= int(retry.removeprefix(b"retry: ")) < 1000
+    assert wire.finished is False  # ended, not cut off
+    assert stream not in relay_provider.streams
+    left = stream.close()
+    assert left is not None
+    await left
+    assert relay_provider.hub.subscriber_count("news") == 0
+
+
+class _HeldPort:
+    """A session port whose joins finish only once `gate` opens."""
+
+    def __init__(self, port: Any, gate: asyncio.Event) -> None:
+        self._port = port
+        self._gate = gate
+
+    async def join(self, channel: str, member: Any) -> Any:
+        joined = await self._port.join(channel, member)
+        await self._gate.wait()
+        return joined
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+
+async def test_what_arrives_while_a_stream_opens_follows_what_it_resumes(
+    relay_provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    session_port = relay_provider.session_port
+    monkeypatch.setattr(
+        relay_provider, "session_port", lambda *a: _HeldPort(session_port(*a), gate)
+    )
+    first = Delivery("e", "news", "0")
+    relay_provider.broadcast(first)
+    relay_provider.broadcast(Delivery("e", "news", "1"))
+    stream = SseStream(relay_provider, ["news"], relay_provider.hub.event_id(first))
+    wire = _Wire()
+    opening = asyncio.ensure_future(stream.open(wire))
+    await eventually(lambda: relay_provider.hub.subscriber_count("news") == 1)
+    relay_provider.broadcast(Delivery("e", "news", "2"))  # subscribed, not yet resumed
+    assert wire.frames == []
+    gate.set()
+    await opening
+    relay_provider.broadcast(Delivery("e", "news", "3"))
+    data = [orjson.loads(f.split(b"data: ")[1])["data"] for f in wire.frames[1:]]
+    assert data == ["1", "2", "3"]
+    left = stream.close()
+    assert left is not None
+    await left
