@@ -86,6 +86,12 @@ def signed_in(client: str) -> Callable[[Observation], bool]:
     return lambda o: o["type"] == "signed_in" and o["client"] == client
 
 
+def user_ready(socket_id: str) -> Callable[[Observation], bool]:
+    """Matcher for a signed-in socket whose #server-to-user- channel is subscribed: events sent
+    to its user reach it from then on (pusher-js subscribes after pusher:signin_success)."""
+    return lambda o: o["type"] == "user_ready" and o["socket_id"] == socket_id
+
+
 # -- publishing ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("sdk", SDKS)
 def test_trigger_with_info(relay: RelayProcess, users: PusherAgent, sdk: str) -> None:
@@ -164,6 +170,7 @@ def test_send_to_user_and_terminate_its_connections(
     users.send(op="signin", client="bob")
     for client in ("ann", "bob"):
         users.expect(signed_in(client))
+    users.expect(user_ready(socket_id))
     if sdk == "node":
         ok(node_sdk(relay, "sendToUser", user, "notice", {"msg": "hi"}))
     else:

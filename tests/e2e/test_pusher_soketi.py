@@ -170,6 +170,12 @@ def signed_in(client: str) -> Callable[[Observation], bool]:
     return lambda o: o["type"] == "signed_in" and o["client"] == client
 
 
+def user_ready(socket_id: str) -> Callable[[Observation], bool]:
+    """Matcher for a signed-in socket whose #server-to-user- channel is subscribed: events sent
+    to its user reach it from then on (pusher-js subscribes after pusher:signin_success)."""
+    return lambda o: o["type"] == "user_ready" and o["socket_id"] == socket_id
+
+
 def log_messages(relay: RelayProcess) -> list[str]:
     """The `message` of every JSON log line the relay printed."""
     messages = []
@@ -463,6 +469,7 @@ def test_send_to_user_reaches_a_signed_in_client(stack: Stack, clients: SoketiAg
     clients.send(op="signin", client="bob")
     for client in ("ada", "bob"):
         clients.expect(signed_in(client))
+    clients.expect(user_ready(ada))
     answer = api(stack.relay, "POST", "/v1/users/ada/events", {
         "name": "notice", "data": {"msg": "for Ada"},
     })  # fmt: skip

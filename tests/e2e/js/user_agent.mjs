@@ -2,8 +2,10 @@
 //
 // After op "signin", events sent to the client's user (pusher.user, fed by the server's
 // #server-to-user-<id> channel) are reported as {type: "user_event", socket_id, event, data}, and a
-// refused sign-in as {type: "signin_error", socket_id, status, error}. The agent's own protocol is
-// unchanged: this file only patches pusher-js before agent.mjs loads.
+// refused sign-in as {type: "signin_error", socket_id, status, error}; {type: "user_ready",
+// socket_id} once the user's channel is subscribed (events sent to the user before that are not
+// delivered). The agent's own protocol is unchanged: this file only patches pusher-js before
+// agent.mjs loads.
 import Pusher from 'pusher-js';
 
 function emit(observation) {
@@ -21,7 +23,16 @@ Pusher.prototype.signin = function signinAndReport() {
       emit({ type: 'user_event', socket_id: this.connection.socket_id, event, data });
     });
   }
-  return signin.call(this);
+  const answer = signin.call(this);
+  // Signed in is not yet reachable: pusher-js subscribes to #server-to-user-<id> after
+  // pusher:signin_success. {type: "user_ready", socket_id} once that subscription succeeded.
+  const ready = setInterval(() => {
+    if (this.user.serverToUserChannel?.subscribed) {
+      clearInterval(ready);
+      emit({ type: 'user_ready', socket_id: this.connection.socket_id });
+    }
+  }, 10);
+  return answer;
 };
 
 await import('./agent.mjs');
