@@ -379,10 +379,10 @@ class Heartbeats:
     ticks twice per interval while there are any: a stream quiet for two ticks gets a heartbeat,
     so none is silent for longer than the interval."""
 
-    __slots__ = ("_loop", "_streams", "_tick", "_timer")
+    __slots__ = ("_streams", "_tick", "_timer")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        self._loop = loop
+    def __init__(self, interval: float) -> None:
+        # No reference to the loop: the registry holds these by loop, weakly.
         self._tick = interval / 2
         self._streams: dict[SseStream, None] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -394,7 +394,7 @@ class Heartbeats:
         found = _heartbeats.setdefault(loop, {})
         beats = found.get(interval)
         if beats is None:
-            beats = found[interval] = cls(loop, interval)
+            beats = found[interval] = cls(interval)
         return beats
 
     def __len__(self) -> int:
@@ -404,7 +404,7 @@ class Heartbeats:
         """Beat this stream from now on."""
         self._streams[stream] = None
         if self._timer is None:
-            self._timer = self._loop.call_later(self._tick, self._beat)
+            self._timer = asyncio.get_running_loop().call_later(self._tick, self._beat)
 
     def discard(self, stream: SseStream) -> None:
         """Stop beating it; the timer stops with the last stream."""
@@ -418,7 +418,7 @@ class Heartbeats:
         for stream in list(self._streams):
             stream.beat()
         if self._streams and self._timer is None:
-            self._timer = self._loop.call_later(self._tick, self._beat)
+            self._timer = asyncio.get_running_loop().call_later(self._tick, self._beat)
 
 
 _heartbeats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Heartbeats]] = (
