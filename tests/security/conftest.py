@@ -141,6 +141,9 @@ def provider_env(name: str, dead_port: int) -> dict[str, str]:
             "APIGW_TABLE_PREFIX": "forge-relay",
             "APIGW_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead_port}",
+            # boto3's clients (core/aws.py) take the region from the environment as on Lambda;
+            # without it, a suite run alone has none (a run after others finds a cached client).
+            "AWS_DEFAULT_REGION": "us-east-1",
         },
         "appsync": {
             "APPSYNC_ENDPOINT": f"http://127.0.0.1:{dead_port}",
