@@ -89,11 +89,14 @@ def create_app(
         measured = embedded.install(app, relay)
     problems.install(app)
     docs.install(app)
+    direct = dict(auth.direct.endpoints)  # served by Front, below FastAPI's routing
     routers = (health, auth, events, channels, users, webhooks)
     for module in routers:
         app.include_router(module.router)
     if PUSHER_SERVERS.intersection(settings.providers):  # the Pusher HTTP API, as SDKs call it
-        app.include_router(build_pusher_http_router(settings))
+        pusher_http = build_pusher_http_router(settings)
+        app.include_router(pusher_http.router)
+        direct.update(pusher_http.direct)
     local = relay.provider.part("local")
     if local is not None:  # it serves its own sockets; imported only then
         from app import console
@@ -113,7 +116,7 @@ def create_app(
         partial(FastAPI.__call__, app),
         settings=settings,
         host=app,
-        direct=auth.direct.endpoints,
+        direct=direct,
         measure=None if measured is None else measured.observe,
     )
     return app

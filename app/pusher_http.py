@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from app.metrics import count_published
 from app.relay import relay_of
@@ -43,6 +43,7 @@ from providers.pusherproto import signing
 from providers.pusherproto.cache import is_cache_channel
 
 if TYPE_CHECKING:
+    from app.direct import Endpoint
     from app.relay import Relay
     from core.provider import Occupancy
     from core.settings import Settings
@@ -59,8 +60,19 @@ _EVENT_INFO = frozenset({USER_COUNT, SUBSCRIPTION_COUNT})
 _CHANNEL_INFO = frozenset({USER_COUNT, SUBSCRIPTION_COUNT, CACHE})
 
 
-def build_pusher_http_router(settings: Settings) -> APIRouter:
-    """Routes authenticated as Pusher signs requests: with the app key and secret."""
+class PusherHttp(NamedTuple):
+    """The routes, and the publishing ones Front serves itself (app.direct) at this app's path."""
+
+    router: APIRouter
+    direct: dict[tuple[str, str], Endpoint]
+
+
+def build_pusher_http_router(settings: Settings) -> PusherHttp:
+    """Routes authenticated as Pusher signs requests: with the app key and secret.
+
+    The two publishing routes, the busiest, are also served below FastAPI's routing (app.direct)
+    at `/apps/<RELAY_APP_ID>/...`: FastAPI's routing and request handling were about a third of
+    a publish's CPU (bench/README.md). Another app id reaches the FastAPI route, and its 404."""
     router = APIRouter(tags=["pusher-http-api"])
 
     async def signed(request: Request, app_id: str | None) -> dict[str, str]:
@@ -84,9 +96,7 @@ def build_pusher_http_router(settings: Settings) -> APIRouter:
 
     principal = principal_of_app(settings)
 
-    @router.post("/apps/{app_id}/events")
-    async def pusher_events(app_id: str, request: Request) -> dict[str, Any]:
-        """Pusher's trigger; with `info`, each channel's attributes as Pusher answers them."""
+    async def events(request: Request, app_id: str) -> dict[str, Any]:
         relay = relay_of(request)
         await signed(request, app_id)
         body = _json_object(await request.body())
@@ -116,9 +126,7 @@ def build_pusher_http_router(settings: Settings) -> APIRouter:
         found = await _occupancies(relay, request, names)
         return {"channels": {c: _attributes(c, o, info) for c, o in zip(names, found, strict=True)}}
 
-    @router.post("/apps/{app_id}/batch_events")
-    async def pusher_batch(app_id: str, request: Request) -> dict[str, Any]:
-        """Pusher's batch trigger; with `info` on any event, each event's channel attributes."""
+    async def batch_events(request: Request, app_id: str) -> dict[str, Any]:
         relay = relay_of(request)
         await signed(request, app_id)
         batch = _json_object(await request.body()).get("batch")
@@ -158,6 +166,22 @@ def build_pusher_http_router(settings: Settings) -> APIRouter:
                 for e, i in zip(batch, infos, strict=True)
             ]
         }
+
+    @router.post("/apps/{app_id}/events")
+    async def pusher_events(app_id: str, request: Request) -> dict[str, Any]:
+        """Pusher's trigger; with `info`, each channel's attributes as Pusher answers them."""
+        return await events(request, app_id)
+
+    @router.post("/apps/{app_id}/batch_events")
+    async def pusher_batch(app_id: str, request: Request) -> dict[str, Any]:
+        """Pusher's batch trigger; with `info` on any event, each event's channel attributes."""
+        return await batch_events(request, app_id)
+
+    async def direct_events(request: Request) -> Response:
+        return _json(await events(request, settings.app_id))
+
+    async def direct_batch(request: Request) -> Response:
+        return _json(await batch_events(request, settings.app_id))
 
     @router.get("/apps/{app_id}/channels")
     async def pusher_channels(app_id: str, request: Request) -> dict[str, Any]:
@@ -222,7 +246,17 @@ def build_pusher_http_router(settings: Settings) -> APIRouter:
         """The same, on the path the Python SDK posts (no /apps/{id}: the key names the app)."""
         return await terminate(request, None, user_id)
 
-    return router
+    prefix = f"/apps/{settings.app_id}"
+    direct: dict[tuple[str, str], Endpoint] = {
+        ("POST", f"{prefix}/events"): direct_events,
+        ("POST", f"{prefix}/batch_events"): direct_batch,
+    }
+    return PusherHttp(router, direct)
+
+
+def _json(answer: dict[str, Any]) -> Response:
+    """An answer as FastAPI would send it, serialized once."""
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -370,3 +370,13 @@ async def test_channel_query_for_a_malformed_channel_is_400(
     path = "/apps/4242/channels/" + "x" * 200
     response = await http.get(path, params=_signed(relay_settings, "GET", path))
     _assert_problem(response, 400, "invalid-channel")
+
+
+async def test_the_publishing_routes_are_served_by_front_at_this_apps_path(
+    relay_app: Any, relay_settings: Settings
+) -> None:
+    # Below FastAPI's routing (app/direct.py); any other path goes through FastAPI (the 404 above).
+    direct = relay_app.front.direct
+    for route in ("events", "batch_events"):
+        assert ("POST", f"/apps/{relay_settings.app_id}/{route}") in direct
+    assert not any(path.startswith("/apps/{") for _, path in direct)
