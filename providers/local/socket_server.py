@@ -106,17 +106,18 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class _Corks:
-    """The sockets of one event loop holding event frames until the end of its pass."""
+    """The sockets holding event frames until the end of this pass of the event loop."""
 
-    __slots__ = ("_sockets",)
+    __slots__ = ("_loop", "_sockets")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._sockets: list[PusherSocket] = []
 
     def hold(self, socket: PusherSocket) -> None:
         """The socket has frames to write once this pass ends (one callback for them all)."""
         if not self._sockets:
-            socket._loop.call_soon(self._release)
+            self._loop.call_soon(self._release)
         self._sockets.append(socket)
 
     def _release(self) -> None:
@@ -125,14 +126,13 @@ class _Corks:
             socket._release()
 
 
-# One per loop, forgotten with it (a _Corks holds no reference to its loop).
 _corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Corks] = weakref.WeakKeyDictionary()
 
 
 def _corks_of(loop: asyncio.AbstractEventLoop) -> _Corks:
     corks = _corks.get(loop)
     if corks is None:
-        corks = _corks[loop] = _Corks()
+        corks = _corks[loop] = _Corks(loop)
     return corks
 
 

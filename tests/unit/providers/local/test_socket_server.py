@@ -6,8 +6,6 @@ sees is run on both transports by test_websocket.py."""
 from __future__ import annotations
 
 import asyncio
-import gc
-import weakref
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -176,15 +174,3 @@ async def test_a_socket_that_ends_while_frames_are_held_writes_none_of_them() ->
     socket.connection_lost(None)
     await asyncio.sleep(0)
     assert transport.writes == []
-
-
-def test_a_loops_corks_do_not_keep_the_loop_alive() -> None:
-    loop = asyncio.new_event_loop()
-    corks = socket_server._corks_of(loop)
-    assert socket_server._corks_of(loop) is corks  # one per loop
-    gone = weakref.ref(loop)
-    loop.close()
-    del loop
-    gc.collect()
-    assert gone() is None
-    assert corks not in socket_server._corks.values()
