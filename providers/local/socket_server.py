@@ -9,16 +9,11 @@ authorizing service), and frames of one socket are decided one after another, in
 
 A broadcast is one WebSocket frame for every subscriber: no compression is negotiated (as soketi
 does by default: see docs/scaling.md), and server frames are unmasked, so the bytes are the same
-for all and are built once per broadcast (`_wire`). Event frames are held until the end of the
-event loop's pass (`_Corks`), then each socket's are written with one `transport.write`: the
-envelopes the Redis backplane's reader hands over in one go cost one `send` per subscriber, not
-one per event. A frame of the socket's own session (and whatever websockets writes: a pong, a
-close) writes what is held first, so a socket's frames keep their order. A consumer too slow to
-keep up is cut off: once the transport's buffer passes its high-water mark (asyncio's flow control
-pauses writing), at most `send_buffer_frames` more frames are buffered before the socket is closed
-with 4100, as the ASGI transport's bounded queue did. Idle sockets are pinged after the activity
-timeout and closed with 4201 when no pong follows, by one timer each that only moves when it
-fires.
+for all and are built once per broadcast (`_wire`). A consumer too slow to keep up is cut off: once
+the transport's buffer passes its high-water mark (asyncio's flow control pauses writing), at most
+`send_buffer_frames` more frames are buffered before the socket is closed with 4100, as the ASGI
+transport's bounded queue did. Idle sockets are pinged after the activity timeout and closed with
+4201 when no pong follows, by one timer each that only moves when it fires.
 
 What the shell provides (the origin allowlist, the client's address behind proxies, the session's
 configuration, the access log) comes in as a `SocketShell`; this module imports no web framework.
@@ -29,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import parse_qs
@@ -105,37 +99,6 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-class _Corks:
-    """The sockets holding event frames until the end of this pass of the event loop."""
-
-    __slots__ = ("_loop", "_sockets")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._sockets: list[PusherSocket] = []
-
-    def hold(self, socket: PusherSocket) -> None:
-        """The socket has frames to write once this pass ends (one callback for them all)."""
-        if not self._sockets:
-            self._loop.call_soon(self._release)
-        self._sockets.append(socket)
-
-    def _release(self) -> None:
-        sockets, self._sockets = self._sockets, []
-        for socket in sockets:
-            socket._release()
-
-
-_corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Corks] = weakref.WeakKeyDictionary()
-
-
-def _corks_of(loop: asyncio.AbstractEventLoop) -> _Corks:
-    corks = _corks.get(loop)
-    if corks is None:
-        corks = _corks[loop] = _Corks(loop)
-    return corks
-
-
 class PusherSocket(asyncio.Protocol):
     """One pusher-js socket: the handshake, then the Pusher session, callbacks only."""
 
@@ -143,8 +106,6 @@ class PusherSocket(asyncio.Protocol):
         "_backlog",
         "_close_timer",
         "_closing",
-        "_corks",
-        "_held",
         "_last",
         "_limit",
         "_loop",
@@ -196,8 +157,6 @@ class PusherSocket(asyncio.Protocol):
         self._paused = False  # the transport's buffer is past its high-water mark
         self._backlog = 0  # frames written since it was
         self._limit = provider.settings.send_buffer_frames
-        self._held: list[bytes] | None = None  # event frames waiting for the end of the pass
-        self._corks = _corks_of(self._loop)
         self._pending: deque[str | object] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._reading_paused = False
@@ -213,16 +172,8 @@ class PusherSocket(asyncio.Protocol):
         return None if self.state is None else self.state.signed_in
 
     def deliver(self, delivery: Delivery) -> None:
-        """Write an event frame at the end of this loop pass, with any others held by then; a
-        consumer too slow to keep up is closed with 4100."""
-        if self._closing or self.transport is None or (self._paused and not self._room()):
-            return
-        held = self._held
-        if held is None:
-            self._held = [_wire(delivery)]
-            self._corks.hold(self)
-        else:
-            held.append(_wire(delivery))
+        """Write an event frame now; a consumer too slow to keep up is closed with 4100."""
+        self._write(_wire(delivery))
 
     def close(self, code: int) -> None:
         """Close with a Pusher code after what was written."""
@@ -276,7 +227,6 @@ class PusherSocket(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._closing = True
-        self._held = None
         self.provider.connections.discard(self)
         if self._ticket is not None:
             self._ticket.release()
@@ -418,36 +368,21 @@ class PusherSocket(asyncio.Protocol):
         self._write(text_frame(text.encode()))
 
     def _write(self, data: bytes) -> None:
-        """A frame of the socket's own session: written now, after the event frames held."""
         transport = self.transport
-        if self._closing or transport is None or (self._paused and not self._room()):
+        if self._closing or transport is None:
             return
-        if self._held is not None:
-            self._release()
+        if self._paused:
+            self._backlog += 1
+            if self._backlog > self._limit:
+                log.warning("socket %s: send buffer full, disconnecting", self.socket_id)
+                self.close(ErrorCode.OVER_CAPACITY)
+                return
         transport.write(data)
-
-    def _room(self) -> bool:
-        """Whether one more frame may be buffered while the client is not reading; past the
-        bound the socket is closed with 4100 (after what was accepted before)."""
-        self._backlog += 1
-        if self._backlog <= self._limit:
-            return True
-        log.warning("socket %s: send buffer full, disconnecting", self.socket_id)
-        self.close(ErrorCode.OVER_CAPACITY)
-        return False
-
-    def _release(self) -> None:
-        """Write the event frames held, in one write."""
-        held, self._held = self._held, None
-        if held is not None and self.transport is not None:
-            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def _flush(self) -> None:
         transport = self.transport
         if transport is None:
             return
-        if self._held is not None:
-            self._release()
         for chunk in self._ws.data_to_send():
             if chunk:
                 transport.write(chunk)

@@ -626,15 +626,14 @@ async def test_slow_consumer_is_disconnected_with_4100_not_buffered(
                 sock = end.get_extra_info("socket")
                 sock.setsockopt(SOL_SOCKET, SO_SNDBUF, 4096)
                 sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4096)
-            original_room = PusherSocket._room
+            original_write = PusherSocket._write
 
-            def tracking_room(self: PusherSocket) -> bool:
+            def tracking_write(self: PusherSocket, data: bytes) -> None:
                 nonlocal peak
-                room = original_room(self)
+                original_write(self, data)
                 peak = max(peak, self._backlog)
-                return room
 
-            monkeypatch.setattr(PusherSocket, "_room", tracking_room)
+            monkeypatch.setattr(PusherSocket, "_write", tracking_write)
         batch = [
             {"name": "big", "channel": "firehose", "data": f"{i:05d}" + "x" * 10_000}
             for i in range(20)
