@@ -20,10 +20,12 @@ def chosen_provider(request: Request, fields: dict[str, str]) -> str | None:
     the relay delivers through two (RELAY_SECONDARY_PROVIDER); None: the relay's choice. Given
     twice, or differently in the query and the body, it is refused."""
     named = request.query_params.getlist("provider") if request.url.query else []
+    if len(named) > 1:
+        raise BadRequest("name the provider once, in the query or in the body")
     if "provider" in fields:
         named.append(fields["provider"])
-    if len(set(named)) > 1 or len(named) > 2:
-        raise BadRequest("name the provider once, in the query or in the body")
+    if len(set(named)) > 1:
+        raise BadRequest("the query and the body name different providers")
     return named[0] if named else None
 
 

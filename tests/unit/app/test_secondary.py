@@ -157,10 +157,13 @@ async def test_a_client_names_the_provider_that_signs_its_channel(
         refused = await client.post(f"/auth/channel{query}", data={**form, **body}, headers=user)
         assert refused.status_code == 400, refused.text
         assert refused.json()["type"].endswith(":invalid-request")
-    twice = await client.post(
-        "/auth/channel?provider=local&provider=pusher", data=form, headers=user
+    for query in ("?provider=local&provider=pusher", "?provider=local&provider=local"):
+        twice = await client.post(f"/auth/channel{query}", data=form, headers=user)
+        assert twice.status_code == 400, query
+    both = await client.post(  # the same name in the query and the body: one choice
+        "/auth/channel?provider=local", data={**form, "provider": "local"}, headers=user
     )
-    assert twice.status_code == 400
+    assert both.json() == own.json()
 
 
 async def test_a_mirrored_publish_says_what_each_took_and_is_replayed_once(
