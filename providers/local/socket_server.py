@@ -37,6 +37,7 @@ from core.webhooks.sink import emit
 from providers.local import handshake
 from providers.local.admission import Ticket
 from providers.local.hub import Delivery
+from providers.local.writebound import WriteBound
 from providers.pusherproto import frames
 from providers.pusherproto.frames import ErrorCode
 from providers.pusherproto.session import Session
@@ -99,18 +100,15 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-class PusherSocket(asyncio.Protocol):
+class PusherSocket(WriteBound, asyncio.Protocol):
     """One pusher-js socket: the handshake, then the Pusher session, callbacks only."""
 
     __slots__ = (
-        "_backlog",
         "_close_timer",
         "_closing",
         "_last",
-        "_limit",
         "_loop",
         "_path",
-        "_paused",
         "_pending",
         "_ping_sent",
         "_reading_paused",
@@ -139,6 +137,7 @@ class PusherSocket(asyncio.Protocol):
         max_frame_bytes: int,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        super().__init__(provider.settings.send_buffer_frames)
         self.provider = provider
         self._shell = shell
         self._registry = registry  # uvicorn's connections, which its shutdown closes
@@ -154,9 +153,6 @@ class PusherSocket(asyncio.Protocol):
         self._status = 0
         self._started = time.perf_counter()
         self._closing = False
-        self._paused = False  # the transport's buffer is past its high-water mark
-        self._backlog = 0  # frames written since it was
-        self._limit = provider.settings.send_buffer_frames
         self._pending: deque[str | object] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._reading_paused = False
@@ -209,16 +205,6 @@ class PusherSocket(asyncio.Protocol):
         self._ws.receive_eof()
         self._flush()
         return None
-
-    def pause_writing(self) -> None:
-        """The transport's buffer is full: count what is written from now on."""
-        self._paused = True
-        self._backlog = 0
-
-    def resume_writing(self) -> None:
-        """The client caught up."""
-        self._paused = False
-        self._backlog = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Leave every channel (announcing members who left for good), give the place back."""
@@ -371,12 +357,10 @@ class PusherSocket(asyncio.Protocol):
         transport = self.transport
         if self._closing or transport is None:
             return
-        if self._paused:
-            self._backlog += 1
-            if self._backlog > self._limit:
-                log.warning("socket %s: send buffer full, disconnecting", self.socket_id)
-                self.close(ErrorCode.OVER_CAPACITY)
-                return
+        if self._past_bound():
+            log.warning("socket %s: send buffer full, disconnecting", self.socket_id)
+            self.close(ErrorCode.OVER_CAPACITY)
+            return
         transport.write(data)
 
     def _flush(self) -> None:

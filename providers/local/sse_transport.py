@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from providers.local.sse import HEARTBEAT
+from providers.local.writebound import WriteBound
 
 if TYPE_CHECKING:
     import asyncio
@@ -59,18 +60,16 @@ class Lent(Protocol):
         request, or (`close`) closes it, not waiting long for a client that does not read."""
 
 
-class ChunkedWire:
+class ChunkedWire(WriteBound):
     """A stream's wire on its own connection: every frame one chunk, written at once."""
 
-    __slots__ = ("_backlog", "_ended", "_lent", "_limit", "_paused", "_stream", "_transport")
+    __slots__ = ("_ended", "_lent", "_stream", "_transport")
 
     def __init__(self, stream: SseStream, limit: int) -> None:
+        super().__init__(limit)
         self._stream = stream
-        self._limit = limit
         self._lent: Lent | None = None
         self._transport: asyncio.Transport | None = None
-        self._paused = False  # the transport's buffer is past its high-water mark
-        self._backlog = 0  # events written since it was
         self._ended = True  # until a connection is lent: nothing is written
 
     def borrow(self, lend: Callable[[Borrower], Lent | None]) -> bool:
@@ -93,10 +92,8 @@ class ChunkedWire:
         """A live event; False once `limit` of them were buffered past the high-water mark."""
         if self._ended:
             return True
-        if self._paused:
-            self._backlog += 1
-            if self._backlog > self._limit:
-                return False
+        if self._past_bound():
+            return False
         assert self._transport is not None
         self._transport.write(chunk(frame))
         return True
@@ -117,17 +114,7 @@ class ChunkedWire:
         self._transport.write(LAST_CHUNK)
         self._lent.give_back(close=cut)
 
-    # -- Borrower -------------------------------------------------------------------------------
-    def pause_writing(self) -> None:
-        """Count the events written from now on."""
-        self._paused = True
-        self._backlog = 0
-
-    def resume_writing(self) -> None:
-        """The client caught up."""
-        self._paused = False
-        self._backlog = 0
-
+    # -- Borrower (pause_writing and resume_writing: WriteBound) --------------------------------
     def connection_lost(self) -> None:
         """The client left: the stream is over."""
         self._ended = True
