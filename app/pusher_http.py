@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from app.direct import json_answer
 from app.metrics import count_published
 from app.relay import relay_of
 from core.errors import BadRequest, InvalidChannel, NotFound, NotSupported, TooManyItems
@@ -178,10 +179,10 @@ def build_pusher_http_router(settings: Settings) -> PusherHttp:
         return await batch_events(request, app_id)
 
     async def direct_events(request: Request) -> Response:
-        return _json(await events(request, settings.app_id))
+        return json_answer(await events(request, settings.app_id))
 
     async def direct_batch(request: Request) -> Response:
-        return _json(await batch_events(request, settings.app_id))
+        return json_answer(await batch_events(request, settings.app_id))
 
     @router.get("/apps/{app_id}/channels")
     async def pusher_channels(app_id: str, request: Request) -> dict[str, Any]:
@@ -252,11 +253,6 @@ def build_pusher_http_router(settings: Settings) -> PusherHttp:
         ("POST", f"{prefix}/batch_events"): direct_batch,
     }
     return PusherHttp(router, direct)
-
-
-def _json(answer: dict[str, Any]) -> Response:
-    """An answer as FastAPI would send it, serialized once."""
-    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

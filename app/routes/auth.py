@@ -2,23 +2,14 @@
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 
-from app.direct import Direct
+from app.direct import Direct, json_answer
 from app.forms import chosen_provider, read_fields
 from app.relay import relay_of
 
 router = APIRouter(tags=["auth"])
 direct = Direct(router)  # the busiest routes, served below FastAPI's routing
-
-
-def json_answer(answer: dict[str, str]) -> Response:
-    """The signed answer as JSON, serialized once here: the route's `response_model` documents
-    it, and FastAPI's own validation and encoding of a dict of strings would only repeat work
-    on the relay's busiest route (served `direct`ly, below FastAPI's routing, for the same
-    reason: app/middleware.py)."""
-    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 _PROVIDER = {
